@@ -1,0 +1,183 @@
+"""Convolutions with CompressAI's padding semantics, NHWC.
+
+* ``Conv``: stride-s convolution padded symmetrically by ``k // 2`` (CompressAI ``conv``), so a
+  PyTorch ``Conv2d(k, s, padding=k//2)`` weight gives the same output. Flax's ``padding='SAME'``
+  pads (1, 2) for k=5, s=2 and does **not** match.
+* ``ConvTranspose``: PyTorch ``ConvTranspose2d(k, s, padding=p, output_padding=op)`` (CompressAI
+  ``deconv``: p = k//2, op = s-1, output = s·input). The kernel is kept in the papers' layout
+  (kh, kw, in, out; ``out[i·s − p + t] += x[i] · W[t]``) and computed by one of two exactly
+  equivalent formulations, chosen per backend (``impl='auto'``):
+
+  - ``'transpose'``: input-dilated convolution with the flipped kernel (``lax.conv_transpose``);
+  - ``'subpixel'``: a stride-1 convolution whose s² output phases are gathered from the same
+    kernel, followed by depth-to-space. On XLA:CPU the gradient of a transposed convolution is
+    15–19× slower than that of a plain convolution (``shared/docs/PERF_ANCHORS.md``); the
+    sub-pixel form turns it into plain convolutions. It is the default on CPU.
+* ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
+
+Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
+training from scratch behaves like CompressAI's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["Conv", "ConvTranspose", "MaskedConv", "conv2d", "conv_transpose2d", "causal_mask"]
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _uniform_init(bound: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def conv2d(x, kernel, stride: int = 1, padding: Sequence[tuple[int, int]] | None = None):
+    """Cross-correlation with explicit padding (default: ``k//2`` on every side)."""
+    kh, kw = kernel.shape[:2]
+    if padding is None:
+        padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+
+
+def _subpixel_kernel(kernel, stride: int, padding: int):
+    """Rearrange a transposed-conv kernel into a stride-1 kernel with s² output phases.
+
+    For output o = s·q + r, ``out[o] = Σ_j x[q + j] · W[r + p − s·j]``; returns the stacked
+    kernel (J, J, in, s·s·out) and the input padding (−j_min, j_max).
+    """
+    k = kernel.shape[0]
+    s, p = stride, padding
+    j_min = min(-((k - 1 - r - p) // s) for r in range(s))  # ceil((r + p − (k−1)) / s)
+    j_max = max((r + p) // s for r in range(s))
+    js = np.arange(j_min, j_max + 1)
+    # tap index t[r, j] = r + p − s·j, valid if 0 <= t < k
+    t = np.arange(s)[:, None] + p - s * js[None, :]
+    valid = (t >= 0) & (t < k)
+    t_c = np.clip(t, 0, k - 1)
+    # gather: W[t[rh, jh], t[rw, jw]] -> (rh, jh, rw, jw, in, out)
+    g = kernel[t_c[:, :, None, None], t_c[None, None, :, :]]
+    mask = (valid[:, :, None, None] & valid[None, None, :, :]).astype(kernel.dtype)
+    g = g * mask[..., None, None]
+    # -> (jh, jw, in, rh, rw, out)
+    g = jnp.transpose(g, (1, 3, 4, 0, 2, 5))
+    J = len(js)
+    cin, cout = kernel.shape[2], kernel.shape[3]
+    return g.reshape(J, J, cin, s * s * cout), (-j_min, j_max)
+
+
+def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_padding: int | None = None,
+                     impl: str = "auto"):
+    """PyTorch ``conv_transpose2d`` semantics on NHWC with an (kh, kw, in, out) kernel."""
+    k = kernel.shape[0]
+    if kernel.shape[1] != k:
+        raise ValueError("only square kernels are supported")
+    p = k // 2 if padding is None else padding
+    op = stride - 1 if output_padding is None else output_padding
+    if impl == "auto":
+        impl = "subpixel" if jax.default_backend() == "cpu" else "transpose"
+    if stride == 1 and op == 0:
+        return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
+    if impl == "subpixel" and k - 2 * p + op == stride:
+        w, (lo, hi) = _subpixel_kernel(kernel, stride, p)
+        y = conv2d(x, w, 1, ((lo, hi), (lo, hi)))
+        n, h, wd, _ = y.shape
+        cout = kernel.shape[3]
+        y = y.reshape(n, h, wd, stride, stride, cout)
+        y = jnp.transpose(y, (0, 1, 3, 2, 4, 5))
+        return y.reshape(n, h * stride, wd * stride, cout)
+    if impl not in ("transpose", "subpixel"):
+        raise ValueError(f"unknown transposed-convolution impl {impl!r}")
+    pad = ((k - 1 - p, k - 1 - p + op),) * 2
+    return lax.conv_general_dilated(
+        x, kernel[::-1, ::-1], (1, 1), pad, lhs_dilation=(stride, stride), dimension_numbers=_DN
+    )
+
+
+class Conv(nn.Module):
+    """``Conv2d(k, stride, padding=k//2)`` as in CompressAI (kernel (k, k, in, out))."""
+
+    features: int
+    kernel_size: int = 5
+    stride: int = 2
+    use_bias: bool = True
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        bound = 1.0 / math.sqrt(x.shape[-1] * k * k)
+        kernel = self.param("kernel", _uniform_init(bound), (k, k, x.shape[-1], self.features))
+        dtype = self.dtype or x.dtype
+        y = conv2d(x.astype(dtype), kernel.astype(dtype), self.stride)
+        if self.use_bias:
+            y = y + self.param("bias", _uniform_init(bound), (self.features,)).astype(dtype)
+        return y
+
+
+class ConvTranspose(nn.Module):
+    """``ConvTranspose2d(k, stride, padding=k//2, output_padding=stride-1)`` (CompressAI ``deconv``)."""
+
+    features: int
+    kernel_size: int = 5
+    stride: int = 2
+    use_bias: bool = True
+    impl: str = "auto"
+    dtype: jnp.dtype | None = None
+
+    @nn.compact
+    def __call__(self, x):
+        k = self.kernel_size
+        # PyTorch computes the fan-in of a ConvTranspose2d weight (in, out, k, k) as out·k·k.
+        bound = 1.0 / math.sqrt(self.features * k * k)
+        kernel = self.param("kernel", _uniform_init(bound), (k, k, x.shape[-1], self.features))
+        dtype = self.dtype or x.dtype
+        y = conv_transpose2d(x.astype(dtype), kernel.astype(dtype), self.stride, impl=self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", _uniform_init(bound), (self.features,)).astype(dtype)
+        return y
+
+
+def causal_mask(kernel_size: int, mask_type: str = "A") -> np.ndarray:
+    """(k, k) raster-order mask: 1 for rows above the centre and columns left of it ('B': and the centre)."""
+    if mask_type not in ("A", "B"):
+        raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+    m = np.ones((kernel_size, kernel_size), np.float32)
+    c = kernel_size // 2
+    m[c, c + (mask_type == "B"):] = 0
+    m[c + 1:] = 0
+    return m
+
+
+class MaskedConv(nn.Module):
+    """Masked stride-1 convolution (PixelCNN, van den Oord et al. 2016); CompressAI ``MaskedConv2d``."""
+
+    features: int
+    kernel_size: int = 5
+    mask_type: str = "A"
+    dtype: jnp.dtype | None = None
+
+    def masked_kernel(self, cin: int):
+        k = self.kernel_size
+        bound = 1.0 / math.sqrt(cin * k * k)
+        kernel = self.param("kernel", _uniform_init(bound), (k, k, cin, self.features))
+        bias = self.param("bias", _uniform_init(bound), (self.features,))
+        return kernel * causal_mask(k, self.mask_type)[:, :, None, None], bias
+
+    @nn.compact
+    def __call__(self, x, valid: bool = False):
+        """Same-size output (padding k//2), or with ``valid=True`` one output per full k×k window."""
+        kernel, bias = self.masked_kernel(x.shape[-1])
+        dtype = self.dtype or x.dtype
+        pad = ((0, 0), (0, 0)) if valid else None
+        return conv2d(x.astype(dtype), kernel.astype(dtype), 1, pad) + bias.astype(dtype)

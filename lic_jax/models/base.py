@@ -1,0 +1,74 @@
+"""Shared pieces of the compression models.
+
+Every model is a Flax ``linen`` module on NHWC images in [0, 1]. ``model.apply(variables, x,
+train=..., quant=..., rngs={'noise': key})`` returns a dict with ``x_hat``, ``likelihoods``
+({'y': ..., 'z': ...}) and the latents ``y``, ``y_hat`` (and ``z``, ``z_hat``).
+
+Pad/crop rule for sizes that are not a multiple of the model's ``downsampling`` (16 for
+factorized models, 64 with a hyperprior): the image is zero-padded symmetrically (left/top get
+``pad // 2``, as CompressAI's ``eval_model``), coded, and ``x_hat`` is cropped back. Rates are
+always divided by the *unpadded* pixel count.
+
+Quantisation (``train=True``): ``quant='noise'`` (the papers' additive uniform noise, default),
+``'ste'`` (straight-through rounding) or ``'mixed'`` (noise for the rate, straight-through
+rounding for the synthesis). ``train=False`` rounds (around medians / means) with the true zero
+gradient, as CompressAI's eval mode.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["quant_modes", "pad_amounts", "pad_image", "crop_image", "leaky_relu", "total_bits", "bpp"]
+
+
+def quant_modes(train: bool, quant: str | None):
+    """(rate_mode, synthesis_mode) for a forward pass."""
+    if not train:
+        return "round", "round"
+    quant = quant or "noise"
+    if quant == "mixed":
+        return "noise", "ste"
+    if quant not in ("noise", "ste"):
+        raise ValueError(f"quant must be 'noise', 'ste' or 'mixed', got {quant!r}")
+    return quant, quant
+
+
+def pad_amounts(h: int, w: int, multiple: int):
+    """((top, bottom), (left, right)) zero padding to the next multiple (centred, CompressAI rule)."""
+    nh = -(-h // multiple) * multiple
+    nw = -(-w // multiple) * multiple
+    top, left = (nh - h) // 2, (nw - w) // 2
+    return (top, nh - h - top), (left, nw - w - left)
+
+
+def pad_image(x, multiple: int):
+    (t, b), (l, r) = pad_amounts(x.shape[-3], x.shape[-2], multiple)
+    if t == b == l == r == 0:
+        return x
+    pad = [(0, 0)] * (x.ndim - 3) + [(t, b), (l, r), (0, 0)]
+    return (np.pad if isinstance(x, np.ndarray) else jnp.pad)(x, pad)
+
+
+def crop_image(x, h: int, w: int):
+    """Inverse of :func:`pad_image`: the centred (h, w) window."""
+    t, l = (x.shape[-3] - h) // 2, (x.shape[-2] - w) // 2
+    return x[..., t : t + h, l : l + w, :]
+
+
+def leaky_relu(x):
+    return jnp.where(x >= 0, x, 0.01 * x)
+
+
+def total_bits(likelihoods):
+    """Σ −log2 p over every likelihood tensor (per batch element: shape (B,))."""
+    bits = 0.0
+    for lik in likelihoods.values():
+        bits = bits + jnp.sum(-jnp.log2(lik).reshape(lik.shape[0], -1), axis=1)
+    return bits
+
+
+def bpp(likelihoods, num_pixels):
+    """Estimated bits per pixel of a batch: Σ −log2 p / (B·H·W) (CompressAI convention)."""
+    return sum(jnp.sum(jnp.log(l)) for l in likelihoods.values()) / (-np.log(2.0) * num_pixels)

@@ -1,0 +1,88 @@
+"""A tiny registry: model name + quality (or explicit hyper-parameters) → Flax module + config.
+
+Names, the quality → (N, M) table and the λ table are CompressAI's (``compressai/zoo/image.py``,
+``docs/source/zoo.rst``), so ``get_model('mbt2018', 3)`` builds the architecture of CompressAI's
+``mbt2018(quality=3)`` and its converted weights load into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .bls2017 import Bls2017
+from .bmshj2018 import FactorizedPrior, ScaleHyperprior
+from .lee2019 import Lee2019
+from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
+
+__all__ = ["MODELS", "QUALITY_HPARAMS", "LAMBDAS", "ModelSpec", "get_model", "model_names", "lmbda_for"]
+
+MODELS = {
+    "bmshj2018-factorized": FactorizedPrior,
+    "bmshj2018-hyperprior": ScaleHyperprior,
+    "mbt2018-mean": MeanScaleHyperprior,
+    "mbt2018": JointAutoregressiveHierarchicalPriors,
+    "bls2017": Bls2017,
+    "lee2019": Lee2019,
+}
+
+_SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
+QUALITY_HPARAMS: dict[str, dict[int, dict[str, int]]] = {
+    "bmshj2018-factorized": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
+    "bmshj2018-hyperprior": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
+    "mbt2018-mean": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
+    "mbt2018": {q: ({"N": 192, "M": 192} if q <= 4 else {"N": 192, "M": 320}) for q in range(1, 9)},
+    "bls2017": {q: ({"N": 128} if q <= 5 else {"N": 192}) for q in range(1, 9)},
+    "lee2019": {q: {"N": 192, "M": 192} for q in range(1, 9)},
+}
+
+# CompressAI's λ per quality: loss = bpp + λ·255²·MSE (images in [0, 1]) or bpp + λ·(1 − MS-SSIM).
+LAMBDAS = {
+    "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
+    "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What identifies an architecture: registry name, quality (if any) and hyper-parameters."""
+
+    name: str
+    quality: int | None
+    hparams: dict[str, Any]
+
+    def build(self):
+        return MODELS[self.name](**self.hparams)
+
+    def to_dict(self):
+        return {"name": self.name, "quality": self.quality, "hparams": dict(self.hparams)}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["name"], d.get("quality"), dict(d.get("hparams", {})))
+
+
+def model_names():
+    return sorted(MODELS)
+
+
+def lmbda_for(quality: int, metric: str = "mse") -> float:
+    if metric not in LAMBDAS:
+        raise ValueError(f"metric must be one of {sorted(LAMBDAS)}, got {metric!r}")
+    if quality not in LAMBDAS[metric]:
+        raise ValueError(f"quality must be 1..8, got {quality!r}")
+    return LAMBDAS[metric][quality]
+
+
+def get_model(name: str, quality: int | None = None, **hparams):
+    """Return ``(module, spec)``. ``quality`` picks CompressAI's (N, M); ``hparams`` override them."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+    base: dict[str, Any] = {}
+    if quality is not None:
+        if quality not in QUALITY_HPARAMS[name]:
+            raise ValueError(f"quality must be 1..8 for {name}, got {quality!r}")
+        base.update(QUALITY_HPARAMS[name][quality])
+    base.update(hparams)
+    spec = ModelSpec(name, quality, base)
+    return spec.build(), spec

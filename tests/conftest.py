@@ -1,0 +1,73 @@
+"""Shared test fixtures: data locations, peer-library imports, deterministic JAX settings."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+# Same random draws on jax 0.4.x and >= 0.5 (shared/docs/DEPENDENCIES.md §3, PRNG).
+jax.config.update("jax_threefry_partitionable", True)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LIC_JAX_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+ANCHORS = SHARED / "anchors"
+REQUIRE_PEERS = os.environ.get("LIC_JAX_REQUIRE_PEERS") == "1"
+
+
+def require(module: str):
+    """Import a peer library; in CI (LIC_JAX_REQUIRE_PEERS=1) its absence fails the test instead of skipping."""
+    try:
+        if module == "compressai":
+            from compressai_compat import import_compressai
+
+            return import_compressai()
+        return importlib.import_module(module)
+    except Exception as e:  # ImportError, or a broken binary wheel
+        if REQUIRE_PEERS:
+            pytest.fail(f"peer library {module!r} is required here but cannot be imported: {e}")
+        pytest.skip(f"{module} not available: {e}")
+
+
+def require_data(path: Path) -> Path:
+    if not path.exists():
+        if REQUIRE_PEERS:
+            pytest.fail(f"test data missing: {path}")
+        pytest.skip(f"test data missing: {path}")
+    return path
+
+
+def load_rgb(path, crop=None) -> np.ndarray:
+    """uint8 RGB array of an image file, optionally cropped to (h, w) from the top-left."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB"))
+    if crop is not None:
+        a = a[: crop[0], : crop[1]]
+    return np.ascontiguousarray(a)
+
+
+@pytest.fixture(scope="session")
+def kodak_dir() -> Path:
+    return require_data(DATA / "kodak")
+
+
+@pytest.fixture(scope="session")
+def train_dir() -> Path:
+    return require_data(DATA / "train")
+
+
+@pytest.fixture(scope="session")
+def val_dir() -> Path:
+    return require_data(DATA / "val")
+
+
+@pytest.fixture(scope="session")
+def anchors_dir() -> Path:
+    return require_data(ANCHORS)
