@@ -19,7 +19,7 @@ if [[ $what == base || $what == all ]] && need .venv; then
   echo "== setting up .venv (base + test + CompressAI peer)"
   rm -rf .venv && $PY -m venv .venv
   pipq .venv/bin/pip install -q --upgrade pip
-  pipq .venv/bin/pip install -q -e ".[test,data,plot,samples]"
+  pipq .venv/bin/pip install -q -e ".[test,data,plot,samples,train]"
   # CompressAI peer for the parity tests. torch 2.13.0 CPU comes from the machine's local wheel.
   # compressai is installed without its dependencies because they pull torchvision, whose PyPI
   # wheel is a CUDA build that cannot load beside CPU torch; tests/compressai_compat.py explains.
