@@ -1,0 +1,191 @@
+"""Modulated autoencoders: one model for every rate (seed 001; Yang, Herranz, van de Weijer,
+"Variable rate deep image compression with modulated autoencoder", IEEE SPL 2020).
+
+Every analysis layer's channels are scaled by a modulation vector m_k(λ) and every synthesis
+layer's by a demodulation vector d_k(λ); each is its own MLP Dense(1→50) → ReLU → Dense(50→C)
+→ exp (or sigmoid), fed with λ normalised by the largest training λ (``SYSTEMS.md`` §6).
+
+λ uses CompressAI's convention throughout lic_jax: loss = bpp + λ·255²·MSE on [0, 1] images
+(seed 001's {64, 256, 1024, 4096} on the MSE₀₁ scale are λ/255² here: :data:`LAMBDA_PRESETS`).
+
+Entropy model (the paper keeps one entropy bottleneck per training λ, which cannot serve a λ
+between them): here ONE shared model serves every λ — for the hyperprior backbone the
+Gaussian scales come from the (modulated) hyper-latent, so the rate adapts to λ; for the
+bls2017 backbone a single factorized density covers the latents of all λ (documented cost:
+the rate of a mixture density, measured in ``docs/MAE.md``). Continuous λ at inference then
+needs nothing but the new λ.
+
+Backbones:
+* ``ModulatedBls2017``: bls2017 with GDN after every analysis stage (MAE's mae.py), modulation
+  after each analysis conv (before its GDN), demodulation after each synthesis IGDN.
+* ``ModulatedHyperprior``: bmshj2018-hyperprior with modulation after each g_a conv (the
+  last one included) and demodulation of g_s's input and after each IGDN; h_a/h_s unmodulated.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
+from ..layers import GDN, Conv, ConvTranspose
+from .base import crop_image, pad_image, quant_modes
+from .bmshj2018 import run
+
+__all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS"]
+
+LAMBDA_PRESETS = {
+    # seed 001 (S001 §II.E): {64, 256, 1024, 4096} on MSE over [0, 1] → CompressAI scale
+    "seed001": tuple(v / 255.0**2 for v in (64.0, 256.0, 1024.0, 4096.0)),
+    # CompressAI's eight qualities
+    "compressai": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
+}
+
+
+class Modulation(nn.Module):
+    """λ → per-channel scale: Dense(1→hidden) → ReLU → Dense(hidden→C) → exp | sigmoid (MAE ``scale_layer``)."""
+
+    channels: int
+    hidden: int = 50
+    activation: str = "exp"
+
+    @nn.compact
+    def __call__(self, lam_norm):
+        h = nn.relu(nn.Dense(self.hidden, name="hidden")(lam_norm[:, None]))
+        o = nn.Dense(self.channels, kernel_init=nn.initializers.normal(0.01), name="out")(h)
+        if self.activation == "exp":
+            return jnp.exp(o)
+        if self.activation == "sigmoid":
+            return 2.0 * nn.sigmoid(o)  # centred on 1 at init, like exp
+        raise ValueError(f"activation must be 'exp' or 'sigmoid', got {self.activation!r}")
+
+
+def _lam(lmbda, batch: int, lmbda_max: float):
+    lam = jnp.broadcast_to(jnp.asarray(lmbda, jnp.float32).reshape(-1), (batch,))
+    return lam / lmbda_max
+
+
+def _scale(x, m):
+    return x * m[:, None, None, :].astype(x.dtype)
+
+
+class ModulatedBls2017(nn.Module):
+    """Modulated autoencoder on bls2017 — Yang et al. SPL 2020, §II (eqs. 1–4: modulated g_a/g_s, Σ_λ R + λD)."""
+
+    N: int = 192
+    lmbdas: Sequence[float] = LAMBDA_PRESETS["seed001"]
+    activation: str = "exp"
+    eb_filters: tuple = (3, 3, 3)
+    conv_transpose_impl: str = "auto"
+    dtype: Any = None
+
+    downsampling = 16
+
+    @property
+    def lmbda_max(self):
+        return float(max(self.lmbdas))
+
+    def setup(self):
+        d, N, impl = self.dtype, self.N, self.conv_transpose_impl
+        self.g_a = [Conv(N, 9, 4, dtype=d), Conv(N, 5, 2, dtype=d), Conv(N, 5, 2, dtype=d)]
+        self.gdn = [GDN(dtype=d) for _ in range(3)]
+        self.g_s = [ConvTranspose(N, 5, 2, impl=impl, dtype=d), ConvTranspose(N, 5, 2, impl=impl, dtype=d),
+                    ConvTranspose(3, 9, 4, impl=impl, dtype=d)]
+        self.igdn = [GDN(inverse=True, dtype=d) for _ in range(3)]
+        self.mod = [Modulation(N, activation=self.activation) for _ in range(3)]
+        self.demod = [Modulation(N, activation=self.activation) for _ in range(3)]
+        self.entropy_bottleneck = EntropyBottleneck(N, filters=self.eb_filters)
+
+    def analysis(self, x, lmbda):
+        lam = _lam(lmbda, x.shape[0], self.lmbda_max)
+        for conv, m, g in zip(self.g_a, self.mod, self.gdn):
+            x = g(_scale(conv(x), m(lam)))
+        return x.astype(jnp.float32)
+
+    def synthesis(self, y_hat, lmbda):
+        lam = _lam(lmbda, y_hat.shape[0], self.lmbda_max)
+        x = y_hat
+        for g, dm, conv in zip(self.igdn, self.demod, self.g_s):
+            x = conv(_scale(g(x), dm(lam)))
+        return x.astype(jnp.float32)
+
+    def __call__(self, x, lmbda, train: bool = False, quant: str | None = None):
+        h, w = x.shape[1:3]
+        rate_mode, syn_mode = quant_modes(train, quant)
+        y = self.analysis(pad_image(x, self.downsampling), lmbda)
+        y_rate, y_lik = self.entropy_bottleneck(y, rate_mode)
+        y_hat = y_rate if syn_mode == rate_mode else quantize(y, syn_mode, self.entropy_bottleneck.medians())
+        x_hat = crop_image(self.synthesis(y_hat, lmbda), h, w)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik}, "y": y, "y_hat": y_hat}
+
+
+class ModulatedHyperprior(nn.Module):
+    """Modulated autoencoder on the scale hyperprior — Yang et al. SPL 2020, §II and the MAE-hyperprior variant."""
+
+    N: int = 128
+    M: int = 192
+    lmbdas: Sequence[float] = LAMBDA_PRESETS["compressai"]
+    activation: str = "exp"
+    eb_filters: tuple = (3, 3, 3, 3)
+    conv_transpose_impl: str = "auto"
+    dtype: Any = None
+
+    downsampling = 64
+
+    @property
+    def lmbda_max(self):
+        return float(max(self.lmbdas))
+
+    def setup(self):
+        d, N, M, impl = self.dtype, self.N, self.M, self.conv_transpose_impl
+        self.g_a = [Conv(N, 5, 2, dtype=d), Conv(N, 5, 2, dtype=d), Conv(N, 5, 2, dtype=d), Conv(M, 5, 2, dtype=d)]
+        self.gdn = [GDN(dtype=d) for _ in range(3)]
+        self.g_s = [ConvTranspose(N, 5, 2, impl=impl, dtype=d), ConvTranspose(N, 5, 2, impl=impl, dtype=d),
+                    ConvTranspose(N, 5, 2, impl=impl, dtype=d), ConvTranspose(3, 5, 2, impl=impl, dtype=d)]
+        self.igdn = [GDN(inverse=True, dtype=d) for _ in range(3)]
+        self.mod = [Modulation(c, activation=self.activation) for c in (N, N, N, M)]
+        self.demod = [Modulation(c, activation=self.activation) for c in (M, N, N, N)]
+        self.h_a = [Conv(N, 3, 1, dtype=d), nn.relu, Conv(N, 5, 2, dtype=d), nn.relu, Conv(N, 5, 2, dtype=d)]
+        self.h_s = [ConvTranspose(N, 5, 2, impl=impl, dtype=d), nn.relu, ConvTranspose(N, 5, 2, impl=impl, dtype=d),
+                    nn.relu, Conv(M, 3, 1, dtype=d), nn.relu]
+        self.entropy_bottleneck = EntropyBottleneck(N, filters=self.eb_filters)
+        self.gaussian_conditional = GaussianConditional()
+
+    def analysis(self, x, lmbda):
+        lam = _lam(lmbda, x.shape[0], self.lmbda_max)
+        for i, (conv, m) in enumerate(zip(self.g_a, self.mod)):
+            x = _scale(conv(x), m(lam))
+            if i < 3:
+                x = self.gdn[i](x)
+        return x.astype(jnp.float32)
+
+    def synthesis(self, y_hat, lmbda):
+        lam = _lam(lmbda, y_hat.shape[0], self.lmbda_max)
+        x = y_hat
+        for i, (conv, dm) in enumerate(zip(self.g_s, self.demod)):
+            if i > 0:
+                x = self.igdn[i - 1](x)
+            x = conv(_scale(x, dm(lam)))
+        return x.astype(jnp.float32)
+
+    def hyper_analysis(self, y):
+        return run(self.h_a, jnp.abs(y)).astype(jnp.float32)
+
+    def hyper_synthesis(self, z_hat):
+        return {"scales": run(self.h_s, z_hat).astype(jnp.float32)}
+
+    def __call__(self, x, lmbda, train: bool = False, quant: str | None = None):
+        h, w = x.shape[1:3]
+        rate_mode, syn_mode = quant_modes(train, quant)
+        y = self.analysis(pad_image(x, self.downsampling), lmbda)
+        z = self.hyper_analysis(y)
+        z_rate, z_lik = self.entropy_bottleneck(z, rate_mode)
+        z_hat = z_rate if syn_mode == rate_mode else quantize(z, syn_mode, self.entropy_bottleneck.medians())
+        scales = self.hyper_synthesis(z_hat)["scales"]
+        y_rate, y_lik = self.gaussian_conditional(y, scales, None, rate_mode)
+        y_hat = y_rate if syn_mode == rate_mode else quantize(y, syn_mode)
+        x_hat = crop_image(self.synthesis(y_hat, lmbda), h, w)
+        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}, "y": y, "z": z, "y_hat": y_hat,
+                "z_hat": z_hat, "scales": scales}
