@@ -1,0 +1,37 @@
+"""The configuration that trained the bundled default model (lic_jax/assets/models/default).
+
+bmshj2018-hyperprior with quality 3/4's architecture (N=128, M=192) at λ = 0.0130 (CompressAI's
+quality-4 MSE λ), trained on shared/data/train (352 crops of 256², random 128² crops) on a 2-core
+CPU within a session. A short schedule: lr 5e-4 (5× the papers' 1e-4, to get far in few steps)
+constant for half the run, then a cosine decay to 2.5e-5.
+
+    nice -n 15 python train.py --config configs/default_model.py --workdir runs/default-hp
+"""
+
+from lic_jax.train.config import get_default_config
+
+
+def get_config():
+    c = get_default_config()
+    c.model = "bmshj2018-hyperprior"
+    c.quality = 4  # N=128, M=192; λ = 0.0130 (MSE)
+    c.metric = "mse"
+    c.data.train = "../shared/data/train"
+    c.data.val = "../shared/data/val"
+    c.data.crop = 128
+    c.data.val_crop = 256
+    c.data.cache = True
+    c.batch_size = 8
+    c.val_batch_size = 8
+    c.num_steps = 2000
+    c.optim.lr = 5e-4
+    c.optim.schedule = "constant_then_cosine"
+    c.optim.decay_start = 0.5
+    c.optim.final_lr_factor = 0.05
+    c.log_every = 25
+    c.eval_every = 250
+    c.checkpoint_every = 250
+    c.keep_checkpoints = 2
+    c.progress_bar = False
+    c.export.which = "best"
+    return c

@@ -1,0 +1,23 @@
+"""Lee et al. 2019, context-adaptive entropy model (`lee2019`).
+
+    python train.py --config configs/lee2019.py --workdir runs/lee2019-q3
+    python train.py --config configs/lee2019.py:5 ...            # quality 5 (its (N, M) and λ)
+    python train.py --config configs/lee2019.py:3,ms-ssim ...    # MS-SSIM distortion, quality 3's λ
+    python train.py --config configs/lee2019.py --config.lmbda=0.01 ...   # explicit λ
+"""
+
+from lic_jax.train.config import get_default_config
+
+
+def get_config(arg: str = ""):
+    c = get_default_config()
+    c.model = "lee2019"
+    c.quality = 3
+    for part in filter(None, (arg or "").split(",")):
+        if part.isdigit():
+            c.quality = int(part)
+        elif part in ("mse", "ms-ssim"):
+            c.metric = part
+        else:
+            raise ValueError(f"config argument must be a quality and/or 'mse' / 'ms-ssim', got {part!r}")
+    return c

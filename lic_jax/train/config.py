@@ -1,0 +1,82 @@
+"""The base training configuration (``ml_collections.ConfigDict``); ``configs/*.py`` start from it.
+
+Every field can be overridden on the command line: ``--config.optim.lr=2e-4``.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+__all__ = ["get_default_config"]
+
+
+def get_default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+
+    # -- model and loss -------------------------------------------------------------------
+    c.model = "bmshj2018-hyperprior"  # a lic_jax.models registry name
+    c.quality = 3  # CompressAI quality 1..8: picks (N, M) and, unless lmbda is set, λ
+    c.model_hparams = ml_collections.ConfigDict()  # overrides of the registry's hyper-parameters (N, M, …)
+    c.lmbda = config_dict.placeholder(float)  # explicit λ (CompressAI scale); None → the quality's λ
+    c.metric = "mse"  # distortion: 'mse' (λ·255²·MSE) or 'ms-ssim' (λ·(1 − MS-SSIM))
+    c.quant = "noise"  # training quantisation proxy: 'noise' | 'ste' | 'mixed'
+    c.ms_ssim_small = "error"  # MS-SSIM on crops ≤ 160 px: 'shrink' the window (or 'error')
+    c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
+
+    # -- data -----------------------------------------------------------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.train = "../shared/data/train"  # folder, glob, comma-separated list, or 'tfds:NAME[:SPLIT]'
+    c.data.val = "../shared/data/val"  # same forms; '' disables validation
+    c.data.crop = 256  # random crop size for training
+    c.data.val_crop = 256  # centre crop for validation (0: full images, which must share one size)
+    c.data.hflip = True
+    c.data.vflip = False
+    c.data.shuffle = True
+    c.data.cache = False  # keep decoded training images in memory (small datasets)
+    c.data.prefetch = 2  # batches built ahead of the training loop
+    c.data.workers = 2  # input threads
+    c.data.val_limit = -1  # use at most this many validation images (-1: all)
+    c.data.tfds_data_dir = ""  # TFDS data_dir ('' = TFDS default)
+    c.data.tfds_manual_dir = ""  # manual_dir for manual-download TFDS datasets (prepares array_record once)
+    c.data.image_key = "image"  # feature holding the image in TFDS examples
+
+    c.batch_size = 8  # global batch (all devices of all processes)
+    c.val_batch_size = 8  # global validation batch (rounded up to a multiple of the device count)
+    c.num_steps = 1_000_000
+    c.seed = 0
+
+    # -- optimisation ---------------------------------------------------------------------
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 1e-4
+    # 'constant' | 'constant_then_step' | 'constant_then_linear' | 'constant_then_cosine'
+    c.optim.schedule = "constant_then_step"
+    c.optim.decay_start = 0.9  # fraction of num_steps after which the lr decays
+    c.optim.final_lr_factor = 0.1  # lr at the end (step: after the drop) = lr · factor
+    c.optim.warmup_steps = 0
+    c.optim.clip_norm = 1.0  # global-norm clipping of the main gradients (0: off)
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+    c.optim.eps = 1e-8
+    c.optim.aux_loss = True  # train EB quantiles with CompressAI's auxiliary loss
+    c.optim.aux_lr = 1e-3  # its separate Adam
+
+    # -- loop, logging, checkpoints -------------------------------------------------------
+    c.log_every = 100
+    c.eval_every = 5000  # 0: validate only at the end
+    c.checkpoint_every = 5000  # 0: no checkpoints
+    c.keep_checkpoints = 3
+    c.keep_best = True  # also keep the best checkpoint by validation RD loss
+    c.async_checkpoint = True
+    c.tb_images = 4  # reconstructions written to TensorBoard at each validation
+    c.tensorboard = True
+    c.progress_bar = True
+
+    c.export = ml_collections.ConfigDict()
+    c.export.at_end = True  # write the deployable artifact when training finishes
+    c.export.dir = ""  # '' → WORKDIR/artifact
+    c.export.which = "best"  # 'best' (by validation) or 'last'
+    c.export.fit_quantiles = True  # exact EB quantiles by bisection at export
+
+    c.debug_nan_step = -1  # testing aid: poison the parameters before this step (NaN guard test)
+    return c

@@ -1,0 +1,308 @@
+"""Input pipeline for RD training: image folders / globs and tensorflow-datasets sources.
+
+Design (what makes runs reproducible, resumable and independent of the device layout):
+
+* A *source* is a random-access sequence of uint8 RGB images (``len`` and ``[i]`` → (H, W, 3)):
+  :class:`FolderSource` (PIL + numpy; a folder, a glob, or a comma-separated list of them) or
+  :class:`TfdsSource` (``tfds.data_source`` — array_record datasets, no TensorFlow needed).
+* The **global** batch of step ``s`` is a pure function of ``(seed, s)``: example slot ``k`` of
+  step ``s`` is global example number ``g = s·B + k``; epoch ``g // n`` has its own permutation of
+  the ``n`` images (seeded by ``(seed, epoch)``) and the crop offset / flip of the slot are drawn
+  from ``np.random.default_rng((seed, s, k))``. Nothing depends on the number of processes or
+  devices, so 1 × 8 devices and 2 processes × 4 devices see the same global batch, and a
+  restart at step ``s`` continues exactly where the interrupted run was.
+* **Per-host sharding**: process ``p`` of ``P`` builds (loads, decodes, crops) only slots
+  ``[p·B/P, (p+1)·B/P)`` of every global batch — the rows it feeds to its local devices.
+* **Prefetch**: a small thread pool builds the next ``prefetch`` batches ahead of the training
+  loop (PIL decoding and numpy slicing release the GIL).
+
+Batches are uint8 NHWC arrays; the train step converts to float32 in [0, 1] on the device.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import glob
+import os
+import threading
+from typing import Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "list_images",
+    "FolderSource",
+    "TfdsSource",
+    "make_source",
+    "random_crop_flip",
+    "center_crop",
+    "TrainBatches",
+    "eval_batches",
+    "to_rgb_uint8",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_images(spec: str | Sequence[str]) -> list[str]:
+    """Image files named by a folder (searched recursively), a glob, a file, or a comma-separated list."""
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+    else:
+        parts = list(spec)
+    files: list[str] = []
+    for part in parts:
+        part = os.path.expanduser(part)
+        if os.path.isdir(part):
+            found = glob.glob(os.path.join(part, "**", "*"), recursive=True)
+        elif any(c in part for c in "*?["):
+            found = glob.glob(part, recursive=True)
+        elif os.path.isfile(part):
+            found = [part]
+        else:
+            raise FileNotFoundError(f"no such image folder, file or glob match: {part!r}")
+        files.extend(sorted(f for f in found if os.path.isfile(f) and f.lower().endswith(IMAGE_EXTENSIONS)))
+    if not files:
+        raise FileNotFoundError(f"no images found for {spec!r} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def to_rgb_uint8(a) -> np.ndarray:
+    """(H, W, 3) uint8 from grey (H, W) / (H, W, 1), RGBA, or 16-bit arrays."""
+    a = np.asarray(a)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(np.round(a), 0, 255).astype(np.uint8)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif a.shape[-1] == 4:
+        a = a[..., :3]
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"expected an image array (H, W[, C]), got shape {a.shape}")
+    return a
+
+
+class FolderSource:
+    """Images from files, decoded with PIL. ``cache=True`` keeps decoded images in memory."""
+
+    def __init__(self, spec, cache: bool = False):
+        self.files = list_images(spec)
+        self.cache = cache
+        self._cache: dict[int, np.ndarray] = {}
+        self.name = spec if isinstance(spec, str) else ",".join(spec)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.cache and i in self._cache:
+            return self._cache[i]
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            if im.mode not in ("RGB", "L", "RGBA", "I;16"):
+                im = im.convert("RGB")
+            a = to_rgb_uint8(np.asarray(im))
+        if self.cache:
+            self._cache[i] = a
+        return a
+
+
+class TfdsSource:
+    """A split of a tensorflow-datasets dataset read with ``tfds.data_source`` (random access).
+
+    Needs the dataset prepared in the **array_record** format under ``data_dir`` (TFDS' default
+    file format, TFRecord, is not random-access). Without network access nothing is downloaded
+    (``download=False``) unless ``manual_dir`` is given: then the builder prepares the dataset
+    from the files there (manual-download datasets), writing array_record.
+    """
+
+    def __init__(self, name: str, split: str = "train", data_dir: str | None = None, image_key: str = "image",
+                 manual_dir: str | None = None, cache: bool = False):
+        import tensorflow_datasets as tfds
+
+        kwargs = {}
+        if manual_dir:
+            kwargs = dict(
+                download=True,
+                builder_kwargs={"file_format": "array_record"},
+                download_and_prepare_kwargs={"download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)},
+            )
+        else:
+            kwargs = dict(download=False)
+        self.ds = tfds.data_source(name, split=split, data_dir=data_dir or None, **kwargs)
+        self.image_key = image_key
+        self.cache = cache
+        self._cache: dict[int, np.ndarray] = {}
+        self.name = f"tfds:{name}:{split}"
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.cache and i in self._cache:
+            return self._cache[i]
+        ex = self.ds[int(i)]
+        a = to_rgb_uint8(ex[self.image_key] if isinstance(ex, dict) else ex)
+        if self.cache:
+            self._cache[i] = a
+        return a
+
+
+def make_source(spec: str, *, cache: bool = False, tfds_data_dir: str | None = None, image_key: str = "image",
+                manual_dir: str | None = None, default_split: str = "train"):
+    """``'tfds:NAME[:SPLIT]'`` (NAME may carry a config, ``div2k/bicubic_x2``) or a folder/glob/file list."""
+    if spec.startswith("tfds:"):
+        rest = spec[len("tfds:"):]
+        name, _, split = rest.partition(":")
+        return TfdsSource(name, split or default_split, tfds_data_dir, image_key, manual_dir, cache)
+    return FolderSource(spec, cache=cache)
+
+
+def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = max(0, h - img.shape[0]), max(0, w - img.shape[1])
+    if ph or pw:
+        img = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="symmetric")
+    return img
+
+
+def random_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator, hflip: bool = True,
+                     vflip: bool = False) -> np.ndarray:
+    """A uniformly placed ``size``² crop (symmetric padding if the image is smaller), random flips."""
+    img = _pad_to(img, size, size)
+    h, w = img.shape[:2]
+    top = int(rng.integers(0, h - size + 1))
+    left = int(rng.integers(0, w - size + 1))
+    out = img[top: top + size, left: left + size]
+    flips = rng.integers(0, 2, size=2)
+    if hflip and flips[0]:
+        out = out[:, ::-1]
+    if vflip and flips[1]:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    if size <= 0:
+        return img
+    img = _pad_to(img, size, size)
+    h, w = img.shape[:2]
+    t, l = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(img[t: t + size, l: l + size])
+
+
+class _EpochOrder:
+    """Permutation of the dataset for each epoch, a pure function of (seed, epoch)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self._perms: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def index(self, g: int) -> int:
+        epoch, pos = divmod(int(g), self.n)
+        if not self.shuffle:
+            return pos
+        with self._lock:
+            perm = self._perms.get(epoch)
+            if perm is None:
+                perm = np.random.default_rng((self.seed, epoch, 0x5EED)).permutation(self.n)
+                self._perms[epoch] = perm
+                while len(self._perms) > 4:
+                    self._perms.popitem(last=False)
+        return int(perm[pos])
+
+
+class TrainBatches:
+    """Deterministic, resumable stream of this process's part of every global training batch.
+
+    ``TrainBatches(source, global_batch, crop, seed, process_index, process_count)``;
+    ``batch(step)`` builds the local rows of step ``step``; ``iterate(start_step)`` yields
+    ``(step, local_batch)`` with ``prefetch`` batches built ahead by ``workers`` threads.
+    """
+
+    def __init__(self, source, global_batch: int, crop: int = 256, seed: int = 0, process_index: int = 0,
+                 process_count: int = 1, hflip: bool = True, vflip: bool = False, shuffle: bool = True,
+                 prefetch: int = 2, workers: int = 2):
+        if global_batch % process_count:
+            raise ValueError(f"global batch {global_batch} is not divisible by the {process_count} processes")
+        if len(source) == 0:
+            raise ValueError("empty training source")
+        self.source = source
+        self.global_batch = global_batch
+        self.local_batch = global_batch // process_count
+        self.crop = crop
+        self.seed = seed
+        self.process_index = process_index
+        self.hflip, self.vflip = hflip, vflip
+        self.order = _EpochOrder(len(source), seed, shuffle)
+        self.prefetch = max(0, prefetch)
+        self.workers = max(1, workers)
+
+    def slots(self) -> range:
+        lo = self.process_index * self.local_batch
+        return range(lo, lo + self.local_batch)
+
+    def example(self, step: int, slot: int) -> np.ndarray:
+        g = step * self.global_batch + slot
+        img = self.source[self.order.index(g)]
+        rng = np.random.default_rng((self.seed, step, slot))
+        return random_crop_flip(img, self.crop, rng, self.hflip, self.vflip)
+
+    def batch(self, step: int) -> np.ndarray:
+        return np.stack([self.example(step, k) for k in self.slots()])
+
+    def global_indices(self, step: int) -> list[int]:
+        """Dataset indices of the whole global batch of ``step`` (all processes)."""
+        return [self.order.index(step * self.global_batch + k) for k in range(self.global_batch)]
+
+    def iterate(self, start_step: int = 0, stop_step: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        step = start_step
+        if self.prefetch == 0:
+            while stop_step is None or step < stop_step:
+                yield step, self.batch(step)
+                step += 1
+            return
+        pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="lic-input")
+        pending: collections.deque = collections.deque()
+        nxt = step
+        try:
+            while stop_step is None or step < stop_step:
+                while len(pending) < self.prefetch + 1 and (stop_step is None or nxt < stop_step):
+                    pending.append((nxt, pool.submit(self.batch, nxt)))
+                    nxt += 1
+                s, fut = pending.popleft()
+                yield s, fut.result()
+                step = s + 1
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def eval_batches(source, global_batch: int, crop: int = 256, process_index: int = 0, process_count: int = 1,
+                 limit: int = -1):
+    """Yield ``(local_images, local_weights)`` for every global validation batch.
+
+    Images are centre crops of ``crop``² (0: full images — they must then share one size). The
+    last global batch is padded by repeating image 0 with weight 0, so every batch has the same
+    shape (one compiled eval step) and padded rows do not count.
+    """
+    if global_batch % process_count:
+        raise ValueError(f"validation batch {global_batch} is not divisible by the {process_count} processes")
+    n = len(source) if limit is None or limit < 0 else min(limit, len(source))
+    local = global_batch // process_count
+    lo = process_index * local
+    for start in range(0, n, global_batch):
+        imgs, weights = [], []
+        for k in range(lo, lo + local):
+            i = start + k
+            valid = i < n
+            imgs.append(center_crop(source[i if valid else 0], crop))
+            weights.append(1.0 if valid else 0.0)
+        yield np.stack(imgs), np.asarray(weights, np.float32)
