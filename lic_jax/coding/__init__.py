@@ -1,0 +1,50 @@
+"""Real bitstreams: coding tables, entropy-coder backends, the ``.lic`` container and ``Codec``.
+
+    from lic_jax.coding import Codec
+    codec = Codec.from_artifact(path)            # or Codec(model, spec, variables, coder="tfc")
+    data = codec.compress(img_uint8)             # bytes
+    img = codec.decompress(data)                 # uint8; output="float" for the float reconstruction
+
+Format and guarantees: docs/FORMAT.md.
+"""
+
+from .backends import available_backends, get_backend
+from .codec import Codec, Encoded, Latents, to_uint8, weights_fingerprint
+from .container import FORMAT_VERSION, MODEL_IDS, Header
+from .errors import (
+    CoderUnavailableError,
+    CorruptFileError,
+    LicError,
+    ModelMismatchError,
+    NotALicFileError,
+    TableError,
+    TruncatedFileError,
+    UnsupportedImageError,
+    UnsupportedVersionError,
+)
+from .tables import PRECISION, CdfTable, build_tables
+
+__all__ = [
+    "Codec",
+    "Encoded",
+    "Latents",
+    "to_uint8",
+    "weights_fingerprint",
+    "available_backends",
+    "get_backend",
+    "build_tables",
+    "CdfTable",
+    "PRECISION",
+    "FORMAT_VERSION",
+    "MODEL_IDS",
+    "Header",
+    "LicError",
+    "NotALicFileError",
+    "UnsupportedVersionError",
+    "TruncatedFileError",
+    "CorruptFileError",
+    "ModelMismatchError",
+    "CoderUnavailableError",
+    "UnsupportedImageError",
+    "TableError",
+]

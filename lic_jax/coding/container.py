@@ -1,0 +1,237 @@
+"""The ``.lic`` container (format version 1): header, streams, CRC-32. Spec: docs/FORMAT.md.
+
+Layout (all integers little-endian; ``varint`` = unsigned LEB128, minimal length)::
+
+    magic        3 bytes  b"LIC"
+    version      u8       1
+    flags        u8       bits 0-2 coder id (1 constriction, 2 tfc), bit 3 λ present, bits 4-7 zero
+    model id     u8       architecture (MODEL_IDS; 0 = unlisted, identified by fingerprint only)
+    quality      u8       0 = none / custom hyper-parameters
+    fingerprint  8 bytes  first 8 bytes of the SHA-256 of the exact weights (params.msgpack)
+    height       varint   1 … 65535 (unpadded image)
+    width        varint   1 … 65535
+    pixel format u8       low nibble channels (1 = grey, 3 = RGB), high nibble bit depth − 1
+    λ            f32      only if flags bit 3 (variable-rate models)
+    n_streams    u8       1 … 8
+    lengths      n × varint  byte length of each stream
+    streams      the streams, concatenated
+    crc32        u32      CRC-32 (zlib / PNG polynomial) of every preceding byte
+
+Overhead for a Kodak image with a hyperprior model: 30 bytes (≤ 40 with the λ field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+
+from .errors import CorruptFileError, NotALicFileError, TruncatedFileError, UnsupportedVersionError
+
+__all__ = ["MAGIC", "FORMAT_VERSION", "MODEL_IDS", "MODEL_NAMES", "Header", "pack", "unpack", "read_header",
+           "MAX_SIDE", "MAX_STREAMS"]
+
+MAGIC = b"LIC"
+FORMAT_VERSION = 1
+MAX_SIDE = 65535
+MAX_STREAMS = 8
+MODEL_IDS = {
+    "bmshj2018-factorized": 1,
+    "bmshj2018-hyperprior": 2,
+    "mbt2018-mean": 3,
+    "mbt2018": 4,
+    "bls2017": 5,
+    "lee2019": 6,
+}
+MODEL_NAMES = {v: k for k, v in MODEL_IDS.items()}
+CODER_IDS = (1, 2)
+_LAMBDA_FLAG = 0x08
+
+
+@dataclasses.dataclass(frozen=True)
+class Header:
+    coder_id: int
+    model_id: int
+    quality: int
+    fingerprint: bytes  # 8 bytes
+    height: int
+    width: int
+    channels: int
+    bit_depth: int = 8
+    lmbda: float | None = None
+    stream_lengths: tuple = ()
+    version: int = FORMAT_VERSION
+
+    @property
+    def model_name(self) -> str:
+        return MODEL_NAMES.get(self.model_id, "unlisted" if self.model_id == 0 else f"unknown({self.model_id})")
+
+    @property
+    def header_size(self) -> int:
+        return len(_pack_header(self))
+
+    @property
+    def file_size(self) -> int:
+        return self.header_size + sum(self.stream_lengths) + 4
+
+
+def _varint(n: int) -> bytes:
+    if n < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise TruncatedFileError(f"file is truncated: it ends inside the header ({what})")
+        b = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return b
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str, max_bytes: int = 5) -> int:
+        value, shift = 0, 0
+        for i in range(max_bytes):
+            b = self.u8(what)
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if b == 0 and i > 0:
+                    raise CorruptFileError(f"corrupt header: non-minimal varint in {what}")
+                return value
+        raise CorruptFileError(f"corrupt header: {what} field too long")
+
+
+def _pack_header(h: Header) -> bytes:
+    if h.coder_id not in CODER_IDS:
+        raise ValueError(f"invalid coder id {h.coder_id}")
+    if not (0 <= h.model_id <= 255 and 0 <= h.quality <= 255):
+        raise ValueError("model id and quality must fit a byte")
+    if len(h.fingerprint) != 8:
+        raise ValueError("fingerprint must be 8 bytes")
+    if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
+        raise ValueError(f"image sides must be 1 … {MAX_SIDE}, got {h.height}×{h.width}")
+    if h.channels not in (1, 3) or not 1 <= h.bit_depth <= 16:
+        raise ValueError("channels must be 1 or 3, bit depth 1 … 16")
+    if not 1 <= len(h.stream_lengths) <= MAX_STREAMS:
+        raise ValueError(f"1 … {MAX_STREAMS} streams")
+    flags = h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0)
+    out = bytearray(MAGIC)
+    out += bytes([FORMAT_VERSION, flags, h.model_id, h.quality])
+    out += h.fingerprint
+    out += _varint(h.height) + _varint(h.width)
+    out.append((h.channels & 0x0F) | ((h.bit_depth - 1) << 4))
+    if h.lmbda is not None:
+        out += struct.pack("<f", float(h.lmbda))
+    out.append(len(h.stream_lengths))
+    for n in h.stream_lengths:
+        out += _varint(int(n))
+    return bytes(out)
+
+
+def pack(header: Header, streams) -> bytes:
+    """Header (stream lengths taken from ``streams``) + streams + CRC-32."""
+    streams = [bytes(s) for s in streams]
+    header = dataclasses.replace(header, stream_lengths=tuple(len(s) for s in streams))
+    body = _pack_header(header) + b"".join(streams)
+    return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def read_header(data: bytes) -> tuple[Header, int]:
+    """Parse and validate the header only (no length / checksum checks): (header, header size)."""
+    data = bytes(data)
+    if len(data) == 0:
+        raise TruncatedFileError("file is empty")
+    if len(data) < len(MAGIC):
+        if MAGIC.startswith(data):
+            raise TruncatedFileError("file is truncated: it ends inside the magic bytes")
+        raise NotALicFileError("not a .lic file (bad magic bytes)")
+    if data[: len(MAGIC)] != MAGIC:
+        raise NotALicFileError("not a .lic file (bad magic bytes)")
+    r = _Reader(data)
+    r.pos = len(MAGIC)
+    version = r.u8("version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"unsupported .lic format version {version} (this lic_jax reads version {FORMAT_VERSION})"
+        )
+    flags = r.u8("flags")
+    model_id = r.u8("model id")
+    quality = r.u8("quality")
+    fp = r.take(8, "fingerprint")
+    height = r.varint("height", 3)
+    width = r.varint("width", 3)
+    pixfmt = r.u8("pixel format")
+    lmbda = struct.unpack("<f", r.take(4, "lambda"))[0] if flags & _LAMBDA_FLAG else None
+    n_streams = r.u8("stream count")
+    if not 1 <= n_streams <= MAX_STREAMS:
+        raise CorruptFileError(f"corrupt header: {n_streams} streams")
+    lengths = tuple(r.varint("stream length") for _ in range(n_streams))
+    header = Header(
+        coder_id=flags & 0x07,
+        model_id=model_id,
+        quality=quality,
+        fingerprint=fp,
+        height=height,
+        width=width,
+        channels=pixfmt & 0x0F,
+        bit_depth=(pixfmt >> 4) + 1,
+        lmbda=lmbda,
+        stream_lengths=lengths,
+        version=version,
+    )
+    return header, r.pos
+
+
+def _validate(h: Header):
+    if h.coder_id not in CODER_IDS:
+        raise CorruptFileError(f"corrupt header: unknown coder id {h.coder_id}")
+    if not (1 <= h.height <= MAX_SIDE and 1 <= h.width <= MAX_SIDE):
+        raise CorruptFileError(f"corrupt header: image size {h.height}×{h.width}")
+    if h.channels not in (1, 3):
+        raise CorruptFileError(f"corrupt header: {h.channels} channels")
+    if h.bit_depth != 8:
+        raise CorruptFileError(f"corrupt header: unsupported bit depth {h.bit_depth}")
+    if h.lmbda is not None and not (h.lmbda == h.lmbda and abs(h.lmbda) != float("inf")):
+        raise CorruptFileError("corrupt header: λ is not finite")
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Parse a whole file: checks magic, version, length, CRC-32 and every header field.
+
+    Raises NotALicFileError, UnsupportedVersionError, TruncatedFileError or CorruptFileError.
+    """
+    data = bytes(data)
+    header, pos = read_header(data)
+    flags = data[4]
+    expected = pos + sum(header.stream_lengths) + 4
+    if len(data) < expected:
+        raise TruncatedFileError(f"file is truncated or corrupt: the header declares {expected} bytes, the file has {len(data)}")
+    if len(data) > expected:
+        raise CorruptFileError(f"corrupt file: {len(data) - expected} unexpected bytes after the declared end")
+    body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
+    if zlib.crc32(body) & 0xFFFFFFFF != crc:
+        raise CorruptFileError("corrupt file: CRC-32 checksum mismatch")
+    if flags & 0xF0:
+        raise CorruptFileError("corrupt header: reserved flag bits set")
+    _validate(header)
+    streams, p = [], pos
+    for n in header.stream_lengths:
+        streams.append(data[p : p + n])
+        p += n
+    return header, streams
