@@ -128,5 +128,6 @@ class Lee2019(JointAutoregressiveHierarchicalPriors):
 
     def gaussian_params_at(self, features, patches):
         """(σ, μ) of shape (K, M) from hyper features (K, F) and ŷ windows (K, 4, 4, M)."""
-        out = self.window(patches, valid=True, part="y")[:, 0, 0].astype(jnp.float32) + features
-        return self._params_from(out)
+        out = self.window(patches, valid=True, part="y").astype(jnp.float32) + features[:, None, None, :]
+        scales, means = self._params_from(out)  # the 1×1 layers need NHWC: (K, 1, 1, ·)
+        return scales[:, 0, 0], means[:, 0, 0]
