@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Evaluate learned and classical image codecs; BD-rate, AUC, RD plots. See docs/EVALUATION.md.
+
+    python eval.py --model bmshj2018-hyperprior --checkpoint runs/hp-q{q} --quality 1 2 3 --dataset kodak --out hp.json
+    python eval.py --codec jpeg --dataset kodak --out jpeg.json
+    python eval.py bd jpeg hp.json
+    python eval.py plot hp.json --anchor jpeg --anchor bpg444 --out rd.png
+"""
+
+import sys
+
+from lic_jax.evaluation.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""``python eval.py`` — evaluate codecs, compute BD-rates / AUCs, draw RD plots and summary tables.
+
+Subcommands (``run`` is the default when the first argument is an option)::
+
+  eval.py [run] --model NAME (--checkpoint DIR… | --compressai-checkpoint FILE… | --random-init)
+                [--quality Q…] --dataset kodak|clic[:split]|DIR --out results.json
+  eval.py [run] --codec jpeg|webp|jpeg2000|avif [--quality Q…] --dataset … --out jpeg.json
+  eval.py bd ANCHOR TEST… [--metric psnr|ms-ssim-db|…] [--method pchip|cubic|both]
+  eval.py auc CURVE… [--metric ms-ssim|psnr-hvs|psnr-hvs-m] [--range 0.125 2] [--extrapolate clamp]
+  eval.py plot CURVE… [--anchor NAME…] --out rd.png
+  eval.py table CURVE… [--vs jpeg --vs bpg444] [--out summary.md]
+  eval.py anchors
+
+CURVE / ANCHOR / TEST: a result file (CompressAI JSON, lic_jax JSON, TFC .txt) or an anchor name
+(``eval.py anchors`` lists them). Full guide: docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import os
+import sys
+
+__all__ = ["main"]
+
+SUBCOMMANDS = ("run", "bd", "auc", "plot", "table", "anchors")
+
+
+def _die(msg: str, code: int = 2):
+    print(f"eval.py: error: {msg}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def load_any(spec: str):
+    """A curve from a file path or an anchor name."""
+    from .anchors import load_anchor
+    from .results import load_curve
+
+    if os.path.isfile(spec):
+        return load_curve(spec)
+    try:
+        return load_anchor(spec)
+    except FileNotFoundError as e:
+        _die(f"{spec!r} is neither a result file nor an anchor name ({e})")
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _run_parser(sub):
+    p = sub.add_parser("run", help="evaluate a learned model or a classical codec on a data set",
+                       description="Evaluate RD points on a data set; writes CompressAI-format JSON + per-image CSV.")
+    src = p.add_argument_group("what to evaluate (one of)")
+    src.add_argument("--codec", choices=["jpeg", "webp", "jpeg2000", "avif"], help="a classical codec through Pillow")
+    src.add_argument("--model", help="lic_jax model name (bmshj2018-hyperprior, mbt2018, …)")
+    src.add_argument("--checkpoint", nargs="+", metavar="DIR",
+                     help="lic_jax model directories (lic_jax.artifact); '{q}' in a path is replaced by each --quality")
+    src.add_argument("--compressai-checkpoint", nargs="+", metavar="FILE",
+                     help="CompressAI state_dict / checkpoint files; '{q}' is replaced by each --quality")
+    src.add_argument("--random-init", action="store_true",
+                     help="randomly initialised weights (smoke tests only) for each --quality")
+    p.add_argument("--quality", nargs="+", type=float, metavar="Q",
+                   help="quality points (classical: the codec's quality, JPEG 2000: compression ratio; default sweep "
+                        "per codec)")
+    p.add_argument("--dataset", required=True, help="kodak, clic[:split], tfds:NAME[:SPLIT] or a directory")
+    p.add_argument("--data-dir", help="local directory for --dataset kodak / clic")
+    p.add_argument("--tfds-data-dir", help="tensorflow-datasets data_dir (array_record-prepared)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N images")
+    p.add_argument("--out", required=True, help="result JSON (CompressAI format)")
+    p.add_argument("--csv", help="per-image CSV (default: OUT with .csv suffix)")
+    p.add_argument("--name", help="curve name in the JSON (default: model / codec name)")
+    p.add_argument("--entropy-estimation", action="store_true",
+                   help="rate = model estimate Σ−log2 p (no entropy coding); default: real .lic bytes")
+    p.add_argument("--float-recon", action="store_true",
+                   help="metrics on the float reconstruction (as CompressAI's published JSONs) instead of 8-bit")
+    p.add_argument("--coder", help="entropy coder for real bitstreams (lic_jax.coding backends)")
+    p.add_argument("--metrics", default="psnr-rgb,psnr-y,ms-ssim-rgb,psnr-hvs-m",
+                   help="comma list of psnr-rgb, psnr-y, ms-ssim-rgb, psnr-hvs-m (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed for --random-init")
+    p.add_argument("--no-warmup", action="store_true", help="do not run the first image of each shape untimed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _qualities(args):
+    if args.quality is None:
+        return None
+    return [int(q) if float(q).is_integer() else float(q) for q in args.quality]
+
+
+def _expand(paths, qualities):
+    """[(path, quality)]: '{q}' templates × qualities, or plain paths (quality None)."""
+    out = []
+    for p in paths:
+        if "{q}" in p:
+            if not qualities:
+                _die(f"{p!r} contains '{{q}}' but no --quality was given")
+            out += [(p.replace("{q}", str(q)), q) for q in qualities]
+        else:
+            out.append((p, None))
+    if qualities and all("{q}" not in p for p in paths):
+        if len(qualities) != len(out):
+            _die(f"{len(out)} checkpoint(s) but {len(qualities)} --quality values (give one quality per checkpoint, "
+                 "or a '{q}' path template)")
+        out = [(p, q) for (p, _), q in zip(out, qualities)]
+    return out
+
+
+def _learned_points(args):
+    from .codecs import LearnedCodec
+    from .runner import Point
+
+    qualities = _qualities(args)
+    kw = dict(entropy_estimation=args.entropy_estimation, float_recon=args.float_recon, coder=args.coder,
+              warmup=not args.no_warmup)
+    points = []
+    if args.checkpoint:
+        from lic_jax.artifact import load_artifact
+
+        for path, q in _expand(args.checkpoint, qualities):
+            if not os.path.isdir(path):
+                _die(f"--checkpoint {path}: not a model directory")
+            art = load_artifact(path)
+            if args.model and art.spec.name != args.model:
+                _die(f"{path} holds a {art.spec.name} model, not {args.model}")
+            quality = q if q is not None else art.spec.quality
+            points.append(Point(os.path.basename(os.path.normpath(path)), quality,
+                                lambda a=art: LearnedCodec(a.model, a.spec, a.variables, **kw),
+                                {"checkpoint": os.path.abspath(path), "fingerprint": art.fingerprint}))
+    elif args.compressai_checkpoint:
+        from lic_jax.convert import from_compressai
+
+        for path, q in _expand(args.compressai_checkpoint, qualities):
+            if not os.path.isfile(path):
+                _die(f"--compressai-checkpoint {path}: no such file")
+            model, spec, variables = from_compressai(path, name=args.model, quality=q)
+            points.append(Point(os.path.basename(path), q,
+                                lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
+                                {"compressai_checkpoint": os.path.abspath(path), "model": spec.name,
+                                 "hparams": dict(spec.hparams)}))
+    elif args.random_init:
+        if not args.model or not qualities:
+            _die("--random-init needs --model and --quality")
+        import jax
+        import numpy as np
+
+        from lic_jax.models import get_model
+
+        for q in qualities:
+            model, spec = get_model(args.model, int(q))
+            variables = model.init(jax.random.key(args.seed), np.zeros((1, 64, 64, 3), np.float32))
+            variables = {"params": variables["params"]}
+            points.append(Point(f"q{q}", q, lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
+                                {"random_init_seed": args.seed}))
+    else:
+        _die("give --codec, or --model with --checkpoint / --compressai-checkpoint / --random-init")
+    if all(p.quality is not None for p in points):
+        points.sort(key=lambda p: p.quality)
+    return points
+
+
+def _classical_points(args):
+    from .codecs import DEFAULT_SWEEPS, PillowCodec, pillow_available
+    from .runner import Point
+
+    if not pillow_available(args.codec):
+        _die(f"this Pillow has no {args.codec} support (PIL.features)")
+    qs = _qualities(args) or DEFAULT_SWEEPS[args.codec]
+    if args.codec == "jpeg2000":
+        qs = sorted(qs, reverse=True)  # compression ratio: high ratio = low rate
+    else:
+        qs = sorted(qs)
+    return [Point(f"q{q}", q, lambda q=q: PillowCodec(args.codec, q)) for q in qs]
+
+
+def cmd_run(args):
+    from .datasets import DatasetNotFound, resolve_dataset
+    from .results import save_json, write_csv
+    from .runner import evaluate
+
+    if args.codec and (args.model or args.checkpoint or args.compressai_checkpoint or args.random_init):
+        _die("--codec cannot be combined with --model / checkpoints")
+    if args.codec and (args.entropy_estimation or args.float_recon):
+        _die("--entropy-estimation / --float-recon apply to learned models only")
+    try:
+        ds = resolve_dataset(args.dataset, args.data_dir, args.tfds_data_dir).limit(args.limit)
+    except DatasetNotFound as e:
+        _die(str(e), 1)
+    points = _classical_points(args) if args.codec else _learned_points(args)
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    try:
+        curve, rows = evaluate(points, ds, metrics=metrics, progress=not args.no_progress,
+                               name=args.name or (args.model if not args.codec else None))
+    except RuntimeError as e:
+        _die(str(e), 1)
+    import PIL
+
+    import lic_jax
+
+    curve.meta.update({
+        "source": "codec" if args.codec else ("entropy-estimation" if args.entropy_estimation else "bitstream"),
+        "bpp": ("model estimate: sum of -log2 likelihoods / (H*W)" if args.entropy_estimation
+                else "8 * file bytes / (H*W) of the unpadded image"),
+        "reconstruction": "float (clipped, not rounded)" if args.float_recon else "8-bit (rounded)",
+        "lic_jax_version": getattr(lic_jax, "__version__", "?"),
+        "pillow_version": PIL.__version__,
+    })
+    save_json(curve, args.out)
+    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
+    write_csv(rows, csv_path)
+    _print_curve(curve)
+    print(f"wrote {args.out} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+def _print_curve(curve):
+    keys = [k for k in ("quality", "bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
+                        "encoding_time", "decoding_time") if k == "bpp" or k in curve.metrics]
+    print(" ".join(f"{k:>14s}" for k in keys))
+    for i in range(len(curve.bpp)):
+        vals = []
+        for k in keys:
+            v = curve.bpp[i] if k == "bpp" else curve.metrics[k][i]
+            vals.append(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14s}")
+        print(" ".join(vals))
+
+
+# ------------------------------------------------------------------------------------------ bd / auc
+
+
+def cmd_bd(args):
+    from .bd import BDError, bd_quality, bd_rate
+    from .results import resolve_metric
+
+    metric = resolve_metric(args.metric)
+    anchor = load_any(args.anchor)
+    methods = ["pchip", "cubic"] if args.method == "both" else [args.method]
+    out = []
+    status = 0
+    for t in args.test:
+        test = load_any(t)
+        rec = {"anchor": anchor.name, "test": test.name, "metric": metric}
+        try:
+            if not anchor.has(metric) or not test.has(metric):
+                raise BDError(f"{'anchor' if not anchor.has(metric) else 'test'} curve has no {metric} values")
+            ra, qa = anchor.points(metric)
+            rb, qb = test.points(metric)
+            for m in methods:
+                rec[f"bd_rate_{m}"] = bd_rate(ra, qa, rb, qb, m)
+                rec[f"bd_quality_{m}"] = bd_quality(ra, qa, rb, qb, m)
+        except BDError as e:
+            rec["error"] = str(e)
+            status = 1
+        out.append(rec)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        unit = "dB" if metric != "ms-ssim-rgb" else ""
+        for r in out:
+            if "error" in r:
+                print(f"{r['test']} vs {r['anchor']} [{metric}]: error: {r['error']}")
+                continue
+            parts = [f"BD-rate {m} {r[f'bd_rate_{m}']:+.2f} %" for m in methods]
+            parts += [f"BD-{'PSNR' if metric.startswith('psnr') else 'quality'} {m} {r[f'bd_quality_{m}']:+.3f} {unit}"
+                      for m in methods]
+            print(f"{r['test']} vs {r['anchor']} [{metric}]: " + ", ".join(parts))
+    return status
+
+
+def cmd_auc(args):
+    from .bd import BDError, auc
+    from .results import resolve_metric
+
+    metric = resolve_metric(args.metric)
+    status = 0
+    for spec in args.curve:
+        c = load_any(spec)
+        try:
+            b, v = c.points(metric)
+            val = auc(b, v, args.range[0], args.range[1], extrapolate=args.extrapolate)
+            print(f"{c.name}: {metric} AUC over [{args.range[0]:g}, {args.range[1]:g}] bpp = {val:.4f}")
+        except (BDError, KeyError) as e:
+            print(f"{c.name}: error: {e}")
+            status = 1
+    return status
+
+
+# ------------------------------------------------------------------------------------------ plot / table
+
+
+def cmd_plot(args):
+    from .plots import plot_rd
+
+    curves = [load_any(c) for c in args.curve]
+    anchors = [load_any(a) for a in (args.anchor or [])]
+    metrics = [m.strip() for m in args.metrics.split(",")]
+    path = plot_rd(curves, args.out, anchors, metrics, args.title, tuple(args.xlim) if args.xlim else None)
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_table(args):
+    from .tables import summary_table
+
+    curves = [load_any(c) for c in args.curve]
+    vs = args.vs or ["jpeg", "bpg444"]
+    anchors = {}
+    for a in vs:
+        c = load_any(a)
+        anchors[c.name if os.path.isfile(a) else {"jpeg": "JPEG", "bpg444": "BPG 4:4:4", "bpg": "BPG 4:4:4"}.get(a, a)] = c
+    md = summary_table(curves, anchors, tuple(args.auc_range))
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            f.write(md)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(md)
+    return 0
+
+
+def cmd_anchors(args):
+    from .anchors import anchor_names, anchors_dir
+
+    print(f"# anchors in {anchors_dir()}")
+    for n in anchor_names():
+        print(n)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def build_parser():
+    ap = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd")
+    _run_parser(sub)
+    b = sub.add_parser("bd", help="BD-rate / BD-PSNR of test curves against an anchor")
+    b.add_argument("anchor")
+    b.add_argument("test", nargs="+")
+    b.add_argument("--metric", default="psnr", help="psnr (RGB), psnr-y, ms-ssim-db, ms-ssim, psnr-hvs, psnr-hvs-m")
+    b.add_argument("--method", choices=["pchip", "cubic", "both"], default="both")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    a = sub.add_parser("auc", help="area under the quality–bpp curve (Toderici 2017)")
+    a.add_argument("curve", nargs="+")
+    a.add_argument("--metric", default="ms-ssim", help="ms-ssim (RGB, default), psnr-hvs, psnr-hvs-m, psnr …")
+    a.add_argument("--range", nargs=2, type=float, default=[0.125, 2.0], metavar=("LO", "HI"))
+    a.add_argument("--extrapolate", choices=["error", "clamp", "linear"], default="error",
+                   help="when the curve does not span the range (default: error)")
+    pl = sub.add_parser("plot", help="RD curves (PSNR and MS-SSIM dB vs bpp) as PNG")
+    pl.add_argument("curve", nargs="*")
+    pl.add_argument("--anchor", action="append", help="anchor name or file to overlay (repeatable)")
+    pl.add_argument("--metrics", default="psnr-rgb,ms-ssim-db-rgb")
+    pl.add_argument("--title")
+    pl.add_argument("--xlim", nargs=2, type=float, metavar=("LO", "HI"))
+    pl.add_argument("--out", required=True)
+    t = sub.add_parser("table", help="markdown summary: BD-rates vs anchors, AUCs")
+    t.add_argument("curve", nargs="+")
+    t.add_argument("--vs", action="append", help="anchor to compare against (repeatable; default: jpeg, bpg444)")
+    t.add_argument("--auc-range", nargs=2, type=float, default=[0.125, 2.0], metavar=("LO", "HI"))
+    t.add_argument("--out")
+    sub.add_parser("anchors", help="list anchor names")
+    return ap
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["run"] + argv
+    args = build_parser().parse_args(argv)
+    cmd = {"run": cmd_run, "bd": cmd_bd, "auc": cmd_auc, "plot": cmd_plot, "table": cmd_table,
+           "anchors": cmd_anchors}[args.cmd]
+    return cmd(args)
+
+
+
