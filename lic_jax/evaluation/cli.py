@@ -60,7 +60,8 @@ def _run_parser(sub):
     src.add_argument("--compressai-checkpoint", nargs="+", metavar="FILE",
                      help="CompressAI state_dict / checkpoint files; '{q}' is replaced by each --quality")
     src.add_argument("--random-init", action="store_true",
-                     help="randomly initialised weights (smoke tests only) for each --quality")
+                     help="randomly initialised weights (smoke tests only) for each --quality "
+                          "(PRNG key: fold_in(key(--seed), quality))")
     p.add_argument("--quality", nargs="+", type=float, metavar="Q",
                    help="quality points (classical: the codec's quality, JPEG 2000: compression ratio; default sweep "
                         "per codec)")
@@ -150,7 +151,8 @@ def _learned_points(args):
 
         for q in qualities:
             model, spec = get_model(args.model, int(q))
-            variables = model.init(jax.random.key(args.seed), np.zeros((1, 64, 64, 3), np.float32))
+            key = jax.random.fold_in(jax.random.key(args.seed), int(q))  # different weights per quality
+            variables = model.init(key, np.zeros((1, 64, 64, 3), np.float32))
             variables = {"params": variables["params"]}
             points.append(Point(f"q{q}", q, lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
                                 {"random_init_seed": args.seed}))

@@ -10,8 +10,11 @@ Learned codecs
 :class:`LearnedCodec` wraps ``(model, spec, variables)``:
 
 * ``entropy_estimation=False`` (default): real bitstreams through ``lic_jax.coding.Codec`` —
-  ``compress`` gives a complete ``.lic`` file, whose **byte count** (header included) is the rate;
-  ``decompress`` gives the reconstruction. Encode/decode times are the wall times of those calls.
+  ``compress`` (``encode``) gives a complete ``.lic`` file, whose **byte count** (header included)
+  is the rate ``bpp``; ``decompress`` gives the reconstruction. Encode/decode times are the wall
+  times of those calls. Where the codec reports them, the payload size without the container
+  (``bpp-payload``, what CompressAI counts) and the ideal Σ −log2 p of the coded symbols
+  (``bpp-estimate``) are recorded too (SYSTEMS.md §12.1).
 * ``entropy_estimation=True``: one forward pass in eval mode (rounding), rate
   ``Σ −log2 p`` over all latents (CompressAI's ``inference_entropy_estimation``); the forward time is
   split half/half into encode/decode time, as CompressAI does.
@@ -140,6 +143,14 @@ def make_classical(codec: str, quality: float) -> PillowCodec:
 # ---------------------------------------------------------------- learned (lic_jax)
 
 PAD_MULTIPLE = 64
+_FWD_CACHE: dict = {}  # jitted eval-mode forward per architecture (weights are an argument)
+
+
+def _arch_key(model) -> str:
+    import dataclasses as dc
+
+    fields = [(f.name, getattr(model, f.name)) for f in dc.fields(model) if f.name not in ("parent", "name")]
+    return f"{type(model).__module__}.{type(model).__qualname__}{fields!r}"
 
 
 class LearnedCodec:
@@ -174,16 +185,19 @@ class LearnedCodec:
     # -- entropy estimation
     def _forward(self):
         if self._fwd is None:
-            import jax
+            key = _arch_key(self.model)
+            if key not in _FWD_CACHE:
+                import jax
 
-            model = self.model
+                model = self.model
 
-            def fwd(variables, x):
-                out = model.apply(variables, x, train=False)
-                bits = sum(jax.numpy.sum(-jax.numpy.log2(lik)) for lik in out["likelihoods"].values())
-                return out["x_hat"], bits
+                def fwd(variables, x):
+                    out = model.apply(variables, x, train=False)
+                    bits = sum(jax.numpy.sum(-jax.numpy.log2(lik)) for lik in out["likelihoods"].values())
+                    return out["x_hat"], bits
 
-            self._fwd = jax.jit(fwd)
+                _FWD_CACHE[key] = jax.jit(fwd)
+            self._fwd = _FWD_CACHE[key]
         return self._fwd
 
     def _estimate(self, img):
@@ -219,13 +233,26 @@ class LearnedCodec:
         if self.entropy_estimation:
             bits, x_hat, dt = self._estimate(img)
             return CodecOutput(None, bits, self._to_rec(x_hat), dt / 2.0, dt / 2.0)
+        h, w = img.shape[:2]
+        extra = {}
         t0 = time.perf_counter()
-        data = self._codec.compress(img)
-        enc = time.perf_counter() - t0
+        if hasattr(self._codec, "encode"):  # also gives the payload size and the ideal bit count
+            encoded = self._codec.encode(img)
+            enc = time.perf_counter() - t0
+            data = encoded.data
+            try:
+                extra = {"payload_bytes": int(encoded.payload_bytes),
+                         "bpp-payload": 8.0 * encoded.payload_bytes / (h * w),
+                         "bpp-estimate": float(encoded.ideal_bits) / (h * w)}
+            except (AttributeError, TypeError):
+                extra = {}
+        else:
+            data = self._codec.compress(img)
+            enc = time.perf_counter() - t0
         t0 = time.perf_counter()
         if self.float_recon:
             rec = self._to_rec(self._codec.decompress(data, output="float"))
         else:
             rec = np.asarray(self._codec.decompress(data))
         dec = time.perf_counter() - t0
-        return CodecOutput(len(data), 8.0 * len(data), rec, enc, dec)
+        return CodecOutput(len(data), 8.0 * len(data), rec, enc, dec, extra)

@@ -9,7 +9,7 @@ CompressAI's format (``compressai.utils.eval_model`` / ``compressai.utils.bench`
 one entry per quality point, each the mean over the images of the data set. lic_jax writes the
 same keys (so CompressAI's plotting scripts read its files) plus optional extra lists:
 ``quality``, ``psnr-y`` (BT.601 Y′), ``ms-ssim-db-rgb`` (−10·log10(1 − mean MS-SSIM), the key
-CompressAI's ``paper-*.json`` use), ``psnr-hvs``, ``psnr-hvs-m``, ``bpp-estimate``; and a
+CompressAI's ``paper-*.json`` use), ``psnr-hvs``, ``psnr-hvs-m``, ``bpp-payload`` (container excluded), ``bpp-estimate``; and a
 top-level ``"meta"`` object (data set, number of images, how the rate was measured, versions).
 
 TFC's format (``results/image_compression/kodak/*/*.txt``): ``#`` comment lines, then
@@ -39,7 +39,7 @@ __all__ = [
 
 # Keys of the per-point lists, in the order lic_jax writes them.
 CURVE_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time", "psnr-y", "ms-ssim-db-rgb",
-              "psnr-hvs", "psnr-hvs-m", "bpp-estimate")
+              "psnr-hvs", "psnr-hvs-m", "bpp-payload", "bpp-estimate")
 
 METRIC_ALIASES = {
     "psnr": "psnr-rgb",
