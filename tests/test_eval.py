@@ -243,3 +243,34 @@ def test_datasets(kodak_dir, tmp_path, monkeypatch):
     assert D.resolve_dataset("clic:test").name == "clic:test"
     with pytest.raises(D.DatasetNotFound):
         D.resolve_dataset(str(tmp_path / "no-such-dir"))
+
+
+def test_tfds_dataset_without_tensorflow(tmp_path):
+    """A tfds builder prepared in array_record format is read through tfds.data_source (no TF needed)."""
+    tfds = require("tensorflow_datasets")
+    from PIL import Image
+
+    from lic_jax.evaluation.datasets import resolve_dataset
+
+    for i in range(3):
+        Image.fromarray(np.full((20 + i, 30, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+
+    class LicJaxTestImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict(
+                {"image": tfds.features.Image()}))
+
+        def _split_generators(self, dl_manager):
+            return {"test": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i in range(3):
+                yield str(i), {"image": str(tmp_path / f"{i}.png")}
+
+    LicJaxTestImages(data_dir=str(tmp_path / "data"), file_format="array_record").download_and_prepare()
+    ds = resolve_dataset("tfds:lic_jax_test_images:test", tfds_data_dir=str(tmp_path / "data"))
+    imgs = [a for _, a in ds]
+    assert len(ds) == 3 and sorted(a.shape[0] for a in imgs) == [20, 21, 22]
+    assert all(a.dtype == np.uint8 and a.shape[1:] == (30, 3) for a in imgs)

@@ -336,7 +336,8 @@ def cmd_anchors(args):
 
 
 def build_parser():
-    ap = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="eval.py", description=__doc__.split("\n\n")[0].replace("``", ""),
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", ""),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd")
     _run_parser(sub)
