@@ -64,6 +64,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     # -- loop, logging, checkpoints -------------------------------------------------------
     c.log_every = 100
     c.eval_every = 5000  # 0: validate only at the end
+    c.eval_at_start = False  # also validate the initial model (logged as step 0 on a fresh run)
     c.checkpoint_every = 5000  # 0: no checkpoints
     c.keep_checkpoints = 3
     c.keep_best = True  # also keep the best checkpoint by validation RD loss
@@ -79,4 +80,5 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.export.fit_quantiles = True  # exact EB quantiles by bisection at export
 
     c.debug_nan_step = -1  # testing aid: poison the parameters before this step (NaN guard test)
+    c.debug_step_sleep = 0.0  # testing aid: seconds to sleep after every step (kill -9 test)
     return c

@@ -450,6 +450,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             last_finite_step = s
         return host
 
+    if config.get("eval_at_start", False) and start_step == 0:
+        last_val = validate(state["params"], 0)
+    sleep = float(config.get("debug_step_sleep", 0.0) or 0.0)
     try:
         with _Stop() as stopper:
             for step, local in batches.iterate(start_step, num_steps):
@@ -463,6 +466,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     win_t, win_steps = time.time(), -1
                 pending.append(m)
                 win_steps += 1
+                if sleep > 0:
+                    time.sleep(sleep)
                 done = step + 1
                 writer.advance(1)
                 is_log = done % log_every == 0 or done == num_steps

@@ -1,0 +1,192 @@
+"""train.py / lic_jax.train: configs, schedule, optimiser groups, a short real run, export, bf16."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lic_jax.train import trainer
+from lic_jax.train.config import get_default_config
+from lic_jax.train.metrics_writer import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+VAL_DIR = os.path.join(REPO, "..", "shared", "data", "val")
+MODEL_CONFIGS = {"bmshj2018_factorized": "bmshj2018-factorized", "bmshj2018_hyperprior": "bmshj2018-hyperprior",
+                 "mbt2018_mean": "mbt2018-mean", "mbt2018": "mbt2018", "bls2017": "bls2017", "lee2019": "lee2019"}
+
+
+def _load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, REPO)
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(REPO)
+    return mod.get_config(arg) if arg is not None else mod.get_config()
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_CONFIGS))
+def test_model_configs(name):
+    c = _load_config(name)
+    assert c.model == MODEL_CONFIGS[name] and c.quality == 3 and c.metric == "mse"
+    assert trainer.resolve_lambda(c) == pytest.approx(0.0067)
+    model, spec = trainer.build_model(c)
+    assert spec.name == MODEL_CONFIGS[name] and spec.quality == 3
+    c5 = _load_config(name, "5,ms-ssim")
+    assert c5.quality == 5 and c5.metric == "ms-ssim" and trainer.resolve_lambda(c5) == pytest.approx(31.73)
+    c.lmbda = 0.02
+    assert trainer.resolve_lambda(c) == 0.02
+    c.dtype = "bfloat16"
+    m16, spec16 = trainer.build_model(c)
+    assert m16.dtype == jnp.bfloat16 and "dtype" not in spec16.hparams  # exported spec stays float32
+
+
+def test_smoke_and_default_model_configs():
+    s = _load_config("smoke")
+    assert s.data.crop == 64 and s.num_steps <= 50
+    d = _load_config("default_model")
+    assert d.model == "bmshj2018-hyperprior" and trainer.resolve_lambda(d) == pytest.approx(0.013)
+    assert _load_config("default").to_dict() == get_default_config().to_dict()
+
+
+def test_schedules():
+    o = get_default_config().optim
+    s = trainer.make_schedule(o, 1000)  # constant_then_step: ×0.1 for the last 10 %
+    assert float(s(0)) == pytest.approx(1e-4) and float(s(899)) == pytest.approx(1e-4)
+    assert float(s(900)) == pytest.approx(1e-5) and float(s(999)) == pytest.approx(1e-5)
+    o.schedule, o.decay_start, o.final_lr_factor = "constant_then_cosine", 0.5, 0.05
+    s = trainer.make_schedule(o, 1000)
+    assert float(s(500)) == pytest.approx(1e-4)
+    assert float(s(750)) == pytest.approx(1e-4 * (0.05 + 0.95 * 0.5), rel=1e-4)
+    assert float(s(1000)) == pytest.approx(5e-6, rel=1e-4)
+    o.schedule = "constant_then_linear"
+    assert float(trainer.make_schedule(o, 1000)(750)) == pytest.approx(1e-4 * 0.525, rel=1e-4)
+    o.schedule, o.warmup_steps = "constant", 10
+    s = trainer.make_schedule(o, 1000)
+    assert float(s(0)) == pytest.approx(1e-5) and float(s(50)) == pytest.approx(1e-4)
+    o.schedule = "bogus"
+    with pytest.raises(ValueError):
+        trainer.make_schedule(o, 10)
+
+
+def test_optimizer_groups_aux_adam_only_on_quantiles():
+    c = get_default_config()
+    tx, _ = trainer.make_optimizer(c, 100)
+    params = {"g_a": {"kernel": jnp.ones((3, 3))},
+              "entropy_bottleneck": {"matrix_0": jnp.ones((2, 3, 1)), "quantiles": jnp.zeros((2, 1, 3))}}
+    labels = trainer.param_labels(params)
+    assert labels["entropy_bottleneck"]["quantiles"] == "aux" and labels["g_a"]["kernel"] == "main"
+    state = tx.init(params)
+    grads = {"g_a": {"kernel": jnp.full((3, 3), 100.0)},
+             "entropy_bottleneck": {"matrix_0": jnp.full((2, 3, 1), 100.0), "quantiles": jnp.full((2, 1, 3), 5.0)}}
+    upd, _ = tx.update(grads, state, params)
+    # main group: clipped (global norm 1) then Adam 1e-4 → step of -1e-4 per element
+    np.testing.assert_allclose(upd["g_a"]["kernel"], -1e-4, rtol=1e-4)
+    # quantiles: their own Adam at 1e-3, unaffected by the clipping of the main group
+    np.testing.assert_allclose(upd["entropy_bottleneck"]["quantiles"], -1e-3, rtol=1e-4)
+    c.optim.aux_loss = False
+    tx, _ = trainer.make_optimizer(c, 100)
+    upd, _ = tx.update(grads, tx.init(params), params)
+    assert float(jnp.abs(upd["entropy_bottleneck"]["quantiles"]).max()) == 0.0
+    assert isinstance(optax.global_norm(upd), jax.Array)
+
+
+# -- runs in subprocesses (fresh jax, shared persistent compilation cache) ----------------------
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    for d in (TRAIN_DIR, VAL_DIR):
+        if not os.path.isdir(d):
+            pytest.skip(f"{d} missing")
+    e = dict(os.environ)
+    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    # Lower XLA:CPU's LLVM optimisation: halves compile time, which dominates these short runs.
+    e["XLA_FLAGS"] = FAST_COMPILE
+    return e
+
+
+def _train(workdir, env, *extra, timeout=600):
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config", os.path.join(REPO, "configs", "smoke.py"),
+           "--workdir", str(workdir), f"--config.data.train={TRAIN_DIR}", f"--config.data.val={VAL_DIR}", *extra]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+SHORT_RUN = ("--config.num_steps=150", "--config.optim.lr=2e-3", "--config.eval_every=75", "--config.eval_at_start=True",
+             "--config.checkpoint_every=75", "--config.log_every=25", "--config.data.val_crop=256",
+             "--config.data.val_limit=8", "--config.tb_images=2")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, env):
+    wd = tmp_path_factory.mktemp("short_run")
+    r = _train(wd, env, *SHORT_RUN)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return wd, r
+
+
+def test_short_run_lowers_validation_rd_loss(short_run):
+    wd, _ = short_run
+    val = read_metrics(os.path.join(wd, "metrics.jsonl"), "val")
+    assert [v["step"] for v in val] == [0, 75, 150]
+    first, last = val[0]["loss"], val[-1]["loss"]
+    print(f"validation RD loss: step 0 {first:.4g} → step 75 {val[1]['loss']:.4g} → step 150 {last:.4g}; "
+          f"bpp {val[-1]['bpp']:.3f} PSNR {val[-1]['psnr']:.2f} dB MS-SSIM {val[-1]['ms_ssim']:.4f}")
+    assert last < 0.5 * first, (first, last)
+    assert val[-1]["psnr"] > val[0]["psnr"] + 3.0
+
+
+def test_short_run_logs_checkpoints_and_export(short_run):
+    wd, r = short_run
+    train = read_metrics(os.path.join(wd, "metrics.jsonl"), "train")
+    assert [t["step"] for t in train] == [25, 50, 75, 100, 125, 150]
+    for k in ("loss", "bpp", "mse", "psnr", "lr", "aux_loss", "grad_norm", "images_per_s", "steps_per_s"):
+        assert k in train[-1], k
+    assert "ms_ssim" in read_metrics(os.path.join(wd, "metrics.jsonl"), "val")[-1]
+    events = [f for f in os.listdir(wd / "tensorboard") if f.startswith("events")]
+    assert events and os.path.getsize(wd / "tensorboard" / events[0]) > 10_000  # scalars + reconstructions
+    assert sorted(os.listdir(wd / "checkpoints")) == ["150", "75"]
+    assert len(os.listdir(wd / "best")) == 1
+    cfg = json.load(open(wd / "config.json"))
+    assert cfg["num_steps"] == 150
+
+    from lic_jax.artifact import load_artifact
+    from lic_jax.entropy_models import fit_quantiles
+
+    art = load_artifact(str(wd / "artifact"))
+    assert art.spec.name == "bmshj2018-hyperprior" and art.spec.hparams == {"N": 16, "M": 24}
+    tr = art.metadata["training"]
+    assert tr["lmbda"] == 0.013 and tr["steps"] == 150 and tr["exported_from"] == "best"
+    eb = art.variables["params"]["entropy_bottleneck"]
+    # the exported quantiles are the exact fit of the trained density
+    np.testing.assert_allclose(np.asarray(fit_quantiles({k: jnp.asarray(v) for k, v in eb.items()})),
+                               eb["quantiles"], rtol=1e-5, atol=1e-4)
+    q = np.asarray(eb["quantiles"])
+    assert np.all(q[..., 0] < q[..., 1]) and np.all(q[..., 1] < q[..., 2])
+    assert "artifact:" in r.stdout
+
+
+def test_bf16_compute_with_float32_params(tmp_path, env):
+    r = _train(tmp_path / "bf16", env, "--config.dtype=bfloat16", "--config.num_steps=3", "--config.log_every=1",
+               "--config.eval_every=0", "--config.data.val_limit=8", "--config.checkpoint_every=0",
+               "--config.keep_best=False", "--config.export.at_end=True", "--config.export.which=last")
+    assert r.returncode == 0, r.stderr[-4000:]
+    train = read_metrics(str(tmp_path / "bf16" / "metrics.jsonl"), "train")
+    assert len(train) == 3 and all(np.isfinite(t["loss"]) for t in train)
+    from lic_jax.artifact import load_artifact
+
+    art = load_artifact(str(tmp_path / "bf16" / "artifact"))
+    assert all(np.asarray(a).dtype == np.float32 for a in jax.tree_util.tree_leaves(art.variables))
+    assert "dtype" not in art.spec.hparams
