@@ -6,7 +6,9 @@ Layout (format version 1)::
       config.json     {"format": "lic_jax-model", "version": 1, "model": {name, quality, hparams},
                        "fingerprint": <sha256 of params.msgpack, hex>, "metadata": {...}}
       params.msgpack  flax.serialization.to_bytes(variables)   (portable across JAX versions)
-      tables.npz      optional: coding tables (``lic_jax.coding.tables``), a pure function of the params
+      tables.npz      coding tables (``lic_jax.coding.tables``: quantised CDFs, lengths, offsets), a pure
+                      function of the params; written by ``save_artifact`` and, on load, checked
+                      against a rebuild from params.msgpack (``verify=True``)
 
 Writes are atomic (a temporary sibling directory renamed into place), so an interrupted export
 never leaves a half-written artifact under the final name.
@@ -61,9 +63,28 @@ def fingerprint(variables) -> str:
     return hashlib.sha256(_params_bytes(variables)).hexdigest()
 
 
+def _build_table_arrays(spec: ModelSpec, variables) -> dict:
+    from .coding.tables import build_tables, tables_to_arrays
+
+    return tables_to_arrays(build_tables(spec.build(), variables))
+
+
 def save_artifact(path, spec: ModelSpec, variables, metadata: dict | None = None, tables: dict | None = None) -> str:
-    """Write an artifact directory atomically; returns the fingerprint."""
+    """Write an artifact directory atomically; returns the fingerprint.
+
+    ``tables``: the coding tables as arrays (``lic_jax.coding.tables.tables_to_arrays``); by
+    default they are built from ``variables`` (a pure function of the parameters). Pass
+    ``tables=False`` to write no tables.npz (the coder then builds them at load time).
+    """
     path = os.fspath(path)
+    if tables is None:
+        tables = _build_table_arrays(spec, {"params": variables["params"]})
+    elif tables is False:
+        tables = None
+    elif not all(isinstance(v, np.ndarray) for v in tables.values()):
+        from .coding.tables import tables_to_arrays
+
+        tables = tables_to_arrays(tables)
     blob = _params_bytes({"params": variables["params"]})
     fp = hashlib.sha256(blob).hexdigest()
     parent = os.path.dirname(os.path.abspath(path))
@@ -93,7 +114,8 @@ def save_artifact(path, spec: ModelSpec, variables, metadata: dict | None = None
 
 
 def load_artifact(path, verify: bool = True) -> Artifact:
-    """Load an artifact directory; checks format, version and (if ``verify``) the fingerprint."""
+    """Load an artifact directory; checks format, version and (if ``verify``) the fingerprint and
+    that tables.npz equals the tables rebuilt from the parameters."""
     path = os.fspath(path)
     cfg_path = os.path.join(path, "config.json")
     if not os.path.isdir(path):
@@ -123,6 +145,21 @@ def load_artifact(path, verify: bool = True) -> Artifact:
     tables = None
     tpath = os.path.join(path, "tables.npz")
     if os.path.exists(tpath):
-        with np.load(tpath) as z:
-            tables = {k: z[k] for k in z.files}
+        try:
+            with np.load(tpath, allow_pickle=False) as z:
+                tables = {k: z[k] for k in z.files}
+        except Exception as e:  # zipfile / ValueError on a damaged file
+            raise ArtifactError(f"{path}: corrupt tables.npz ({type(e).__name__})") from None
+        if verify:
+            from .coding.errors import TableError
+            from .coding.tables import tables_equal, tables_from_arrays
+
+            try:
+                stored = tables_from_arrays(tables)
+                rebuilt = tables_from_arrays(_build_table_arrays(spec, variables))
+            except TableError as e:
+                raise ArtifactError(f"{path}: {e}") from None
+            if not tables_equal(stored, rebuilt):
+                raise ArtifactError(f"{path}: tables.npz does not match the tables rebuilt from params.msgpack "
+                                    "(stale tables or another lic_jax table version); re-export the model")
     return Artifact(spec, variables, fp, cfg.get("metadata", {}), tables, path)

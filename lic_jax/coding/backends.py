@@ -208,7 +208,10 @@ class _ConstrictionDecoder:
                 sym[esc] = self._decode_escapes(L[esc])
         except (AssertionError, ValueError, RuntimeError, OverflowError) as e:
             raise CorruptFileError(f"bitstream rejected by the constriction decoder ({type(e).__name__})") from None
-        return (sym + t.offset[indexes]).astype(np.int32)
+        out = sym + t.offset[indexes]
+        if out.size and int(np.max(np.abs(out))) >= MAX_ABS_VALUE:
+            raise CorruptFileError("decoded value out of range (corrupt bitstream)")
+        return out.astype(np.int32)
 
     def _decode_escapes(self, L):
         dec, uni = self.dec, self.uniform
@@ -220,10 +223,7 @@ class _ConstrictionDecoder:
             chunk = dec.decode(uni, (1 << w[sel]).astype(np.int32)).astype(np.int64)
             g[sel] = (g[sel] << w[sel]) | chunk
         neg = dec.decode(uni, np.full(k, 2, np.int32)).astype(bool)
-        u = np.where(neg, -g, g + L - 1)
-        if np.any(np.abs(u) >= MAX_ABS_VALUE):
-            raise CorruptFileError("escaped value out of range (corrupt bitstream)")
-        return u
+        return np.where(neg, -g, g + L - 1)
 
     def finish(self):
         return None

@@ -1,0 +1,395 @@
+"""The ``lic`` command: compress images to ``.lic`` files and back (docs/FORMAT.md §5).
+
+    lic compress IN.png OUT.lic [--model NAME --quality Q | --checkpoint DIR | --compressai-checkpoint FILE]
+                                [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
+    lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE] [--original IMG]
+    lic info IN.lic [--json]
+
+IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
+Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the
+model from the file's weight fingerprint among the given checkpoint or the shipped models.
+
+Output: one line per file with bytes, bpp (= 8 × file bytes / pixels) and PSNR where the
+original is at hand (compress: always, unless --no-psnr; decompress: with --original).
+Errors: one line ``lic: error: …`` on stderr, exit status 1 (2 for usage errors); an output
+file is only ever created complete (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+__all__ = ["main"]
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".tif", ".tiff", ".webp", ".gif")
+
+
+class CliError(Exception):
+    """A one-line user-facing error."""
+
+
+def _warn(msg: str):
+    print(f"lic: warning: {msg}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------
+# models
+# ------------------------------------------------------------------------------------------
+def _assets_dir() -> str:
+    from .default_model import default_model_path
+
+    return os.path.dirname(default_model_path())
+
+
+def _shipped_model_dirs() -> list[str]:
+    """The default model first, then every other model directory under lic_jax/assets/models."""
+    from .default_model import default_model_path
+
+    out = []
+    d = default_model_path()
+    if os.path.exists(os.path.join(d, "config.json")):
+        out.append(os.path.realpath(d))
+    root = _assets_dir()
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            p = os.path.realpath(os.path.join(root, name))
+            if os.path.exists(os.path.join(p, "config.json")) and p not in out:
+                out.append(p)
+    return out
+
+
+def _read_config(d: str) -> dict:
+    try:
+        with open(os.path.join(d, "config.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _codec_from_dir(path: str, coder):
+    from .artifact import load_artifact
+    from .coding import Codec
+
+    if os.path.isfile(path):
+        raise CliError(f"{path} is a file; --checkpoint takes a lic_jax model directory "
+                       f"(use --compressai-checkpoint for CompressAI .pth files)")
+    return Codec.from_artifact(load_artifact(path), coder=coder)
+
+
+def _codec_from_compressai(path: str, coder):
+    from .coding import Codec
+    from .convert import from_compressai
+
+    model, spec, variables = from_compressai(path)
+    return Codec(model, spec, variables, coder=coder)
+
+
+def _encoder_codec(args):
+    coder = args.coder
+    if args.checkpoint:
+        return _codec_from_dir(args.checkpoint, coder)
+    if args.compressai_checkpoint:
+        return _codec_from_compressai(args.compressai_checkpoint, coder)
+    if args.model or args.quality is not None:
+        if not args.model:
+            raise CliError("--quality needs --model")
+        for d in _shipped_model_dirs():
+            m = _read_config(d).get("model", {})
+            if m.get("name") == args.model and (args.quality is None or m.get("quality") == args.quality):
+                return _codec_from_dir(d, coder)
+        from .models import model_names
+
+        if args.model not in model_names():
+            raise CliError(f"unknown model {args.model!r}; available: {', '.join(model_names())}")
+        q = f" quality {args.quality}" if args.quality is not None else ""
+        raise CliError(f"no shipped weights for {args.model}{q}; pass --checkpoint DIR (a lic_jax model directory) "
+                       f"or --compressai-checkpoint FILE")
+    from .default_model import default_model_path
+
+    d = default_model_path()
+    if not os.path.exists(os.path.join(d, "config.json")):
+        raise CliError(f"no default model is shipped (expected at {d}); pass --checkpoint DIR or "
+                       f"--compressai-checkpoint FILE")
+    return _codec_from_dir(d, coder)
+
+
+class _DecoderModels:
+    """Finds (and caches) the codec whose weight fingerprint matches a file's header."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cache: dict[bytes, object] = {}
+        self.explicit = None
+
+    def for_header(self, header):
+        from .coding import ModelMismatchError
+
+        fp = header.fingerprint
+        if fp in self.cache:
+            return self.cache[fp]
+        a = self.args
+        if a.checkpoint or a.compressai_checkpoint:
+            if self.explicit is None:
+                self.explicit = (_codec_from_dir(a.checkpoint, None) if a.checkpoint
+                                 else _codec_from_compressai(a.compressai_checkpoint, None))
+            codec = self.explicit
+            if codec.fingerprint8 != fp:
+                raise ModelMismatchError(
+                    f"the file was encoded with other weights ({header.model_name}, fingerprint {fp.hex()}) "
+                    f"than the given checkpoint (fingerprint {codec.fingerprint8.hex()})"
+                )
+        else:
+            codec = None
+            for d in _shipped_model_dirs():
+                if bytes.fromhex(_read_config(d).get("fingerprint", "")[:16] or "00")[:8] == fp:
+                    codec = _codec_from_dir(d, None)
+                    break
+            if codec is None:
+                raise ModelMismatchError(
+                    f"no shipped model has the file's weight fingerprint {fp.hex()} ({header.model_name}"
+                    f"{' q' + str(header.quality) if header.quality else ''}); pass --checkpoint DIR with the encoder's weights"
+                )
+        self.cache[fp] = codec
+        return codec
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def _psnr(a, b) -> float:
+    import numpy as np
+
+    d = a.astype(np.float64) - b.astype(np.float64)
+    mse = float(np.mean(d * d))
+    return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _pairs(src: str, dst: str, exts, new_ext: str):
+    """[(input, output)] for a file or a folder."""
+    if os.path.isdir(src):
+        if os.path.exists(dst) and not os.path.isdir(dst):
+            raise CliError(f"{dst} exists and is not a folder (the input is a folder)")
+        names = sorted(n for n in os.listdir(src) if n.lower().endswith(exts) and not n.startswith("."))
+        if not names:
+            raise CliError(f"{src}: no {'/'.join(exts)} files in this folder")
+        os.makedirs(dst, exist_ok=True)
+        return [(os.path.join(src, n), os.path.join(dst, os.path.splitext(n)[0] + new_ext)) for n in names], True
+    if not os.path.exists(src):
+        raise FileNotFoundError(f"{src}: no such file")
+    if os.path.isdir(dst):
+        dst = os.path.join(dst, os.path.splitext(os.path.basename(src))[0] + new_ext)
+    return [(src, dst)], False
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=quiet or total < 2,
+                dynamic_ncols=True, leave=False)
+
+
+def _fmt_line(src, dst, h, w, nbytes, bpp, psnr):
+    s = f"{os.path.basename(src)} -> {os.path.basename(dst)}: {w}x{h}, {nbytes} bytes, {bpp:.4f} bpp"
+    if psnr is not None:
+        s += f", PSNR {psnr:.2f} dB"
+    return s
+
+
+def _run_files(pairs, folder, desc, quiet, one):
+    """Run ``one(src, dst) -> (line, bpp, psnr)`` over pairs with a progress bar; returns exit status."""
+    from tqdm import tqdm
+
+    failures, bpps, psnrs = 0, [], []
+    t0 = time.time()
+    bar = _progress(len(pairs), desc, quiet)
+    try:
+        for src, dst in pairs:
+            try:
+                line, bpp, psnr = one(src, dst)
+                bpps.append(bpp)
+                if psnr is not None:
+                    psnrs.append(psnr)
+                if not quiet:
+                    tqdm.write(line, file=sys.stdout)
+            except Exception as e:  # noqa: BLE001 - reported per file, one line
+                if not folder:
+                    raise
+                failures += 1
+                print(f"lic: error: {src}: {_message(e)}", file=sys.stderr)
+            bar.update(1)
+    finally:
+        bar.close()
+    if folder and not quiet:
+        dt = time.time() - t0
+        s = f"{len(bpps)} of {len(pairs)} files in {dt:.1f} s ({len(pairs) / max(dt, 1e-9):.2f} img/s)"
+        if bpps:
+            s += f", mean {sum(bpps) / len(bpps):.4f} bpp"
+        if psnrs and all(math.isfinite(p) for p in psnrs):
+            s += f", mean PSNR {sum(psnrs) / len(psnrs):.2f} dB"
+        print(s)
+    return 1 if failures else 0
+
+
+# ------------------------------------------------------------------------------------------
+# commands
+# ------------------------------------------------------------------------------------------
+def cmd_compress(args) -> int:
+    from .coding.image_io import atomic_write_bytes, read_image
+
+    pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
+    codec = _encoder_codec(args)
+
+    def one(src, dst):
+        img = read_image(src, drop_alpha=args.drop_alpha, warn=_warn)
+        enc = codec.encode(img)
+        atomic_write_bytes(dst, enc.data)
+        h, w = img.shape[:2]
+        bpp = 8.0 * len(enc.data) / (h * w)
+        psnr = None
+        if not args.no_psnr:
+            rec = codec.reconstruct(enc.latents.y_hat, h, w, 1 if img.ndim == 2 else 3)
+            psnr = _psnr(img, rec)
+        return _fmt_line(src, dst, h, w, len(enc.data), bpp, psnr), bpp, psnr
+
+    return _run_files(pairs, folder, "compress", args.quiet, one)
+
+
+def _original_for(args, src, folder):
+    if not args.original:
+        return None
+    if folder:
+        stem = os.path.splitext(os.path.basename(src))[0]
+        for ext in IMAGE_EXTS:
+            for e in (ext, ext.upper()):
+                p = os.path.join(args.original, stem + e)
+                if os.path.exists(p):
+                    return p
+        return None
+    return args.original
+
+
+def cmd_decompress(args) -> int:
+    from .coding import container
+    from .coding.image_io import read_image, write_image
+
+    pairs, folder = _pairs(args.input, args.output, (".lic",), ".png")
+    models = _DecoderModels(args)
+
+    def one(src, dst):
+        with open(src, "rb") as f:
+            data = f.read()
+        header, _ = container.unpack(data)
+        codec = models.for_header(header)
+        img = codec.decompress(data)
+        write_image(dst, img)
+        h, w = img.shape[:2]
+        bpp = 8.0 * len(data) / (h * w)
+        psnr = None
+        orig = _original_for(args, src, folder)
+        if orig:
+            ref = read_image(orig, drop_alpha=True, warn=_warn)
+            if ref.shape != img.shape:
+                _warn(f"{orig}: shape {ref.shape} differs from the decoded {img.shape}; no PSNR")
+            else:
+                psnr = _psnr(ref, img)
+        return _fmt_line(src, dst, h, w, len(data), bpp, psnr), bpp, psnr
+
+    return _run_files(pairs, folder, "decompress", args.quiet, one)
+
+
+def cmd_info(args) -> int:
+    from .coding.codec import info_dict
+    from .coding import container
+
+    paths = ([os.path.join(args.input, n) for n in sorted(os.listdir(args.input)) if n.endswith(".lic")]
+             if os.path.isdir(args.input) else [args.input])
+    out = []
+    for p in paths:
+        with open(p, "rb") as f:
+            data = f.read()
+        header, _ = container.unpack(data)
+        d = {"file": p, **info_dict(header, len(data))}
+        out.append(d)
+        if not args.json:
+            q = f" q{d['quality']}" if d["quality"] else ""
+            lam = f", lambda {d['lambda']:g}" if d["lambda"] is not None else ""
+            print(f"{p}: .lic v{d['format_version']}, {d['model']}{q}{lam} (weights {d['fingerprint']}), "
+                  f"{d['width']}x{d['height']} {'grey' if d['channels'] == 1 else 'RGB'} {d['bit_depth']}-bit, "
+                  f"coder {d['coder']}, streams {d['stream_lengths']} bytes, {d['file_bytes']} bytes "
+                  f"({d['container_bytes']} container), {d['bpp']:.4f} bpp")
+    if args.json:
+        print(json.dumps(out if len(out) != 1 or os.path.isdir(args.input) else out[0], indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lic", description="Learned image compression (lic_jax): .lic files.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_opts(sp, encoder: bool):
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--checkpoint", metavar="DIR", help="lic_jax model directory (config.json + params.msgpack)")
+        g.add_argument("--compressai-checkpoint", metavar="FILE", help="CompressAI state_dict / checkpoint (.pth)")
+        if encoder:
+            g.add_argument("--model", metavar="NAME", help="shipped model by name (with --quality)")
+            sp.add_argument("--quality", type=int, metavar="Q", help="quality of a shipped model")
+
+    c = sub.add_parser("compress", help="image(s) -> .lic")
+    c.add_argument("input", help="image file or folder")
+    c.add_argument("output", help=".lic file or folder")
+    model_opts(c, True)
+    c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
+    c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
+    c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
+    c.add_argument("-q", "--quiet", action="store_true")
+    c.set_defaults(func=cmd_compress)
+
+    d = sub.add_parser("decompress", help=".lic -> image(s)")
+    d.add_argument("input", help=".lic file or folder")
+    d.add_argument("output", help="image file (PNG) or folder")
+    model_opts(d, False)
+    d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=cmd_decompress)
+
+    i = sub.add_parser("info", help="print the header of .lic file(s)")
+    i.add_argument("input")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def _message(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, PermissionError)) and getattr(e, "filename", None):
+        msg = f"{e.filename}: {e.strerror}"
+    return msg
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("lic: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure is one line + exit 1
+        if os.environ.get("LIC_DEBUG"):
+            raise
+        from .coding.errors import LicError
+
+        kind = "error" if isinstance(e, (LicError, CliError, OSError, ValueError, ImportError)) else "internal error"
+        extra = "" if kind == "error" else f" ({type(e).__name__})"
+        print(f"lic: {kind}: {_message(e)}{extra}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
