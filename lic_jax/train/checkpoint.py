@@ -102,7 +102,10 @@ def verify_manifest(step_dir: str) -> str | None:
 def _ocp():
     import orbax.checkpoint as ocp
 
-    if not hasattr(ocp, "args") or not hasattr(ocp.args, "StandardSave"):
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(ocp.CheckpointManagerOptions)}
+    if not hasattr(ocp, "args") or not hasattr(ocp.args, "StandardSave") or "enable_async_checkpointing" not in fields:
         raise RuntimeError(
             f"orbax-checkpoint {getattr(ocp, '__version__', '?')} lacks the args-based CheckpointManager API "
             "(needs orbax-checkpoint >= 0.11.23); training checkpoints are not supported in this environment")

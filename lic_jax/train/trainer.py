@@ -372,6 +372,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         ckpt = Checkpointer(workdir, keep=int(config.keep_checkpoints), keep_best=bool(config.keep_best),
                             async_save=bool(config.async_checkpoint))
         restored = ckpt.restore(state)
+        if restored is None and ckpt.best_step is not None:
+            restored = ckpt.restore_best(state)  # every periodic checkpoint is gone or damaged
         if restored is not None:
             start_step, state, _meta = restored
             log.info("resumed from checkpoint at step %d", start_step)
@@ -408,7 +410,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             if shown is None and int(config.tb_images) > 0 and pidx == 0:
                 k = int(config.tb_images)
                 shown = np.concatenate([local[:k], _local_rows(xh)[:k]], axis=2)  # side by side
-        n = float(totals.pop("count"))
+        if totals is None:
+            return {}
+        n = max(1.0, float(totals.pop("count")))
         res = {k: float(v) / n for k, v in totals.items()}
         if "ms_ssim" in res:
             res["ms_ssim_db"] = -10.0 * math.log10(max(1e-12, 1.0 - res["ms_ssim"]))
@@ -510,12 +514,13 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     if config.export.at_end and done >= num_steps:
         params = state["params"]
         which = config.export.which
-        src_step = done
+        src_step, kind = done, "last"
         if which == "best" and ckpt is not None and ckpt.best_step is not None:
             r = ckpt.restore_best(state)
             if r is not None:
                 src_step, best_state, _ = r
                 params = best_state["params"]
+                kind = "best"
         host_params = parallel.fetch(params)
         artifact_path = config.export.dir or os.path.join(workdir, "artifact")
         if pidx == 0:
@@ -526,7 +531,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     "metric": config.metric,
                     "steps": int(done),
                     "exported_step": int(src_step),
-                    "exported_from": "best" if src_step != done or which == "best" else "last",
+                    "exported_from": kind,
                     "global_batch": B,
                     "devices": ndev,
                     "processes": pcount,
