@@ -282,28 +282,6 @@ def test_wavefront_parameters_match_the_full_tensor_context(name):
 # ------------------------------------------------------------------------------------------
 # Codec round trips
 # ------------------------------------------------------------------------------------------
-def _check_round_trip(codec, name, img, width=S.SMALL, quality=None):
-    enc = codec.encode(img)
-    lat = codec.decompress(enc.data, output="latents")
-    # the decoder recovers exactly the encoder's quantised latents
-    np.testing.assert_array_equal(lat.y_symbols, enc.latents.y_symbols)
-    np.testing.assert_array_equal(lat.y_hat, enc.latents.y_hat)
-    if enc.latents.z_symbols is not None:
-        np.testing.assert_array_equal(lat.z_symbols, enc.latents.z_symbols)
-        np.testing.assert_array_equal(lat.z_hat, enc.latents.z_hat)
-        np.testing.assert_array_equal(lat.y_indexes, enc.latents.y_indexes)
-    # the decoded image is the model's reconstruction of the hard-quantised latents, bit-exact
-    out = codec.decompress(enc.data)
-    h, w = img.shape[:2]
-    ref = S.reference_reconstruction(codec, name, enc.latents.y_hat, h, w, width, quality)
-    np.testing.assert_array_equal(out, ref)
-    # rate honesty and container overhead
-    payload_bits = 8 * enc.payload_bytes
-    assert payload_bits <= max(enc.ideal_bits * 1.01, enc.ideal_bits + 64 * 8), (payload_bits, enc.ideal_bits)
-    assert len(enc.data) - enc.payload_bytes <= 40
-    return enc, out
-
-
 @pytest.mark.parametrize("trained", [False, True], ids=["random", "trained"])
 @pytest.mark.parametrize("name", S.ALL_MODELS)
 def test_round_trip_all_kodak(name, trained, kodak_dir):
@@ -311,7 +289,7 @@ def test_round_trip_all_kodak(name, trained, kodak_dir):
     over = []
     for i in range(1, 25):
         img = S.kodak_image(i)
-        enc, out = _check_round_trip(codec, name, img)
+        enc, out = S.check_round_trip(codec, name, img)
         over.append(8 * enc.payload_bytes / enc.ideal_bits - 1)
     if trained:
         assert np.mean(over) < 0.005  # measured ≈ 0.01–0.05 %
@@ -343,7 +321,7 @@ def test_round_trip_quality3_widths(name):
     crop with padding, one portrait)."""
     codec = S.codec_for(name, quality=3)
     for img in (S.kodak_image(1)[:320, :480], S.kodak_image(4)[:384, :256]):
-        _check_round_trip(codec, name, img, quality=3)
+        S.check_round_trip(codec, name, img, quality=3)
 
 
 def test_odd_sizes_grey_and_float_output():
@@ -351,7 +329,7 @@ def test_odd_sizes_grey_and_float_output():
         codec = S.codec_for(name, trained=True)
         for h, w in ((1, 1), (17, 33), (70, 5)):
             img = S.kodak_image(5)[:h, :w]
-            enc, out = _check_round_trip(codec, name, img)
+            enc, out = S.check_round_trip(codec, name, img)
             assert out.shape == img.shape and out.dtype == np.uint8
         grey = S.kodak_image(5)[:40, :50, 1]
         data = codec.compress(grey)

@@ -56,11 +56,74 @@ def model_and_spec(name: str, width: int = SMALL, quality: int | None = None):
     return get_model(name, **small_hparams(name, width))
 
 
+# ------------------------------------------------------------------------------------------
+# weights cache: random-init and briefly trained weights are cached in memory for the process
+# and on disk across runs and environments (the TFC environment reuses what the base run
+# trained). LIC_JAX_TEST_CACHE=DIR picks the folder, LIC_JAX_TEST_CACHE=0 disables the disk
+# cache. Keys include the parameter tree (names, shapes) and a hash of the model source files,
+# so a changed architecture never loads stale weights.
+# ------------------------------------------------------------------------------------------
+def _cache_dir():
+    d = os.environ.get("LIC_JAX_TEST_CACHE")
+    if d == "0":
+        return None
+    import tempfile
+
+    return Path(d) if d else Path(tempfile.gettempdir()) / "lic_jax_test_weights"
+
+
+@functools.lru_cache(maxsize=1)
+def _source_hash() -> str:
+    import hashlib
+
+    import lic_jax
+
+    root = Path(lic_jax.__file__).parent
+    h = hashlib.sha256()
+    for sub in ("models", "layers", "entropy_models", "losses.py", "metrics.py"):
+        p = root / sub
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cached(key: str, model, make):
+    import hashlib
+
+    from flax import serialization
+
+    d = _cache_dir()
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3), jnp.float32)))
+    tree = repr(jax.tree_util.tree_map(lambda s: (s.shape, str(s.dtype)), shapes["params"]))
+    digest = hashlib.sha256(f"{key}|{tree}|{_source_hash()}".encode()).hexdigest()[:24]
+    path = None if d is None else d / f"{digest}.msgpack"
+    if path is not None and path.exists():
+        try:
+            v = serialization.msgpack_restore(path.read_bytes())
+            return jax.tree_util.tree_map(np.asarray, {"params": v["params"]})
+        except Exception:
+            pass
+    v = make()
+    if path is not None:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(serialization.to_bytes(v))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return v
+
+
 @functools.lru_cache(maxsize=None)
 def random_variables(name: str, width: int = SMALL, quality: int | None = None, seed: int = 0):
     model, _ = model_and_spec(name, width, quality)
-    v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3), jnp.float32))  # eager: op caches are shared
-    return jax.tree_util.tree_map(np.asarray, {"params": v["params"]})
+
+    def make():
+        v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, 64, 64, 3), jnp.float32))  # eager: op caches shared
+        return jax.tree_util.tree_map(np.asarray, {"params": v["params"]})
+
+    return _cached(f"random|{name}|{width}|{quality}|{seed}", model, make)
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,13 +151,18 @@ def train_crops(n: int = 64, size: int = 64, seed: int = 0) -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def trained_variables(name: str, width: int = SMALL, steps: int = 30, lmbda: float = 0.05, batch: int = 4):
     """A few dozen Adam steps of the RD loss on 64×64 training crops, then exact EB quantiles
-    (the export step of a real training run). Cached for the whole pytest process."""
+    (the export step of a real training run). Cached (process, and disk — see above)."""
+    model, _ = model_and_spec(name, width)
+    key = f"trained|{name}|{width}|{steps}|{lmbda}|{batch}"
+    return _cached(key, model, lambda: _train(model, name, width, steps, lmbda, batch))
+
+
+def _train(model, name, width, steps, lmbda, batch):
     import optax
 
     from lic_jax.entropy_models import fit_quantiles
     from lic_jax.losses import rate_distortion_loss
 
-    model, _ = model_and_spec(name, width)
     params = random_variables(name, width)["params"]
     crops = train_crops()
     opt = optax.adam(2e-3)
@@ -149,6 +217,31 @@ def reference_reconstruction(codec, name, y_hat, h, w, width: int = SMALL, quali
 
     x = _jitted_synthesis(name, width, quality)(codec._dev_vars, jnp.asarray(y_hat)[None])
     return to_uint8(np.clip(np.asarray(crop_image(np.asarray(x), h, w))[0], 0, 1))
+
+
+def check_round_trip(codec, name, img, width=SMALL, quality=None):
+    """Encode, decode, and assert: exact latents, bit-exact image vs. the model's synthesis of the
+    hard-quantised latents, payload ≤ ideal + 1 % (or + 64 bytes), container ≤ 40 bytes."""
+    import numpy as np
+
+    enc = codec.encode(img)
+    out, lat, _ = codec.decode(enc.data)  # = decompress(data) and its latents, one decode
+    # the decoder recovers exactly the encoder's quantised latents
+    np.testing.assert_array_equal(lat.y_symbols, enc.latents.y_symbols)
+    np.testing.assert_array_equal(lat.y_hat, enc.latents.y_hat)
+    if enc.latents.z_symbols is not None:
+        np.testing.assert_array_equal(lat.z_symbols, enc.latents.z_symbols)
+        np.testing.assert_array_equal(lat.z_hat, enc.latents.z_hat)
+        np.testing.assert_array_equal(lat.y_indexes, enc.latents.y_indexes)
+    # the decoded image is the model's reconstruction of the hard-quantised latents, bit-exact
+    h, w = img.shape[:2]
+    ref = reference_reconstruction(codec, name, enc.latents.y_hat, h, w, width, quality)
+    np.testing.assert_array_equal(out, ref)
+    # rate honesty and container overhead
+    payload_bits = 8 * enc.payload_bytes
+    assert payload_bits <= max(enc.ideal_bits * 1.01, enc.ideal_bits + 64 * 8), (payload_bits, enc.ideal_bits)
+    assert len(enc.data) - enc.payload_bytes <= 40
+    return enc, out
 
 
 def make_artifact(path, name: str, trained: bool = False, width: int = SMALL) -> str:

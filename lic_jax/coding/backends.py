@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import os
 
 import numpy as np
@@ -254,35 +253,28 @@ class ConstrictionBackend(Backend):
 # ------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=1)
 def _tfc_ops():
-    """(tf, ops) — the range-coder ops of tensorflow-compression (or tensorflow-compression-ops),
-    loaded without importing the full ``tensorflow_compression`` package (which pulls in
-    tensorflow-probability and takes seconds)."""
+    """(tf, ops): the range-coder ops of tensorflow-compression (``tfc.ops``), or of the
+    ops-only package tensorflow-compression-ops. (Loading the shared library ourselves would
+    leave TFC's own ``gen_ops`` empty if the user imports tensorflow_compression later, so the
+    official module is imported.)"""
     msg = "the 'tfc' entropy coder needs tensorflow-compression: pip install lic_jax[tfc]"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        spec = importlib.util.find_spec("tensorflow_compression")
-    except Exception:
-        spec = None
-    try:
-        import tensorflow as tf  # noqa: F401
-    except Exception as e:
-        raise CoderUnavailableError(f"{msg} (cannot import tensorflow: {type(e).__name__})") from None
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except Exception:
-        pass
-    if spec is not None and spec.submodule_search_locations:
-        so = os.path.join(list(spec.submodule_search_locations)[0], "cc", "libtensorflow_compression.so")
-        if os.path.exists(so):
+    errors = []
+    for module in ("tensorflow_compression", "tensorflow_compression_ops"):
+        try:
+            mod = importlib.import_module(module)
+            ops = getattr(mod, "ops", mod)
+            ops.create_range_encoder  # noqa: B018 - presence check
+            import tensorflow as tf
+
             try:
-                return tf, tf.load_op_library(so)
-            except Exception as e:
-                raise CoderUnavailableError(f"{msg} (its ops do not load: {type(e).__name__})") from None
-    try:
-        ops = importlib.import_module("tensorflow_compression_ops")
-        return tf, ops
-    except Exception:
-        raise CoderUnavailableError(msg) from None
+                tf.config.set_visible_devices([], "GPU")
+            except Exception:
+                pass
+            return tf, ops
+        except Exception as e:  # ImportError, or a broken binary
+            errors.append(f"{module}: {type(e).__name__}")
+    raise CoderUnavailableError(f"{msg} ({'; '.join(errors)})")
 
 
 def _tfc_lookup(table: CdfTable):

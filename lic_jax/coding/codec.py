@@ -286,7 +286,8 @@ class Codec:
         return np.pad(x, ((t, b), (l, r), (0, 0)))[None]
 
     def _finish_image(self, x_hat: np.ndarray, H: int, W: int, channels: int, output: str):
-        x = np.clip(np.asarray(crop_image(x_hat, H, W))[0], 0.0, 1.0).astype(np.float32)
+        x = np.nan_to_num(np.asarray(crop_image(x_hat, H, W))[0], nan=0.0)  # (only forged streams give NaN)
+        x = np.clip(x, 0.0, 1.0).astype(np.float32)
         if channels == 1:
             x = np.mean(x, axis=-1, dtype=np.float32)
         return x if output == "float" else to_uint8(x)
@@ -452,14 +453,18 @@ class Codec:
         'latents' (a :class:`Latents`, no synthesis)."""
         if output not in ("uint8", "float", "latents"):
             raise ValueError(f"output must be 'uint8', 'float' or 'latents', got {output!r}")
+        return self.decode(data, output)[0]
+
+    def decode(self, data: bytes, output: str = "uint8"):
+        """(image or None, :class:`Latents`, header): ``decompress`` with the decoded latents."""
         header, streams = container.unpack(data)
         self._check_model(header)
         backend = backend_by_id(header.coder_id)
         lat = self._decode_latents(header, streams, backend)
         if output == "latents":
-            return lat
+            return lat, lat, header
         x_hat = np.asarray(self._fns.synthesis(self._dev_vars, jax.device_put(lat.y_hat[None], self._dev)))
-        return self._finish_image(x_hat, header.height, header.width, header.channels, output)
+        return self._finish_image(x_hat, header.height, header.width, header.channels, output), lat, header
 
     def _check_model(self, header: container.Header):
         if header.fingerprint != self.fingerprint8:

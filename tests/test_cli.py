@@ -1,0 +1,216 @@
+"""The ``lic`` command: separate encoder / decoder processes, folders, input conversion, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import test_coding_support as S
+from conftest import require
+
+from lic_jax.cli import main
+from lic_jax.coding import Codec
+
+MODEL = "mbt2018"  # autoregressive: the strictest determinism check across processes
+
+
+@pytest.fixture(scope="module")
+def art(tmp_path_factory):
+    d = tmp_path_factory.mktemp("art") / "model"
+    S.make_artifact(d, MODEL, trained=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def other_art(tmp_path_factory):
+    d = tmp_path_factory.mktemp("art2") / "model"
+    S.make_artifact(d, "bmshj2018-hyperprior")
+    return d
+
+
+def _lic_cmd():
+    exe = Path(sys.executable).with_name("lic")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "lic_jax.cli"]
+
+
+def _run(args, **kw):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(_lic_cmd() + [str(a) for a in args], capture_output=True, text=True, env=env,
+                          timeout=600, **kw)
+
+
+def _read(path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _no_temp_files(d):
+    return not [n for n in os.listdir(d) if n.endswith(".tmp")]
+
+
+def test_encoder_and_decoder_in_separate_processes(art, tmp_path):
+    """`lic compress` and `lic decompress` in two fresh processes (nothing shared but the model
+    directory): the bytes equal this process's encoding and the image its decoding."""
+    img = S.kodak_image(1)[:200, :300]
+    src = S.write_png(tmp_path / "in.png", img)
+    r = _run(["compress", src, tmp_path / "a.lic", "--checkpoint", art])
+    assert r.returncode == 0, r.stderr
+    data = (tmp_path / "a.lic").read_bytes()
+    codec = Codec.from_artifact(art)
+    assert data == codec.compress(img)  # encoding is deterministic across processes
+    bpp = 8 * len(data) / (200 * 300)
+    assert f"{len(data)} bytes, {bpp:.4f} bpp" in r.stdout and "PSNR" in r.stdout
+    r = _run(["decompress", tmp_path / "a.lic", tmp_path / "out.png", "--checkpoint", art, "--original", src])
+    assert r.returncode == 0, r.stderr
+    out = _read(tmp_path / "out.png")
+    np.testing.assert_array_equal(out, codec.decompress(data))
+    psnr = 10 * np.log10(255.0**2 / np.mean((out.astype(float) - img) ** 2))
+    assert f"PSNR {psnr:.2f} dB" in r.stdout
+    r = _run(["info", tmp_path / "a.lic", "--json"])
+    assert r.returncode == 0
+    info = json.loads(r.stdout)
+    assert info["model"] == MODEL and info["file_bytes"] == len(data) and info["bpp"] == bpp
+    # a corrupt file in a fresh process: one line, exit 1, no output file
+    (tmp_path / "bad.lic").write_bytes(data[:-7])
+    r = _run(["decompress", tmp_path / "bad.lic", tmp_path / "bad.png", "--checkpoint", art])
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("lic: error:")
+    assert not (tmp_path / "bad.png").exists() and _no_temp_files(tmp_path)
+
+
+def test_folders_progress_and_summary(art, tmp_path, capsys):
+    src, enc, dec = tmp_path / "src", tmp_path / "enc", tmp_path / "dec"
+    src.mkdir()
+    shapes = [(64, 96), (70, 50), (33, 128)]
+    for i, (h, w) in enumerate(shapes):
+        S.write_png(src / f"im{i}.png", S.kodak_image(10 + i)[:h, :w])
+    (src / "notes.txt").write_text("not an image")
+    assert main(["compress", str(src), str(enc), "--checkpoint", str(art)]) == 0
+    cap = capsys.readouterr()
+    assert sorted(os.listdir(enc)) == ["im0.lic", "im1.lic", "im2.lic"]
+    assert "3 of 3 files" in cap.out and "img/s" in cap.out and "mean PSNR" in cap.out
+    assert "img" in cap.err  # tqdm progress bar with its rate unit
+    assert main(["decompress", str(enc), str(dec), "--checkpoint", str(art), "--original", str(src)]) == 0
+    cap = capsys.readouterr()
+    assert sorted(os.listdir(dec)) == ["im0.png", "im1.png", "im2.png"]
+    for i, (h, w) in enumerate(shapes):
+        assert _read(dec / f"im{i}.png").shape == (h, w, 3)
+        size = (enc / f"im{i}.lic").stat().st_size
+        assert f"{size} bytes, {8 * size / (h * w):.4f} bpp, PSNR" in cap.out
+    assert main(["info", str(enc)]) == 0
+    assert capsys.readouterr().out.count(".lic v1") == 3
+    # a folder with one corrupt file: the others are decoded, exit status 1
+    (enc / "im1.lic").write_bytes(b"LIC\x01garbage")
+    shutil.rmtree(dec)
+    assert main(["decompress", str(enc), str(dec), "--checkpoint", str(art)]) == 1
+    assert sorted(os.listdir(dec)) == ["im0.png", "im2.png"]
+    assert "im1.lic" in capsys.readouterr().err
+
+
+def test_input_conversions(art, tmp_path, capsys):
+    from PIL import Image
+
+    rgb = S.kodak_image(15)[:48, :64]
+    grey = rgb[..., 1].copy()
+    cases = {}
+    cases["grey.png"] = Image.fromarray(grey, "L")
+    cases["palette.png"] = Image.fromarray(rgb).convert("P")
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    cases["opaque.png"] = Image.fromarray(rgba, "RGBA")
+    cases["grey16.png"] = Image.fromarray(grey.astype(np.uint16) * 257)
+    cases["cmyk.tif"] = Image.fromarray(rgb).convert("CMYK")
+    cases["la_opaque.png"] = Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), "LA")
+    for name, im in cases.items():
+        im.save(tmp_path / name)
+    for name in cases:
+        out = tmp_path / (name + ".lic")
+        assert main(["compress", str(tmp_path / name), str(out), "--checkpoint", str(art), "--no-psnr"]) == 0, name
+        info = Codec.info(out.read_bytes())
+        assert info["channels"] == (1 if name.startswith(("grey", "la")) else 3), name
+        assert main(["decompress", str(out), str(tmp_path / (name + ".png")), "--checkpoint", str(art)]) == 0
+        dec = _read(tmp_path / (name + ".png"))
+        assert dec.shape == ((48, 64) if info["channels"] == 1 else (48, 64, 3)), name
+    err = capsys.readouterr().err
+    assert "16-bit greyscale converted to 8 bits" in err and "CMYK image converted to RGB" in err
+    # alpha that matters: refused (exit 1, one line, no output) unless --drop-alpha
+    rgba[5:20, 5:20, 3] = 0
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    assert main(["compress", str(tmp_path / "alpha.png"), str(tmp_path / "alpha.lic"), "--checkpoint", str(art)]) == 1
+    err = capsys.readouterr().err
+    assert "--drop-alpha" in err and err.count("\n") == 1 and not (tmp_path / "alpha.lic").exists()
+    assert main(["compress", str(tmp_path / "alpha.png"), str(tmp_path / "alpha.lic"), "--checkpoint", str(art),
+                 "--drop-alpha"]) == 0
+    assert Codec.info((tmp_path / "alpha.lic").read_bytes())["channels"] == 3
+    np.testing.assert_array_equal(
+        Codec.from_artifact(art).decompress((tmp_path / "alpha.lic").read_bytes()),
+        Codec.from_artifact(art).decompress(Codec.from_artifact(art).compress(rgb)))
+    assert _no_temp_files(tmp_path)
+
+
+def test_errors_are_one_line_with_nonzero_exit(art, other_art, tmp_path, capsys):
+    img = S.kodak_image(20)[:40, :40]
+    src = S.write_png(tmp_path / "x.png", img)
+    codec = Codec.from_artifact(art)
+    (tmp_path / "x.lic").write_bytes(codec.compress(img))
+
+    def fails(args, pattern, code=1):
+        assert main([str(a) for a in args]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("lic: error:"), err
+        assert re.search(pattern, err), err
+
+    fails(["compress", tmp_path / "missing.png", tmp_path / "o.lic", "--checkpoint", art], "missing.png")
+    fails(["decompress", tmp_path / "missing.lic", tmp_path / "o.png", "--checkpoint", art], "missing.lic")
+    fails(["compress", src, tmp_path / "o.lic", "--model", "mbt2018", "--quality", "3"], "no shipped weights")
+    fails(["compress", src, tmp_path / "o.lic", "--model", "nonesuch", "--quality", "3"], "unknown model")
+    fails(["compress", src, tmp_path / "o.lic", "--checkpoint", tmp_path / "nodir"], "not a model directory")
+    fails(["compress", src, tmp_path / "o.lic", "--checkpoint", src], "is a file")
+    fails(["decompress", tmp_path / "x.lic", tmp_path / "o.png", "--checkpoint", other_art],
+          "encoded with other weights")
+    (tmp_path / "t.lic").write_bytes((tmp_path / "x.lic").read_bytes()[:-3])
+    fails(["decompress", tmp_path / "t.lic", tmp_path / "o.png", "--checkpoint", art], "truncated")
+    (tmp_path / "n.lic").write_bytes(b"\x89PNG....")
+    fails(["info", tmp_path / "n.lic"], "not a .lic file")
+    fails(["compress", tmp_path / "n.lic", tmp_path / "o.lic", "--checkpoint", art], "not an image")
+    from lic_jax.default_model import default_model_path
+
+    if not os.path.exists(os.path.join(default_model_path(), "config.json")):
+        fails(["compress", src, tmp_path / "o.lic"], "no default model")
+        fails(["decompress", tmp_path / "x.lic", tmp_path / "o.png"], "no shipped model has")
+    else:  # the shipped default model: no option needed on either side
+        assert main(["compress", str(src), str(tmp_path / "d.lic"), "--no-psnr"]) == 0
+        assert main(["decompress", str(tmp_path / "d.lic"), str(tmp_path / "d.png")]) == 0
+        capsys.readouterr()
+    assert not (tmp_path / "o.lic").exists() and not (tmp_path / "o.png").exists()
+    assert _no_temp_files(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["compress"])
+    assert e.value.code == 2
+    capsys.readouterr()
+
+
+def test_compressai_checkpoint(tmp_path, capsys):
+    require("compressai")
+    import torch
+
+    from compressai.models import FactorizedPrior
+
+    torch.manual_seed(0)
+    net = FactorizedPrior(16, 16)
+    torch.save(net.state_dict(), tmp_path / "cai.pth.tar")
+    src = S.write_png(tmp_path / "x.png", S.kodak_image(21)[:64, :80])
+    ck = str(tmp_path / "cai.pth.tar")
+    assert main(["compress", str(src), str(tmp_path / "x.lic"), "--compressai-checkpoint", ck]) == 0
+    assert Codec.info((tmp_path / "x.lic").read_bytes())["model"] == "bmshj2018-factorized"
+    assert main(["decompress", str(tmp_path / "x.lic"), str(tmp_path / "x2.png"), "--compressai-checkpoint", ck,
+                 "--original", str(src)]) == 0
+    assert "PSNR" in capsys.readouterr().out
