@@ -7,6 +7,7 @@ restricted unpickler that only builds tensors, ordered dicts and plain Python va
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -91,6 +92,11 @@ class _Unpickler(pickle.Unpickler):
         self._load_storage = load_storage
 
     def find_class(self, module, name):
+        # torch.save pickles with protocol 2: map Python 2 names (``__builtin__.set``) as pickle would
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "torch" and name.endswith("Storage"):
@@ -205,5 +211,6 @@ def load_torch_file(path) -> Any:
         raise
     except FileNotFoundError:
         raise
-    except (pickle.UnpicklingError, EOFError, KeyError, struct.error, zipfile.BadZipFile, ValueError) as e:
-        raise TorchFileError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # any failure of a corrupt or truncated file: one clear line
+        reason = " ".join(f"{type(e).__name__}: {e}".split())
+        raise TorchFileError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None

@@ -1,0 +1,303 @@
+"""Layers: GDN/IGDN, the lower-bound gradient rule, CompressAI-padded (transposed) convolutions,
+masked convolutions — against numpy references and against PyTorch / CompressAI with the same
+weights (issue 2, "Layers")."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import require
+
+from lic_jax.layers import GDN, Conv, ConvTranspose, MaskedConv, causal_mask, conv_transpose2d, lower_bound
+from lic_jax.layers.bounds import REPARAM_OFFSET, nonneg_init, nonneg_value
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_one_thread():
+    """PyTorch's intra-op threads spin-wait; on a small, shared CPU one thread is faster."""
+    try:
+        import torch
+    except Exception:  # the torch-free tests still run
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _nchw(a):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2)))
+
+
+def _nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+# ------------------------------------------------------------------------------------------------
+# lower bound and the non-negative re-parameterisation
+# ------------------------------------------------------------------------------------------------
+def test_lower_bound_forward_and_gradient_rule():
+    x = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    b = 0.0
+    np.testing.assert_array_equal(lower_bound(x, b), [0.0, 0.0, 0.0, 0.5, 2.0])
+    _, vjp = jax.vjp(lambda v: lower_bound(v, b), x)
+    # g > 0 (gradient descent would push x down): blocked below the bound, passed at/above it
+    np.testing.assert_array_equal(vjp(jnp.ones(5))[0], [0.0, 0.0, 1.0, 1.0, 1.0])
+    # g < 0 (descent pushes x up, back above the bound): always passed
+    np.testing.assert_array_equal(vjp(-jnp.ones(5))[0], [-1.0, -1.0, -1.0, -1.0, -1.0])
+    # mixed signs
+    g = jnp.array([3.0, -3.0, 3.0, -3.0, 3.0])
+    np.testing.assert_array_equal(vjp(g)[0], [0.0, -3.0, 3.0, -3.0, 3.0])
+
+
+def test_lower_bound_matches_compressai():
+    require("compressai")
+    import torch
+    from compressai.ops import LowerBound
+
+    rng = _rng(1)
+    x = rng.normal(size=1000).astype(np.float32)
+    g = rng.normal(size=1000).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = LowerBound(0.25)(xt)
+    yt.backward(torch.tensor(g))
+    y, vjp = jax.vjp(lambda v: lower_bound(v, 0.25), jnp.asarray(x))
+    np.testing.assert_array_equal(np.asarray(y), yt.detach().numpy())
+    np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(g))[0]), xt.grad.numpy())
+
+
+def test_nonneg_reparam_matches_compressai():
+    require("compressai")
+    import torch
+    from compressai.ops.parametrizers import NonNegativeParametrizer
+
+    rng = _rng(2)
+    v = np.abs(rng.normal(size=64)).astype(np.float32)
+    v[:8] = 0.0
+    for minimum in (0.0, 1e-6):
+        ref = NonNegativeParametrizer(minimum=minimum)
+        p_t = ref.init(torch.tensor(v))
+        p_j = nonneg_init(jnp.asarray(v))
+        np.testing.assert_allclose(np.asarray(p_j), p_t.numpy(), rtol=2.5e-7, atol=0)  # sqrt: ≤ 1 ulp
+        np.testing.assert_allclose(np.asarray(nonneg_value(p_j, minimum)), ref(p_t).numpy(), rtol=1e-6, atol=1e-12)
+        # round trip: value → parameter → value (exact up to float32 rounding; values ≥ minimum)
+        back = np.asarray(nonneg_value(p_j, minimum))
+        np.testing.assert_allclose(back, np.maximum(v, minimum), rtol=1e-6, atol=REPARAM_OFFSET**2 * 4)
+
+
+# ------------------------------------------------------------------------------------------------
+# GDN
+# ------------------------------------------------------------------------------------------------
+def _random_gdn_params(c, rng):
+    beta = rng.uniform(0.5, 2.0, size=c).astype(np.float32)
+    gamma = (0.1 * np.eye(c) + rng.uniform(0.0, 0.05, size=(c, c))).astype(np.float32)
+    return {"beta": nonneg_init(jnp.asarray(beta)), "gamma": nonneg_init(jnp.asarray(gamma))}, beta, gamma
+
+
+def _gdn_numpy(x, beta, gamma, inverse, simplified):
+    x = x.astype(np.float64)
+    f = np.abs(x) if simplified else x * x
+    norm = np.einsum("bhwj,ij->bhwi", f, gamma.astype(np.float64)) + beta.astype(np.float64)
+    if not simplified:
+        norm = np.sqrt(norm)
+    return x * norm if inverse else x / norm
+
+
+@pytest.mark.parametrize("simplified", [False, True], ids=["sqrt", "simplified"])
+@pytest.mark.parametrize("inverse", [False, True], ids=["GDN", "IGDN"])
+def test_gdn_vs_numpy_reference(inverse, simplified):
+    rng = _rng(3)
+    c = 6
+    params, beta, gamma = _random_gdn_params(c, rng)
+    x = rng.normal(scale=2.0, size=(2, 5, 7, c)).astype(np.float32)
+    y = GDN(inverse=inverse, simplified=simplified).apply({"params": params}, jnp.asarray(x))
+    # the stored parameters reproduce beta, gamma up to the re-parameterisation's offset ε² = 2^-36
+    np.testing.assert_allclose(np.asarray(y), _gdn_numpy(x, beta, gamma, inverse, simplified), rtol=2e-6, atol=1e-6)
+
+
+def test_gdn_init_matches_papers():
+    x = jnp.ones((1, 2, 2, 4))
+    v = GDN().init(jax.random.key(0), x)["params"]
+    np.testing.assert_allclose(np.asarray(nonneg_value(v["beta"], 1e-6)), np.ones(4), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(nonneg_value(v["gamma"])), 0.1 * np.eye(4), atol=1e-9)
+
+
+@pytest.mark.parametrize("simplified", [False, True], ids=["GDN", "GDN1"])
+@pytest.mark.parametrize("inverse", [False, True], ids=["fwd", "inverse"])
+def test_gdn_vs_compressai(inverse, simplified):
+    require("compressai")
+    import torch
+    from compressai.layers import GDN as TGDN
+    from compressai.layers import GDN1 as TGDN1
+
+    rng = _rng(4)
+    c = 8
+    params, _, _ = _random_gdn_params(c, rng)
+    # include parameters below the re-parameterisation bound (their gradient rule matters)
+    params["gamma"] = params["gamma"].at[0, 1].set(-0.01)
+    x = rng.normal(scale=1.5, size=(2, 9, 11, c)).astype(np.float32)
+    g = rng.normal(size=x.shape).astype(np.float32)
+
+    tl = (TGDN1 if simplified else TGDN)(c, inverse=inverse)
+    with torch.no_grad():
+        tl.beta.copy_(torch.tensor(np.asarray(params["beta"])))
+        tl.gamma.copy_(torch.tensor(np.asarray(params["gamma"])))
+    xt = _nchw(x).requires_grad_(True)
+    yt = tl(xt)
+    yt.backward(_nchw(g))
+
+    layer = GDN(inverse=inverse, simplified=simplified)
+    y, vjp = jax.vjp(lambda p, v: layer.apply({"params": p}, v), params, jnp.asarray(x))
+    gp, gx = vjp(jnp.asarray(g))
+    np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gx), _nhwc(xt.grad), rtol=1e-4, atol=1e-5)
+    for name in ("beta", "gamma"):
+        gt = getattr(tl, name).grad.numpy()
+        rel = np.linalg.norm(np.asarray(gp[name]) - gt) / np.linalg.norm(gt)
+        assert rel <= 1e-5, (name, rel)
+    # the below-bound entry: gradient passed only where it pushes the parameter back up
+    assert (np.asarray(gp["gamma"])[0, 1] == 0.0) == (tl.gamma.grad.numpy()[0, 1] == 0.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# convolutions
+# ------------------------------------------------------------------------------------------------
+CONV_CASES = [(5, 2, 16, 16), (5, 2, 15, 13), (3, 1, 9, 8), (9, 4, 17, 20), (9, 4, 32, 30), (1, 1, 5, 6)]
+
+
+@pytest.mark.parametrize("k,s,h,w", CONV_CASES)
+def test_conv_matches_torch_conv2d(k, s, h, w):
+    torch = require("torch")
+    rng = _rng(5)
+    cin, cout = 3, 4
+    x = rng.normal(size=(2, h, w, cin)).astype(np.float32)
+    wt = rng.normal(size=(cout, cin, k, k)).astype(np.float32) * 0.2
+    b = rng.normal(size=cout).astype(np.float32)
+    ref = torch.nn.functional.conv2d(_nchw(x), torch.from_numpy(wt), torch.from_numpy(b), stride=s, padding=k // 2)
+    params = {"kernel": jnp.asarray(wt.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+    y = Conv(cout, k, s).apply({"params": params}, jnp.asarray(x))
+    assert y.shape == (2, -(-h // s), -(-w // s), cout)
+    np.testing.assert_allclose(np.asarray(y), _nhwc(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_flax_same_padding_differs():
+    """Documents why Conv pads explicitly: Flax 'SAME' pads (1, 2) for k=5, s=2; CompressAI pads (2, 2)."""
+    import flax.linen as nn
+
+    rng = _rng(6)
+    x = jnp.asarray(rng.normal(size=(1, 16, 16, 2)).astype(np.float32))
+    kernel = jnp.asarray(rng.normal(size=(5, 5, 2, 3)).astype(np.float32))
+    ours = Conv(3, 5, 2, use_bias=False).apply({"params": {"kernel": kernel}}, x)
+    flax_same = nn.Conv(3, (5, 5), (2, 2), padding="SAME", use_bias=False).apply({"params": {"kernel": kernel}}, x)
+    assert ours.shape == flax_same.shape
+    assert float(jnp.abs(ours - flax_same).max()) > 1e-2
+
+
+TCONV_CASES = [(5, 2, 8, 8), (5, 2, 7, 5), (9, 4, 4, 5), (9, 4, 3, 3), (3, 1, 6, 7), (3, 1, 5, 5)]
+
+
+@pytest.mark.parametrize("k,s,h,w", TCONV_CASES)
+def test_conv_transpose_impls_match_torch(k, s, h, w):
+    """'subpixel' == 'transpose' == torch ConvTranspose2d(k, s, padding=k//2, output_padding=s-1): outputs and
+    gradients w.r.t. the input and the kernel."""
+    torch = require("torch")
+    rng = _rng(7)
+    cin, cout = 4, 3
+    x = rng.normal(size=(2, h, w, cin)).astype(np.float32)
+    wt = rng.normal(size=(cin, cout, k, k)).astype(np.float32) * 0.2  # torch layout (in, out, kh, kw)
+    b = rng.normal(size=cout).astype(np.float32)
+    gout = rng.normal(size=(2, h * s, w * s, cout)).astype(np.float32)
+
+    xt = _nchw(x).requires_grad_(True)
+    wtt = torch.from_numpy(wt).requires_grad_(True)
+    yt = torch.nn.functional.conv_transpose2d(xt, wtt, torch.from_numpy(b), stride=s, padding=k // 2,
+                                              output_padding=s - 1)
+    yt.backward(_nchw(gout))
+    assert yt.shape[2:] == (h * s, w * s)
+
+    params = {"kernel": jnp.asarray(wt.transpose(2, 3, 0, 1)), "bias": jnp.asarray(b)}
+    outs = {}
+    for impl in ("subpixel", "transpose"):
+        layer = ConvTranspose(cout, k, s, impl=impl)
+        y, vjp = jax.vjp(lambda p, v: layer.apply({"params": p}, v), params, jnp.asarray(x))
+        gp, gx = vjp(jnp.asarray(gout))
+        outs[impl] = (np.asarray(y), np.asarray(gx), np.asarray(gp["kernel"]))
+        np.testing.assert_allclose(outs[impl][0], _nhwc(yt), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outs[impl][1], _nhwc(xt.grad), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(outs[impl][2], wtt.grad.numpy().transpose(2, 3, 0, 1), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(gp["bias"]), gout.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
+    for a, b_ in zip(outs["subpixel"], outs["transpose"]):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_transpose_auto_and_bad_impl():
+    x = jnp.ones((1, 3, 3, 2))
+    kern = jnp.ones((5, 5, 2, 1))
+    a = conv_transpose2d(x, kern, 2, impl="auto")
+    b = conv_transpose2d(x, kern, 2, impl="transpose")
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+    with pytest.raises(ValueError):
+        conv_transpose2d(x, kern, 2, impl="bogus")
+
+
+def test_conv_init_matches_pytorch_bounds():
+    x = jnp.ones((1, 8, 8, 6))
+    v = Conv(16, 5, 2).init(jax.random.key(0), x)["params"]
+    bound = 1 / np.sqrt(6 * 25)
+    assert float(jnp.abs(v["kernel"]).max()) <= bound and float(jnp.abs(v["kernel"]).max()) > 0.9 * bound
+    vt = ConvTranspose(16, 5, 2).init(jax.random.key(0), x)["params"]
+    bound_t = 1 / np.sqrt(16 * 25)  # PyTorch's fan-in of ConvTranspose2d is out·k·k
+    assert float(jnp.abs(vt["kernel"]).max()) <= bound_t and float(jnp.abs(vt["kernel"]).max()) > 0.9 * bound_t
+
+
+# ------------------------------------------------------------------------------------------------
+# masked convolution
+# ------------------------------------------------------------------------------------------------
+def test_causal_mask_shapes():
+    a, b = causal_mask(5, "A"), causal_mask(5, "B")
+    assert a.sum() == 12 and b.sum() == 13
+    assert a[2, 2] == 0 and b[2, 2] == 1 and a[2, 1] == 1 and a[2, 3] == 0 and a[3].sum() == 0
+    with pytest.raises(ValueError):
+        causal_mask(5, "C")
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_masked_conv_matches_compressai(mask_type):
+    require("compressai")
+    import torch
+    from compressai.layers import MaskedConv2d
+
+    rng = _rng(8)
+    cin, cout, k = 4, 6, 5
+    x = rng.normal(size=(2, 9, 10, cin)).astype(np.float32)
+    tl = MaskedConv2d(cin, cout, k, padding=k // 2, stride=1, mask_type=mask_type)
+    wt = rng.normal(size=(cout, cin, k, k)).astype(np.float32) * 0.2  # unmasked weights, as a state_dict may hold
+    b = rng.normal(size=cout).astype(np.float32)
+    with torch.no_grad():
+        tl.weight.copy_(torch.from_numpy(wt))
+        tl.bias.copy_(torch.from_numpy(b))
+        yt = tl(_nchw(x))
+    np.testing.assert_array_equal(tl.mask.numpy()[0, 0], causal_mask(k, mask_type))
+    params = {"kernel": jnp.asarray(wt.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
+    layer = MaskedConv(cout, k, mask_type)
+    y = layer.apply({"params": params}, jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=1e-5, atol=1e-5)
+    # valid mode: one output per full window == the same-size output at interior positions
+    yv = layer.apply({"params": params}, jnp.asarray(x), valid=True)
+    np.testing.assert_allclose(np.asarray(yv), np.asarray(y)[:, 2:-2, 2:-2], rtol=1e-5, atol=1e-5)
+    # causality: the output at p depends only on inputs before p in raster order ('B': and p itself)
+    p = (4, 5)
+    x2 = x.copy()
+    x2[:, p[0], p[1] + (mask_type == "B"):] += 10.0
+    x2[:, p[0] + 1 :] -= 10.0
+    y2 = layer.apply({"params": params}, jnp.asarray(x2))
+    np.testing.assert_allclose(np.asarray(y2)[:, p[0], p[1]], np.asarray(y)[:, p[0], p[1]], rtol=1e-5, atol=1e-5)
