@@ -34,7 +34,7 @@ from ..entropy_models import EntropyBottleneck, GaussianConditional, gaussian_li
 from ..layers import Conv, ConvTranspose, conv2d
 from .base import leaky_relu
 from .bmshj2018 import analysis_transform, run, synthesis_transform
-from .mbt2018 import JointAutoregressiveHierarchicalPriors
+from .mbt2018 import JointAutoregressiveHierarchicalPriors, _dense_run, _window_dot
 
 __all__ = ["Lee2019", "lee_window_mask"]
 
@@ -127,7 +127,9 @@ class Lee2019(JointAutoregressiveHierarchicalPriors):
         return self._params_from(self.window(jnp.concatenate([y_hat, hyper], axis=-1)))
 
     def gaussian_params_at(self, features, patches):
-        """(σ, μ) of shape (K, M) from hyper features (K, F) and ŷ windows (K, 4, 4, M)."""
-        out = self.window(patches, valid=True, part="y").astype(jnp.float32) + features[:, None, None, :]
-        scales, means = self._params_from(out)  # the 1×1 layers need NHWC: (K, 1, 1, ·)
-        return scales[:, 0, 0], means[:, 0, 0]
+        """(σ, μ) of shape (K, M) from hyper features (K, F) and ŷ windows (K, 4, 4, M), as matrix
+        products (the same arithmetic as ``gaussian_params`` at K positions)."""
+        kernel = self.window.variables["params"]["kernel"][:, :, : patches.shape[-1]]
+        out = _window_dot(patches, kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor), self.dtype) + features
+        scales, means = jnp.split(_dense_run(self.entropy_parameters, out, self.dtype), 2, axis=-1)
+        return jnp.exp(scales), means

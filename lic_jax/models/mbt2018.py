@@ -7,13 +7,41 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from ..entropy_models import quantize
-from ..layers import Conv, ConvTranspose, MaskedConv
+from ..layers import Conv, ConvTranspose, MaskedConv, causal_mask
 from .base import crop_image, leaky_relu, pad_image, quant_modes
 from .bmshj2018 import ScaleHyperprior, run
 
 __all__ = ["MeanScaleHyperprior", "JointAutoregressiveHierarchicalPriors"]
+
+
+def _dot(x, w, dtype=None):
+    dtype = dtype or x.dtype
+    return jnp.dot(x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
+
+
+def _window_dot(patches, kernel, mask, dtype=None):
+    """Σ over the unmasked taps of a (K, k, k, C) window × (k, k, C, F) kernel → (K, F): the
+    masked k×k 'valid' convolution of one output pixel (masked taps contribute exactly 0 and are
+    skipped)."""
+    k, C = kernel.shape[0], kernel.shape[2]
+    taps = np.flatnonzero(np.asarray(mask).ravel())
+    x = patches.reshape(patches.shape[0], k * k, C)[:, taps].reshape(patches.shape[0], taps.size * C)
+    w = kernel.reshape(k * k, C, -1)[taps].reshape(taps.size * C, -1)
+    return _dot(x, w, dtype)
+
+
+def _dense_run(layers, h, dtype=None):
+    """Run 1×1 ``Conv`` layers (and activations) on (K, C) rows as matrix products."""
+    for layer in layers:
+        if isinstance(layer, Conv):
+            p = layer.variables["params"]
+            h = _dot(h, p["kernel"][0, 0], dtype) + p["bias"]
+        else:
+            h = layer(h)
+    return h
 
 
 class MeanScaleHyperprior(ScaleHyperprior):
@@ -76,10 +104,16 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
         return self._entropy_parameters(hyper, self.context_prediction(y_hat).astype(jnp.float32))
 
     def gaussian_params_at(self, features, patches):
-        """(σ, μ) of shape (K, M) from features (K, F) and ŷ windows (K, 5, 5, M)."""
-        ctx = self.context_prediction(patches, valid=True).astype(jnp.float32)  # (K, 1, 1, 2M)
-        scales, means = self._entropy_parameters(features[:, None, None, :], ctx)
-        return scales[:, 0, 0], means[:, 0, 0]
+        """(σ, μ) of shape (K, M) from features (K, F) and ŷ windows (K, 5, 5, M).
+
+        The same arithmetic as ``gaussian_params`` at K positions, written as matrix products
+        (one output pixel of a k×k 'valid' convolution is a dot product; XLA:CPU runs these
+        dots ~4× faster than the equivalent tiny convolutions)."""
+        p = self.context_prediction.variables["params"]
+        ctx = _window_dot(patches, p["kernel"], causal_mask(self.ctx_kernel, "A"), self.dtype) + p["bias"]
+        h = jnp.concatenate([features, ctx], axis=-1)
+        scales, means = jnp.split(_dense_run(self.entropy_parameters, h, self.dtype), 2, axis=-1)
+        return scales, means
 
     def __call__(self, x, train: bool = False, quant: str | None = None):
         """Forward pass. Eval mode reproduces CompressAI's ``forward``: the context and g_s see
