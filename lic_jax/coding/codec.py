@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
+import time
 from typing import Any
 
 import jax
@@ -42,7 +42,7 @@ from . import container
 from .backends import MAX_ABS_VALUE, Backend, backend_by_id, get_backend
 from .errors import CorruptFileError, LicError, ModelMismatchError, UnsupportedImageError
 from .tables import CdfTable, build_tables, model_kind, tables_from_arrays, verify_tables, z_model
-from .wavefront import SENTINEL, wavefront_positions, wavefront_slope
+from .wavefront import wavefront_positions, wavefront_slope
 
 __all__ = ["Codec", "Latents", "to_uint8"]
 
@@ -128,6 +128,32 @@ def _compiled_for(model) -> _Compiled:
     if c is None:
         c = _COMPILED[key] = _Compiled(model)
     return c
+
+
+class _TimedSession:
+    """Wraps a backend encoder/decoder session and accumulates its time and symbol count."""
+
+    def __init__(self, session, stats):
+        self.s, self.stats = session, stats
+
+    def encode(self, values, indexes):
+        t = time.perf_counter()
+        self.s.encode(values, indexes)
+        self.stats["coder_s"] += time.perf_counter() - t
+        self.stats["symbols"] += int(np.size(values))
+
+    def decode(self, indexes):
+        t = time.perf_counter()
+        out = self.s.decode(indexes)
+        self.stats["coder_s"] += time.perf_counter() - t
+        self.stats["symbols"] += int(np.size(indexes))
+        return out
+
+    def finish(self):
+        t = time.perf_counter()
+        out = self.s.finish()
+        self.stats["coder_s"] += time.perf_counter() - t
+        return out
 
 
 @dataclasses.dataclass
@@ -225,6 +251,7 @@ class Codec:
         self._medians = None if eb is None else np.asarray(eb["quantiles"], np.float32)[:, 0, 1].copy()
         self._shapes: dict = {}
         self._ar_cache: dict = {}
+        self.stats = {"coder_s": 0.0, "symbols": 0}  # entropy-coder time / symbols of the last call
 
     # ---------------------------------------------------------------------------------------
     @classmethod
@@ -374,7 +401,7 @@ class Codec:
         if self.kind == "factorized":
             q = _symbols(y, self._medians)
             t = self.tables["y"]
-            enc = backend.encoder(t) if backend else None
+            enc = self._timed(backend.encoder, t) if backend else None
             code(t, _channel_major(q), _channel_index(q.shape), enc)
             if enc:
                 streams.append(enc.finish())
@@ -384,13 +411,13 @@ class Codec:
         # z
         qz = _symbols(z, self._z_center())
         tz = self.tables["z"]
-        enc = backend.encoder(tz) if backend else None
+        enc = self._timed(backend.encoder, tz) if backend else None
         code(tz, _channel_major(qz), _channel_index(qz.shape), enc)
         if enc:
             streams.append(enc.finish())
         z_hat = self._z_symbols_to_hat(qz)
         ty = self.tables["y"]
-        enc = backend.encoder(ty) if backend else None
+        enc = self._timed(backend.encoder, ty) if backend else None
         if self.kind == "hyperprior":
             idx, mu = self._hyper_cpu(z_hat)
             q = _symbols(y, mu)  # μ = 0 for scale-only hyperpriors: round(y − 0) = round(y)
@@ -415,8 +442,15 @@ class Codec:
                       np.asarray(idx, np.int32))
         return a, channels, streams, lat, bits
 
+    def _timed(self, factory, *args):
+        t = time.perf_counter()
+        session = _TimedSession(factory(*args), self.stats)
+        self.stats["coder_s"] += time.perf_counter() - t
+        return session
+
     def encode(self, img) -> Encoded:
         """Compress and return the bytes together with the latents and the ideal bit count."""
+        self.stats = {"coder_s": 0.0, "symbols": 0}
         backend = get_backend(self.coder)
         a, channels, streams, lat, bits = self._code(img, backend)
         header = container.Header(
@@ -457,6 +491,7 @@ class Codec:
 
     def decode(self, data: bytes, output: str = "uint8"):
         """(image or None, :class:`Latents`, header): ``decompress`` with the decoded latents."""
+        self.stats = {"coder_s": 0.0, "symbols": 0}
         header, streams = container.unpack(data)
         self._check_model(header)
         backend = backend_by_id(header.coder_id)
@@ -485,15 +520,15 @@ class Codec:
             raise CorruptFileError(f"corrupt file: {len(streams)} streams, the model codes {n_expected}")
         try:
             if self.kind == "factorized":
-                dec = backend.decoder(self.tables["y"], streams[0])
+                dec = self._timed(backend.decoder, self.tables["y"], streams[0])
                 q = _from_channel_major(dec.decode(_channel_index(y_shape)), y_shape)
                 dec.finish()
                 return Latents(q, q.astype(np.float32) + self._medians)
-            dec = backend.decoder(self.tables["z"], streams[0])
+            dec = self._timed(backend.decoder, self.tables["z"], streams[0])
             qz = _from_channel_major(dec.decode(_channel_index(z_shape)), z_shape)
             dec.finish()
             z_hat = self._z_symbols_to_hat(qz)
-            dec = backend.decoder(self.tables["y"], streams[1])
+            dec = self._timed(backend.decoder, self.tables["y"], streams[1])
             if self.kind == "hyperprior":
                 idx, mu = self._hyper_cpu(z_hat)
                 q = dec.decode(idx.ravel()).reshape(y_shape)

@@ -28,9 +28,12 @@ def _window_dot(patches, kernel, mask, dtype=None):
     skipped)."""
     k, C = kernel.shape[0], kernel.shape[2]
     taps = np.flatnonzero(np.asarray(mask).ravel())
-    x = patches.reshape(patches.shape[0], k * k, C)[:, taps].reshape(patches.shape[0], taps.size * C)
-    w = kernel.reshape(k * k, C, -1)[taps].reshape(taps.size * C, -1)
-    return _dot(x, w, dtype)
+    x = patches.reshape(patches.shape[0], k * k * C)
+    w = kernel.reshape(k * k * C, -1)
+    if np.array_equal(taps, np.arange(taps.size)):  # causal masks: the taps are a prefix (a slice)
+        return _dot(x[:, : taps.size * C], w[: taps.size * C], dtype)
+    idx = (taps[:, None] * C + np.arange(C)[None, :]).ravel()
+    return _dot(x[:, idx], w[idx], dtype)
 
 
 def _dense_run(layers, h, dtype=None):
