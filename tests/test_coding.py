@@ -389,3 +389,28 @@ def test_cpu_path_uses_a_fixed_subpixel_model():
     model, _ = S.model_and_spec("mbt2018")
     assert _cpu_model(model).conv_transpose_impl == "subpixel"
     assert _cpu_model(model.clone(conv_transpose_impl="transpose")).conv_transpose_impl == "subpixel"
+
+
+def test_lee2019_with_a_factorized_z():
+    """lee2019's z_model='factorized' variant: z coded with entropy-bottleneck tables."""
+    import jax
+    import jax.numpy as jnp
+
+    from lic_jax.models import get_model
+
+    model, spec = get_model("lee2019", N=S.SMALL, M=S.SMALL, z_model="factorized")
+    v = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 64, 64, 3), jnp.float32))
+    codec = Codec(model, spec, {"params": v["params"]})
+    assert set(codec.tables) == {"z", "y"} and codec.tables["z"].size == S.SMALL
+    syn = jax.jit(lambda v, y: model.apply(v, y, method="synthesis"))
+    from lic_jax.models import crop_image
+
+    for img in (S.kodak_image(23)[:128, :192], S.kodak_image(24)[:70, :90]):
+        enc = codec.encode(img)
+        out, lat, _ = codec.decode(enc.data)
+        np.testing.assert_array_equal(lat.z_symbols, enc.latents.z_symbols)
+        np.testing.assert_array_equal(lat.y_hat, enc.latents.y_hat)
+        ref = to_uint8(np.clip(np.asarray(crop_image(np.asarray(syn(codec._dev_vars, lat.y_hat[None])),
+                                                     *img.shape[:2]))[0], 0, 1))
+        np.testing.assert_array_equal(out, ref)
+        assert 8 * enc.payload_bytes <= max(1.01 * enc.ideal_bits, enc.ideal_bits + 512)

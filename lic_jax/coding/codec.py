@@ -330,11 +330,12 @@ class Codec:
         return self._medians if self._z_kind == "factorized" else None
 
     def _hyper_cpu(self, z_hat: np.ndarray):
-        zh = jax.device_put(z_hat[None], _cpu())
-        if self.kind == "autoregressive":
-            return self._fns.hyper_features(self._cpu_vars, zh)[0]
-        idx, mu = self._fns.hyper_params(self._cpu_vars, zh)
-        return np.asarray(idx[0]), np.asarray(mu[0])
+        with jax.default_device(_cpu()):
+            zh = jax.device_put(z_hat[None], _cpu())
+            if self.kind == "autoregressive":
+                return self._fns.hyper_features(self._cpu_vars, zh)[0]
+            idx, mu = self._fns.hyper_params(self._cpu_vars, zh)
+            return np.asarray(idx[0]), np.asarray(mu[0])
 
     def _ar_plan(self, H: int, W: int):
         key = (H, W)
@@ -356,10 +357,14 @@ class Codec:
         state = jax.device_put(np.zeros((H + k - 1, W + k - 1, M), np.float32), cpu)
         sym = np.zeros((K, M), np.int32)
         mu = jax.device_put(np.zeros((K, M), np.float32), cpu)
-        sym_all = np.zeros((H, W, M), np.int32)
-        idx_all = np.zeros((H, W, M), np.int32)
         step = self._fns.ar_step
         v = self._cpu_vars
+        with jax.default_device(cpu):
+            return self._ar_loop(step, v, state, feats, pos_dev, pos, counts, sym, mu, on_wavefront, K, M, H, W, ah, aw)
+
+    def _ar_loop(self, step, v, state, feats, pos_dev, pos, counts, sym, mu, on_wavefront, K, M, H, W, ah, aw):
+        sym_all = np.zeros((H, W, M), np.int32)
+        idx_all = np.zeros((H, W, M), np.int32)
         for t in range(len(counts)):
             state, idx, mu = step(v, state, feats, pos_dev, np.int32(t), sym, mu)
             n = int(counts[t])
