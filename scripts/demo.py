@@ -1,0 +1,127 @@
+"""The README's main job: compress bundled sample images with the shipped model and check the files.
+
+1. writes sample images from scikit-image's ``skimage.data`` (astronaut, coffee, chelsea — shipped
+   inside that registry package) to OUT/originals/;
+2. ``lic compress OUT/originals OUT/lic`` with the shipped default model (a separate process);
+3. ``lic decompress OUT/lic OUT/decoded`` (another fresh process: nothing from the encoder);
+4. checks the decoded PNGs equal the in-process model reconstruction bit for bit, measures bpp
+   (8 × file bytes / pixels), PSNR and MS-SSIM, and compares with JPEG (Pillow) at the same bpp
+   (interpolated over a JPEG quality sweep of each image);
+5. writes OUT/results.json, OUT/results.csv and OUT/rd.png, and prints a table.
+
+    python scripts/demo.py --out out/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+SAMPLES = ("astronaut", "coffee", "chelsea")
+
+
+def _lic(*args):
+    cmd = [sys.executable, "-m", "lic_jax.cli", *args]
+    print("$ lic " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _jpeg_curve(img: np.ndarray):
+    from lic_jax.evaluation.image_metrics import psnr
+
+    pts = []
+    for q in (5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=q)
+        rec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        pts.append((8.0 * buf.tell() / (img.shape[0] * img.shape[1]), psnr(img, rec)))
+    return sorted(pts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="out/demo")
+    args = ap.parse_args(argv)
+
+    import skimage.data
+
+    from lic_jax.coding import Codec
+    from lic_jax.default_model import default_model_path
+    from lic_jax.evaluation.image_metrics import ms_ssim_255, psnr
+
+    orig_dir, lic_dir, dec_dir = (os.path.join(args.out, d) for d in ("originals", "lic", "decoded"))
+    os.makedirs(orig_dir, exist_ok=True)
+    images = {}
+    for name in SAMPLES:
+        img = np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+        images[name] = img
+        Image.fromarray(img).save(os.path.join(orig_dir, f"{name}.png"))
+
+    _lic("compress", orig_dir, lic_dir)
+    _lic("decompress", lic_dir, dec_dir)
+
+    codec = Codec.from_artifact(default_model_path())
+    rows = []
+    for name, img in images.items():
+        path = os.path.join(lic_dir, f"{name}.lic")
+        with open(path, "rb") as f:
+            data = f.read()
+        decoded = np.asarray(Image.open(os.path.join(dec_dir, f"{name}.png")).convert("RGB"))
+        reference = codec.decompress(codec.compress(img))
+        exact = bool(np.array_equal(decoded, reference))
+        bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
+        curve = _jpeg_curve(img)
+        jb, jp = zip(*curve)
+        jpeg_psnr = float(np.interp(bpp, jb, jp)) if jb[0] <= bpp <= jb[-1] else float("nan")
+        rows.append({"image": name, "height": img.shape[0], "width": img.shape[1], "bytes": len(data),
+                     "bpp": bpp, "psnr": psnr(img, decoded), "ms_ssim": ms_ssim_255(img, decoded),
+                     "jpeg_psnr_at_same_bpp": jpeg_psnr, "round_trip_exact": exact, "jpeg_curve": curve})
+        if not exact:
+            raise SystemExit(f"demo: {name}: decoded image differs from the model reconstruction")
+
+    print(f"\nmodel: {codec.spec.name} (fingerprint {codec.fingerprint[:16]}), shipped default")
+    print(f"{'image':<10} {'size':>9} {'bytes':>7} {'bpp':>6} {'PSNR':>7} {'MS-SSIM':>8} {'JPEG PSNR@bpp':>14}")
+    for r in rows:
+        print(f"{r['image']:<10} {r['height']:>4}x{r['width']:<4} {r['bytes']:>7} {r['bpp']:>6.3f} {r['psnr']:>7.2f} "
+              f"{r['ms_ssim']:>8.4f} {r['jpeg_psnr_at_same_bpp']:>14.2f}")
+    print("decoded files equal the in-process reconstruction bit for bit: yes")
+
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"model": codec.spec.to_dict(), "fingerprint": codec.fingerprint, "images": rows}, f, indent=2)
+    with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "jpeg_curve"])
+        w.writeheader()
+        w.writerows([{k: v for k, v in r.items() if k != "jpeg_curve"} for r in rows])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, r in enumerate(rows):
+            jb, jp = zip(*r["jpeg_curve"])
+            ax.plot(jb, jp, "--", color=f"C{i}", label=f"JPEG {r['image']}")
+            ax.plot([r["bpp"]], [r["psnr"]], "o", color=f"C{i}", ms=8, label=f"lic_jax {r['image']}")
+        ax.set_xlabel("bpp (real file bytes)")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_xlim(0, 2)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "rd.png"), dpi=120)
+    except ImportError:
+        pass
+    print(f"results: {args.out}/results.json, results.csv, rd.png")
+
+
+if __name__ == "__main__":
+    main()
