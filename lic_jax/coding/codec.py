@@ -255,13 +255,14 @@ class Codec:
 
     # ---------------------------------------------------------------------------------------
     @classmethod
-    def from_artifact(cls, path_or_artifact, coder: str | None = None, verify: bool = True) -> "Codec":
+    def from_artifact(cls, path_or_artifact, coder: str | None = None, verify: bool = True,
+                      lmbda: float | None = None) -> "Codec":
         """A codec for a model directory (``lic_jax.artifact``) or a loaded ``Artifact``."""
         from ..artifact import Artifact, load_artifact
 
         art = path_or_artifact if isinstance(path_or_artifact, Artifact) else load_artifact(path_or_artifact, verify)
         return cls(art.spec.build(), art.spec, art.variables, coder=coder, tables=art.tables,
-                   fingerprint=art.fingerprint, lmbda=(art.metadata or {}).get("lmbda"))
+                   fingerprint=art.fingerprint, lmbda=lmbda)
 
     @property
     def fingerprint8(self) -> bytes:
