@@ -17,7 +17,8 @@ Backends (id stored in the ``.lic`` header):
  id     name              implementation
 =====  ================  ==============================================================
  1      ``constriction``  constriction 0.5 queue ``RangeEncoder`` (32-bit words, 24-bit
-                          model precision; our 16-bit frequencies are exact multiples).
+                          model precision: constriction re-quantises our 16-bit frequencies
+                          deterministically, ±0.1 % of the rate).
                           Per call: symbols grouped by row (stable order), one
                           ``Categorical`` per row; then the escapes of the call: 5-bit
                           length, mantissa in ≤ 16-bit chunks, 1 sign bit (Uniform).

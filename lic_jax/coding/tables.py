@@ -11,8 +11,8 @@ give the same integer tables in every process. The layout follows CompressAI's `
   value — in range or escaped — is codable: never a crash, never a clip);
 * **precision = 16 bits** (CompressAI's ``entropy_coder_precision`` and TFC v1's range-coder
   precision): the largest table (σ = 256: 3 129 symbols + escape) needs ≥ 12 bits, 16 bits
-  keep the quantisation loss far below 0.1 % of the rate, and both coders (TFC's range coder,
-  constriction's 24-bit range coder) represent 16-bit frequencies exactly;
+  keep the quantisation loss far below 0.1 % of the rate; TFC's range coder uses them exactly,
+  constriction re-quantises them deterministically to its 24-bit precision;
 * factorized density (entropy bottleneck): per channel ``c`` the support is
   ``median_c + [−ceil(median − lower), ceil(upper − median)]`` from the learned
   ``quantiles`` (CompressAI ``update()``), the pmf is c(x+½) − c(x−½) of the density, the
