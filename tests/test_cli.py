@@ -55,6 +55,21 @@ def _read(path):
         return np.asarray(im)
 
 
+def _png16_rgb(path, a):
+    """A 16-bit RGB PNG (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    h, w, _ = a.shape
+    raw = b"".join(b"\0" + a[i].astype(">u2").tobytes() for i in range(h))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
 def _no_temp_files(d):
     return not [n for n in os.listdir(d) if n.endswith(".tmp")]
 
@@ -133,6 +148,8 @@ def test_input_conversions(art, tmp_path, capsys):
     cases["la_opaque.png"] = Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), "LA")
     for name, im in cases.items():
         im.save(tmp_path / name)
+    _png16_rgb(tmp_path / "rgb16.png", rgb.astype(np.uint16) * 257 + 100)
+    cases["rgb16.png"] = None
     for name in cases:
         out = tmp_path / (name + ".lic")
         assert main(["compress", str(tmp_path / name), str(out), "--checkpoint", str(art), "--no-psnr"]) == 0, name
@@ -143,6 +160,7 @@ def test_input_conversions(art, tmp_path, capsys):
         assert dec.shape == ((48, 64) if info["channels"] == 1 else (48, 64, 3)), name
     err = capsys.readouterr().err
     assert "16-bit greyscale converted to 8 bits" in err and "CMYK image converted to RGB" in err
+    assert "rgb16.png: 16-bit PNG converted to 8 bits" in err
     # alpha that matters: refused (exit 1, one line, no output) unless --drop-alpha
     rgba[5:20, 5:20, 3] = 0
     Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
