@@ -11,7 +11,7 @@ N=128, M=192; mbt2018 N=M=192) and 6 (the large one: N=192, M=320) — a Compres
   random model's is 0.03–0.08, a trained one's 0.1–0.9),
 
 saved with ``torch.save``, converted with :func:`lic_jax.convert.from_compressai` (from the
-file) and run in eval mode on two 256×384 Kodak crops. Compared with CompressAI's own forward
+file) and run in eval mode on two 256×256 Kodak crops. Compared with CompressAI's own forward
 (intermediate tensors captured by hooks):
 
 * y, z (and σ, μ): max |Δ| ≤ 1e-4 · max(1, ‖ref‖∞) — for activations of magnitude > 1 the
@@ -75,7 +75,7 @@ from lic_jax.models import lmbda_for
 ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018")
 QUALITIES = (1, 6)
 TRAIN_STEPS, TRAIN_LR, TRAIN_BATCH, TRAIN_CROP, TRAIN_LMBDA = 25, 5e-4, 2, 64, 0.0483
-KODAK_IMAGES, KODAK_CROP = ("kodim01.png", "kodim05.png"), (256, 384)
+KODAK_IMAGES, KODAK_CROP = ("kodim01.png", "kodim05.png"), (256, 256)
 TOL = 1e-4
 BITS_RTOL = 1e-4
 GRAD_RTOL = 1e-3

@@ -137,9 +137,10 @@ def test_psnr_and_mse(pairs):
 
 
 def test_ms_ssim_gradients_finite(pairs, kodak_dir):
-    """Gradients are finite for distorted, identical and unrelated images (the last drives cs ≤ 0 at a
-    coarse scale, where the clamp at 0 meets the fractional power), and agree with pytorch-msssim's."""
-    torch = require("torch")
+    """Gradients are finite for distorted, identical and unrelated images, and for an inverted image, which
+    drives cs < 0 (clamped to 0 by the ReLU) at every scale, where the clamp meets the fractional powers;
+    and they agree with pytorch-msssim's."""
+    require("torch")
     pm = require("pytorch_msssim")
     _, x, y = pairs[2]
     xf = jnp.asarray(x[:1].astype(np.float32) / 255.0)
@@ -147,9 +148,10 @@ def test_ms_ssim_gradients_finite(pairs, kodak_dir):
     other = jnp.asarray(load_rgb(kodak_dir / "kodim13.png", (250, 333))[None].astype(np.float32) / 255.0)
     flipped = xf[:, ::-1, ::-1]
     grad = jax.jit(jax.grad(lambda a, b: ms_ssim(a, b), argnums=0))
-    for b in (yf, xf, other, flipped):
+    for b in (yf, xf, other, flipped, 1.0 - xf):
         g = np.asarray(grad(yf if b is xf else xf, b))
         assert np.all(np.isfinite(g))
+    assert float(ms_ssim_jit(xf, 1.0 - xf)) == 0.0
     g = np.asarray(grad(yf, xf))
     assert np.abs(g).max() > 0
     # agreement with pytorch-msssim's gradient on the distorted pair
@@ -157,4 +159,3 @@ def test_ms_ssim_gradients_finite(pairs, kodak_dir):
     pm.ms_ssim(yt, _torch(np.asarray(xf)), data_range=1.0).backward()
     gt = yt.grad.numpy().transpose(0, 2, 3, 1)
     assert np.linalg.norm(g - gt) / np.linalg.norm(gt) <= 1e-3
-    del torch

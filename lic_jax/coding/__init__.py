@@ -4,12 +4,15 @@
     codec = Codec.from_artifact(path)            # or Codec(model, spec, variables, coder="tfc")
     data = codec.compress(img_uint8)             # bytes
     img = codec.decompress(data)                 # uint8; output="float" for the float reconstruction
+    data = codec.compress(img_uint8, lmbda=0.01) # variable-rate (mae-*) models: any λ …
+    r = encode_at_bpp(codec, img_uint8, 0.5)     # … or the λ whose file is 0.5 bpp (±3 %)
 
 Format and guarantees: docs/FORMAT.md.
 """
 
 from .backends import available_backends, get_backend
 from .codec import Codec, Encoded, Latents, to_uint8, weights_fingerprint
+from .rate_control import RateControlResult, encode_at_bpp
 from .container import FORMAT_VERSION, MODEL_IDS, Header
 from .errors import (
     CoderUnavailableError,
@@ -28,6 +31,8 @@ __all__ = [
     "Codec",
     "Encoded",
     "Latents",
+    "encode_at_bpp",
+    "RateControlResult",
     "to_uint8",
     "weights_fingerprint",
     "available_backends",

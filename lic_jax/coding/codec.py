@@ -37,6 +37,7 @@ from flax import serialization
 from jax import lax
 
 from ..entropy_models.gaussian import scale_indexes
+from ..models.registry import is_variable_rate
 from ..models.base import crop_image, pad_amounts
 from . import container
 from .backends import MAX_ABS_VALUE, Backend, backend_by_id, get_backend
@@ -75,15 +76,18 @@ class _Compiled:
         m = model
         cm = _cpu_model(model)
         self.kind = model_kind(model)
+        vr = is_variable_rate(model)
+        # λ (variable-rate models: a traced float32 scalar, one compilation for every λ; else None)
+        lam_args = (lambda lam: (lam,)) if vr else (lambda lam: ())
 
-        def encode_transform(v, x):
-            y = m.apply(v, x, method="analysis")
+        def encode_transform(v, x, lam):
+            y = m.apply(v, x, *lam_args(lam), method="analysis")
             if self.kind == "factorized":
                 return y, None
             return y, m.apply(v, y, method="hyper_analysis")
 
         self.encode_transform = jax.jit(encode_transform)
-        self.synthesis = jax.jit(lambda v, y: m.apply(v, y, method="synthesis"))
+        self.synthesis = jax.jit(lambda v, y, lam: m.apply(v, y, *lam_args(lam), method="synthesis"))
 
         def hyper_params(v, z_hat):
             p = cm.apply(v, z_hat, method="hyper_synthesis")
@@ -194,6 +198,17 @@ def weights_fingerprint(variables) -> str:
     return hashlib.sha256(serialization.to_bytes(_np_params(variables))).hexdigest()
 
 
+def _valid_lmbda(lmbda) -> np.float32:
+    """λ as the header stores it (float32), checked positive and finite."""
+    try:
+        lam = np.float32(lmbda)
+    except (TypeError, ValueError):
+        raise ValueError(f"λ must be a number, got {lmbda!r}") from None
+    if not (np.isfinite(lam) and lam > 0):
+        raise ValueError(f"λ must be positive and finite, got {lmbda!r}")
+    return lam
+
+
 def _check_finite(a: np.ndarray, what: str):
     if not np.all(np.isfinite(a)):
         raise ValueError(f"the model produced non-finite {what} (NaN/inf weights?); cannot code")
@@ -221,7 +236,13 @@ class Codec:
       tables: stored coding tables (``{'z': CdfTable, 'y': CdfTable}`` or the ``tables.npz``
         arrays); verified against a rebuild from ``variables``.
       fingerprint: hex SHA-256 of the weights (computed if omitted).
-      lmbda: optional λ written to the header (variable-rate models).
+      lmbda: variable-rate models (``mae-*``): the default λ of ``compress`` / ``encode`` (each
+        call may pass its own; :mod:`lic_jax.coding.rate_control` picks one for a target bpp).
+        Fixed-rate models: an optional, informational λ for the header.
+
+    Variable-rate models code every λ with the same tables (their entropy models do not depend
+    on λ); the λ used — rounded to float32, as the header stores it — goes into the header, and
+    the decoder reads it from there: the analysis and synthesis both see exactly that float32.
     """
 
     def __init__(self, model, spec, variables, coder: str | None = None, tables=None, fingerprint: str | None = None,
@@ -239,7 +260,8 @@ class Codec:
             if not all(isinstance(t, CdfTable) for t in tables.values()):
                 tables = tables_from_arrays(tables)
             self.tables = verify_tables(model, np_vars, tables)
-        self.lmbda = lmbda
+        self.variable_rate = is_variable_rate(model)
+        self.lmbda = None if lmbda is None else _valid_lmbda(lmbda)
         self._fns = _compiled_for(model)
         self._cpu_vars = jax.device_put(np_vars, _cpu())
         dev = jax.devices()[0]
@@ -265,6 +287,25 @@ class Codec:
                    fingerprint=art.fingerprint, lmbda=lmbda)
 
     @property
+    def lmbda_range(self) -> tuple[float, float] | None:
+        """The λ interval a variable-rate model was trained on (None for fixed-rate models)."""
+        return tuple(self.model.lmbda_range) if self.variable_rate else None
+
+    def _lam(self, lmbda):
+        """The float32 λ the transforms see (variable-rate models), or None (fixed-rate)."""
+        if not self.variable_rate:
+            if lmbda is not None:
+                raise ValueError(f"{self.spec.name if self.spec else 'this model'} is a fixed-rate model: "
+                                 f"its λ was fixed by training (use a variable-rate mae-* model for a per-image λ)")
+            return None
+        lam = self.lmbda if lmbda is None else _valid_lmbda(lmbda)
+        if lam is None:
+            lo, hi = self.lmbda_range
+            raise ValueError(f"{self.spec.name if self.spec else 'this model'} is a variable-rate model: give λ "
+                             f"(trained on {lo:.4g} … {hi:.4g}) or a target bpp")
+        return lam
+
+    @property
     def fingerprint8(self) -> bytes:
         return bytes.fromhex(self.fingerprint)[:8]
 
@@ -280,7 +321,8 @@ class Codec:
         key = (Hp, Wp)
         if key not in self._shapes:
             x = jax.ShapeDtypeStruct((1, Hp, Wp, 3), jnp.float32)
-            y, z = jax.eval_shape(self._fns.encode_transform, self._cpu_vars, x)
+            lam = jax.ShapeDtypeStruct((), jnp.float32) if self.variable_rate else None
+            y, z = jax.eval_shape(self._fns.encode_transform, self._cpu_vars, x, lam)
             self._shapes[key] = (tuple(y.shape[1:]), None if z is None else tuple(z.shape[1:]))
         return self._shapes[key]
 
@@ -383,18 +425,18 @@ class Codec:
     # ---------------------------------------------------------------------------------------
     # encoding
     # ---------------------------------------------------------------------------------------
-    def _analyse(self, img):
+    def _analyse(self, img, lam):
         a, channels = self._prepare(img)
         x = jax.device_put(self._pad(a), self._dev)
-        y, z = self._fns.encode_transform(self._dev_vars, x)
+        y, z = self._fns.encode_transform(self._dev_vars, x, lam)
         y = np.asarray(y[0])
         _check_finite(y, "latents")
         z = None if z is None else np.asarray(z[0])
         return a, channels, y, z
 
-    def _code(self, img, backend: Backend | None):
+    def _code(self, img, backend: Backend | None, lam=None):
         """Quantise and (if ``backend``) entropy-code. Returns (streams, latents, ideal bits, shape info)."""
-        a, channels, y, z = self._analyse(img)
+        a, channels, y, z = self._analyse(img, lam)
         streams, bits = [], 0.0
         ovf = (backend or get_backend(self.coder)).overflow_bits
 
@@ -454,11 +496,13 @@ class Codec:
         self.stats["coder_s"] += time.perf_counter() - t
         return session
 
-    def encode(self, img) -> Encoded:
-        """Compress and return the bytes together with the latents and the ideal bit count."""
+    def encode(self, img, lmbda: float | None = None) -> Encoded:
+        """Compress and return the bytes together with the latents and the ideal bit count.
+        ``lmbda``: the λ of a variable-rate model (default: the codec's)."""
         self.stats = {"coder_s": 0.0, "symbols": 0}
         backend = get_backend(self.coder)
-        a, channels, streams, lat, bits = self._code(img, backend)
+        lam = self._lam(lmbda)
+        a, channels, streams, lat, bits = self._code(img, backend, lam)
         header = container.Header(
             coder_id=backend.id,
             model_id=self.model_id,
@@ -468,21 +512,21 @@ class Codec:
             width=a.shape[1],
             channels=channels,
             bit_depth=8,
-            lmbda=self.lmbda,
+            lmbda=float(lam) if lam is not None else (None if self.lmbda is None else float(self.lmbda)),
         )
         data = container.pack(header, streams)
         header = dataclasses.replace(header, stream_lengths=tuple(len(s) for s in streams))
         return Encoded(data, lat, header, bits)
 
-    def compress(self, img) -> bytes:
-        """uint8 image (H×W×3 RGB, or H×W / H×W×1 grey) → ``.lic`` bytes."""
-        return self.encode(img).data
+    def compress(self, img, lmbda: float | None = None) -> bytes:
+        """uint8 image (H×W×3 RGB, or H×W / H×W×1 grey) → ``.lic`` bytes (``lmbda``: variable-rate models)."""
+        return self.encode(img, lmbda).data
 
-    def estimate_bits(self, img) -> float:
+    def estimate_bits(self, img, lmbda: float | None = None) -> float:
         """Ideal payload bits Σ −log2 p of the quantised symbols under this codec's coding tables
         (escapes: the escape symbol plus the coder's bypass bits). No container, no coder
         termination; the file's payload is within ~0.1 % (+ a few bytes) of this."""
-        return float(self._code(img, None)[4])
+        return float(self._code(img, None, self._lam(lmbda))[4])
 
     # ---------------------------------------------------------------------------------------
     # decoding
@@ -504,7 +548,7 @@ class Codec:
         lat = self._decode_latents(header, streams, backend)
         if output == "latents":
             return lat, lat, header
-        x_hat = np.asarray(self._fns.synthesis(self._dev_vars, jax.device_put(lat.y_hat[None], self._dev)))
+        x_hat = self._synthesis(lat.y_hat, self._header_lam(header))
         return self._finish_image(x_hat, header.height, header.width, header.channels, output), lat, header
 
     def _check_model(self, header: container.Header):
@@ -516,6 +560,18 @@ class Codec:
             )
         if header.model_id and self.model_id and header.model_id != self.model_id:
             raise ModelMismatchError(f"the file is for architecture {header.model_name}, this model is {self.spec.name}")
+        self._header_lam(header)
+
+    def _header_lam(self, header: container.Header):
+        if not self.variable_rate:
+            return None
+        if header.lmbda is None or not header.lmbda > 0:
+            raise CorruptFileError(f"corrupt file: a {header.model_name} file needs a positive λ in its header, "
+                                   f"found {header.lmbda}")
+        return np.float32(header.lmbda)
+
+    def _synthesis(self, y_hat: np.ndarray, lam):
+        return np.asarray(self._fns.synthesis(self._dev_vars, jax.device_put(np.asarray(y_hat)[None], self._dev), lam))
 
     def _decode_latents(self, header, streams, backend: Backend) -> Latents:
         H, W = header.height, header.width
@@ -554,9 +610,11 @@ class Codec:
         return Latents(q.astype(np.int32), np.asarray(y_hat, np.float32), qz, z_hat, np.asarray(idx, np.int32))
 
     # ---------------------------------------------------------------------------------------
-    def reconstruct(self, y_hat: np.ndarray, height: int, width: int, channels: int = 3, output: str = "uint8"):
-        """The model's reconstruction from quantised latents (what ``decompress`` returns)."""
-        x_hat = np.asarray(self._fns.synthesis(self._dev_vars, jax.device_put(np.asarray(y_hat)[None], self._dev)))
+    def reconstruct(self, y_hat: np.ndarray, height: int, width: int, channels: int = 3, output: str = "uint8",
+                    lmbda: float | None = None):
+        """The model's reconstruction from quantised latents (what ``decompress`` returns);
+        ``lmbda``: the λ the latents were coded at (variable-rate models)."""
+        x_hat = self._synthesis(y_hat, self._lam(lmbda))
         return self._finish_image(x_hat, height, width, channels, output)
 
     @staticmethod

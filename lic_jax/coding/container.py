@@ -42,6 +42,8 @@ MODEL_IDS = {
     "mbt2018": 4,
     "bls2017": 5,
     "lee2019": 6,
+    "mae-bls2017": 7,  # variable-rate: λ field required
+    "mae-hyperprior": 8,
 }
 MODEL_NAMES = {v: k for k, v in MODEL_IDS.items()}
 CODER_IDS = (1, 2)

@@ -4,8 +4,10 @@ from .base import bpp, crop_image, pad_amounts, pad_image, total_bits
 from .bls2017 import Bls2017
 from .bmshj2018 import FactorizedModel, FactorizedPrior, ScaleHyperprior
 from .lee2019 import Lee2019
+from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
-from .registry import LAMBDAS, MODELS, QUALITY_HPARAMS, ModelSpec, get_model, lmbda_for, model_names
+from .registry import (LAMBDAS, MODELS, QUALITY_HPARAMS, VARIABLE_RATE_MODELS, ModelSpec, get_model, is_variable_rate,
+                       lmbda_for, model_names, variable_rate_model_names)
 
 __all__ = [
     "Bls2017",
@@ -15,6 +17,13 @@ __all__ = [
     "MeanScaleHyperprior",
     "JointAutoregressiveHierarchicalPriors",
     "Lee2019",
+    "ModulatedBls2017",
+    "ModulatedHyperprior",
+    "LAMBDA_PRESETS",
+    "resolve_lmbdas",
+    "VARIABLE_RATE_MODELS",
+    "is_variable_rate",
+    "variable_rate_model_names",
     "MODELS",
     "QUALITY_HPARAMS",
     "LAMBDAS",

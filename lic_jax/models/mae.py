@@ -34,7 +34,7 @@ from ..layers import GDN, Conv, ConvTranspose
 from .base import crop_image, pad_image, quant_modes
 from .bmshj2018 import run
 
-__all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS"]
+__all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS", "resolve_lmbdas"]
 
 LAMBDA_PRESETS = {
     # seed 001 (S001 §II.E): {64, 256, 1024, 4096} on MSE over [0, 1] → CompressAI scale
@@ -42,6 +42,52 @@ LAMBDA_PRESETS = {
     # CompressAI's eight qualities
     "compressai": (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800),
 }
+
+
+def resolve_lmbdas(lmbdas) -> tuple[float, ...]:
+    """A λ set as a sorted tuple of floats (CompressAI scale) from a preset name (``'seed001'``,
+    ``'compressai'``), a comma-separated string (``'0.0018,0.013'``) or a sequence of numbers."""
+    if isinstance(lmbdas, str):
+        name = lmbdas.strip()
+        if name in LAMBDA_PRESETS:
+            vals = LAMBDA_PRESETS[name]
+        else:
+            try:
+                vals = [float(v) for v in name.split(",") if v.strip()]
+            except ValueError:
+                raise ValueError(f"λ set must be a preset ({', '.join(sorted(LAMBDA_PRESETS))}) or comma-separated "
+                                 f"numbers, got {lmbdas!r}") from None
+    else:
+        vals = [float(v) for v in lmbdas]
+    if not vals:
+        raise ValueError("the λ set is empty")
+    if any(not (v > 0 and v < float("inf")) for v in vals):
+        raise ValueError(f"every λ must be positive and finite, got {vals}")
+    if len(set(vals)) != len(vals):
+        raise ValueError(f"λ set has repeated values: {vals}")
+    return tuple(sorted(vals))
+
+
+class _VariableRate:
+    """Mixin: λ-set normalisation shared by the modulated models."""
+
+    variable_rate = True  # the forward pass takes λ: __call__(x, lmbda, train, quant)
+
+    def __post_init__(self):
+        if not (isinstance(self.lmbdas, tuple) and all(type(v) is float for v in self.lmbdas)):
+            object.__setattr__(self, "lmbdas", resolve_lmbdas(self.lmbdas))
+        if self.activation not in ("exp", "sigmoid"):
+            raise ValueError(f"activation must be 'exp' or 'sigmoid', got {self.activation!r}")
+        super().__post_init__()
+
+    @property
+    def lmbda_max(self):
+        return float(max(self.lmbdas))
+
+    @property
+    def lmbda_range(self) -> tuple[float, float]:
+        """The trained λ interval (continuous λ inside it is interpolation; outside, extrapolation)."""
+        return float(min(self.lmbdas)), float(max(self.lmbdas))
 
 
 class Modulation(nn.Module):
@@ -71,7 +117,7 @@ def _scale(x, m):
     return x * m[:, None, None, :].astype(x.dtype)
 
 
-class ModulatedBls2017(nn.Module):
+class ModulatedBls2017(_VariableRate, nn.Module):
     """Modulated autoencoder on bls2017 — Yang et al. SPL 2020, §II (eqs. 1–4: modulated g_a/g_s, Σ_λ R + λD)."""
 
     N: int = 192
@@ -82,10 +128,6 @@ class ModulatedBls2017(nn.Module):
     dtype: Any = None
 
     downsampling = 16
-
-    @property
-    def lmbda_max(self):
-        return float(max(self.lmbdas))
 
     def setup(self):
         d, N, impl = self.dtype, self.N, self.conv_transpose_impl
@@ -121,7 +163,7 @@ class ModulatedBls2017(nn.Module):
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik}, "y": y, "y_hat": y_hat}
 
 
-class ModulatedHyperprior(nn.Module):
+class ModulatedHyperprior(_VariableRate, nn.Module):
     """Modulated autoencoder on the scale hyperprior — Yang et al. SPL 2020, §II and the MAE-hyperprior variant."""
 
     N: int = 128
@@ -133,10 +175,6 @@ class ModulatedHyperprior(nn.Module):
     dtype: Any = None
 
     downsampling = 64
-
-    @property
-    def lmbda_max(self):
-        return float(max(self.lmbdas))
 
     def setup(self):
         d, N, M, impl = self.dtype, self.N, self.M, self.conv_transpose_impl

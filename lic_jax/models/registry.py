@@ -3,6 +3,10 @@
 Names, the quality → (N, M) table and the λ table are CompressAI's (``compressai/zoo/image.py``,
 ``docs/source/zoo.rst``), so ``get_model('mbt2018', 3)`` builds the architecture of CompressAI's
 ``mbt2018(quality=3)`` and its converted weights load into it.
+
+Variable-rate models (``mae-bls2017``, ``mae-hyperprior``: the modulated autoencoders of seed
+001, ``lic_jax.models.mae``) have no quality; ``get_model('mae-hyperprior', N=64, M=96,
+lmbdas='compressai')`` — their spec always records the λ set and the modulation activation.
 """
 
 from __future__ import annotations
@@ -13,9 +17,11 @@ from typing import Any
 from .bls2017 import Bls2017
 from .bmshj2018 import FactorizedPrior, ScaleHyperprior
 from .lee2019 import Lee2019
+from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 
-__all__ = ["MODELS", "QUALITY_HPARAMS", "LAMBDAS", "ModelSpec", "get_model", "model_names", "lmbda_for"]
+__all__ = ["MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS", "LAMBDA_PRESETS", "ModelSpec", "get_model",
+           "model_names", "variable_rate_model_names", "is_variable_rate", "lmbda_for"]
 
 MODELS = {
     "bmshj2018-factorized": FactorizedPrior,
@@ -25,6 +31,15 @@ MODELS = {
     "bls2017": Bls2017,
     "lee2019": Lee2019,
 }
+
+# Variable-rate models (one network for a continuous range of λ; ``__call__(x, lmbda, ...)``).
+# They have no quality index: their hyper-parameters are N (M), the training λ set ``lmbdas``
+# (CompressAI scale, or a preset name of LAMBDA_PRESETS) and the modulation ``activation``.
+VARIABLE_RATE_MODELS = {
+    "mae-bls2017": ModulatedBls2017,
+    "mae-hyperprior": ModulatedHyperprior,
+}
+MODELS.update(VARIABLE_RATE_MODELS)
 
 _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
 QUALITY_HPARAMS: dict[str, dict[int, dict[str, int]]] = {
@@ -63,7 +78,22 @@ class ModelSpec:
 
 
 def model_names():
-    return sorted(MODELS)
+    """The fixed-rate, quality-indexed models (CompressAI's family); see also :func:`variable_rate_model_names`."""
+    return sorted(k for k in MODELS if k not in VARIABLE_RATE_MODELS)
+
+
+def variable_rate_model_names():
+    """The variable-rate (λ-conditioned) models: ``mae-bls2017``, ``mae-hyperprior``."""
+    return sorted(VARIABLE_RATE_MODELS)
+
+
+def is_variable_rate(model_or_name) -> bool:
+    """True for a variable-rate model (name, ModelSpec or module): its forward pass takes λ."""
+    if isinstance(model_or_name, str):
+        return model_or_name in VARIABLE_RATE_MODELS
+    if isinstance(model_or_name, ModelSpec):
+        return model_or_name.name in VARIABLE_RATE_MODELS
+    return bool(getattr(model_or_name, "variable_rate", False))
 
 
 def lmbda_for(quality: int, metric: str = "mse") -> float:
@@ -77,8 +107,15 @@ def lmbda_for(quality: int, metric: str = "mse") -> float:
 def get_model(name: str, quality: int | None = None, **hparams):
     """Return ``(module, spec)``. ``quality`` picks CompressAI's (N, M); ``hparams`` override them."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(model_names())}")
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
     base: dict[str, Any] = {}
+    if name in VARIABLE_RATE_MODELS:
+        if quality is not None:
+            raise ValueError(f"{name} is a variable-rate model: it has no quality; set N (M), lmbdas and activation")
+        cls = VARIABLE_RATE_MODELS[name]
+        # the λ set (its max normalises λ) and the activation always go into the spec / artifact
+        hparams = {**hparams, "lmbdas": resolve_lmbdas(hparams.get("lmbdas", cls.lmbdas)),
+                   "activation": hparams.get("activation", cls.activation)}
     if quality is not None:
         if quality not in QUALITY_HPARAMS[name]:
             raise ValueError(f"quality must be 1..8 for {name}, got {quality!r}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["get_default_config"]
+__all__ = ["get_default_config", "apply_variable_rate_args"]
 
 
 def get_default_config() -> ml_collections.ConfigDict:
@@ -23,6 +23,15 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.quant = "noise"  # training quantisation proxy: 'noise' | 'ste' | 'mixed'
     c.ms_ssim_small = "error"  # MS-SSIM on crops ≤ 160 px: 'shrink' the window (or 'error')
     c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
+
+    # -- variable-rate models (mae-bls2017, mae-hyperprior; docs/MAE.md) ----------------------
+    # The loss is Σ_λ w_λ·(bpp_λ + λ·255²·MSE_λ) over a λ set (CompressAI scale). Ignored by
+    # fixed-rate models (they use lmbda / quality above).
+    c.variable_rate = ml_collections.ConfigDict()
+    c.variable_rate.lmbdas = ""  # preset 'seed001' | 'compressai', or 'l1,l2,…'; '' → model_hparams.lmbdas / the model's default
+    c.variable_rate.mode = "all"  # 'all': every λ on every batch (batch replicated per λ: K·batch_size forward passes)
+    #                               'sample': one λ per step, drawn with probability w_λ/Σw (loss scaled by Σw)
+    c.variable_rate.weights = ""  # 'w1,w2,…' in increasing-λ order; '' → all 1 (the seed's equal weights)
 
     # -- data -----------------------------------------------------------------------------
     c.data = ml_collections.ConfigDict()
@@ -81,4 +90,25 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     c.debug_nan_step = -1  # testing aid: poison the parameters before this step (NaN guard test)
     c.debug_step_sleep = 0.0  # testing aid: seconds to sleep after every step (kill -9 test)
+    return c
+
+
+def apply_variable_rate_args(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
+    """Parse the ``configs/mae_*.py:ARG`` argument: comma-separated parts, any order — a λ preset
+    (``seed001`` | ``compressai``), a mode (``all`` | ``sample``), an activation (``exp`` |
+    ``sigmoid``), a distortion (``mse`` | ``ms-ssim``)."""
+    from ..models.mae import LAMBDA_PRESETS
+
+    for part in filter(None, (arg or "").split(",")):
+        if part in LAMBDA_PRESETS:
+            c.variable_rate.lmbdas = part
+        elif part in ("all", "sample"):
+            c.variable_rate.mode = part
+        elif part in ("exp", "sigmoid"):
+            c.model_hparams.activation = part
+        elif part in ("mse", "ms-ssim"):
+            c.metric = part
+        else:
+            raise ValueError(f"config argument parts must be a λ preset ({', '.join(sorted(LAMBDA_PRESETS))}), "
+                             f"'all'/'sample', 'exp'/'sigmoid' or 'mse'/'ms-ssim', got {part!r}")
     return c

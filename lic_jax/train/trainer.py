@@ -14,6 +14,11 @@ Entry point: :func:`train_and_evaluate(config, workdir)` (what ``train.py`` runs
 * **Randomness** — the noise key of step ``s`` is ``fold_in(key, s)`` and the batch of step ``s``
   is a pure function of ``(seed, s)``: a run restarted from a checkpoint continues with exactly
   the data and noise the uninterrupted run would have used.
+* **Variable-rate models** (``mae-*``, :func:`resolve_variable_rate`) — loss
+  Σ_λ w_λ·(bpp_λ + λ·255²·MSE_λ) over the model's λ set: every λ on every batch (``'all'``, the
+  batch replicated per λ) or one λ per step drawn ∝ w (``'sample'``); validation per λ
+  (``bpp@λ``, ``psnr@λ``, ``loss@λ``; ``loss`` = Σ w_λ loss_λ selects the best checkpoint);
+  the artifact's spec and metadata carry the λ set (``docs/MAE.md``).
 * **NaN/Inf guard** — every step reports whether its loss, gradients and new parameters are
   finite; the loop checks this before every log line, validation and checkpoint, and stops
   with :class:`NonFiniteError` without saving anything after the last finite step.
@@ -37,7 +42,7 @@ import numpy as np
 import optax
 
 from ..losses import rate_distortion_loss
-from ..models import MODELS, get_model, lmbda_for
+from ..models import MODELS, get_model, is_variable_rate, lmbda_for, resolve_lmbdas
 from ..models.base import total_bits
 from . import parallel
 from .input_pipeline import TrainBatches, eval_batches, make_source
@@ -47,6 +52,8 @@ __all__ = [
     "NonFiniteError",
     "build_model",
     "resolve_lambda",
+    "VariableRate",
+    "resolve_variable_rate",
     "make_schedule",
     "make_optimizer",
     "param_labels",
@@ -86,9 +93,23 @@ def _to_dict(cfg):
 
 
 def build_model(config):
-    """(training module, ModelSpec). The spec is what gets exported; the training module may run in bf16."""
+    """(training module, ModelSpec). The spec is what gets exported; the training module may run in bf16.
+
+    Variable-rate models get their λ set (``variable_rate.lmbdas``, which must agree with
+    ``model_hparams.lmbdas`` if both are given) in the spec, so the artifact records it."""
     hparams = _to_dict(config.get("model_hparams", {}) or {})
     quality = config.get("quality")
+    if is_variable_rate(config.model):
+        if quality:
+            raise ValueError(f"{config.model} is a variable-rate model and has no quality: set --config.quality=0 "
+                             f"and the λ set with --config.variable_rate.lmbdas")
+        vr_set = _vr_config(config).get("lmbdas", "")
+        if vr_set:
+            lm = resolve_lmbdas(vr_set)
+            if hparams.get("lmbdas") and resolve_lmbdas(hparams["lmbdas"]) != lm:
+                raise ValueError(f"variable_rate.lmbdas {lm} and model_hparams.lmbdas "
+                                 f"{resolve_lmbdas(hparams['lmbdas'])} disagree (set one of them)")
+            hparams["lmbdas"] = lm
     model, spec = get_model(config.model, quality if quality else None, **hparams)
     dtype_name = str(config.get("dtype", "float32"))
     if dtype_name not in _DTYPES:
@@ -98,7 +119,62 @@ def build_model(config):
     return model, spec
 
 
+def _vr_config(config) -> dict:
+    vr = config.get("variable_rate", None)
+    return _to_dict(vr) if vr is not None else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class VariableRate:
+    """The λ set of a variable-rate run, its weights w_λ and the mode ('all' | 'sample')."""
+
+    lmbdas: tuple
+    weights: tuple
+    mode: str
+
+    @property
+    def probs(self) -> tuple:
+        tot = float(sum(self.weights))
+        return tuple(w / tot for w in self.weights)
+
+    def tag(self, k: int) -> str:
+        """Metric-name suffix of the k-th λ: '@0.0130'."""
+        return f"@{self.lmbdas[k]:.4g}"
+
+    def to_dict(self):
+        return {"lmbdas": list(self.lmbdas), "weights": list(self.weights), "mode": self.mode}
+
+
+def resolve_variable_rate(config, spec=None) -> VariableRate | None:
+    """The variable-rate set-up of a config (None for fixed-rate models). The λ set is the model's
+    (``spec.hparams['lmbdas']``, i.e. ``variable_rate.lmbdas`` or the registry default)."""
+    if not is_variable_rate(config.model):
+        return None
+    if spec is None:
+        spec = build_model(config)[1]
+    lmbdas = tuple(float(v) for v in spec.hparams["lmbdas"])
+    vr = _vr_config(config)
+    mode = vr.get("mode", "all") or "all"
+    if mode not in ("all", "sample"):
+        raise ValueError(f"variable_rate.mode must be 'all' or 'sample', got {mode!r}")
+    w = vr.get("weights", "") or ""
+    if isinstance(w, str):
+        try:
+            weights = tuple(float(v) for v in w.split(",") if v.strip()) if w.strip() else (1.0,) * len(lmbdas)
+        except ValueError:
+            raise ValueError(f"variable_rate.weights must be comma-separated numbers, got {w!r}") from None
+    else:
+        weights = tuple(float(v) for v in w)
+    if len(weights) != len(lmbdas):
+        raise ValueError(f"variable_rate.weights has {len(weights)} values for {len(lmbdas)} λ {lmbdas}")
+    if any(not (v >= 0 and math.isfinite(v)) for v in weights) or sum(weights) <= 0:
+        raise ValueError(f"variable_rate.weights must be non-negative and not all zero, got {weights}")
+    return VariableRate(lmbdas, weights, mode)
+
+
 def resolve_lambda(config) -> float:
+    if is_variable_rate(config.model):
+        raise ValueError(f"{config.model} is a variable-rate model: use resolve_variable_rate (a λ set)")
     if config.get("lmbda") is not None:
         return float(config.lmbda)
     if not config.get("quality"):
@@ -170,23 +246,21 @@ def create_train_state(model, tx, key, mesh, init_size: int = 64):
 
     def init(key):
         k1, k2 = jax.random.split(key)
-        v = model.init({"params": k1, "noise": k2}, jnp.zeros((1, size, size, 3), jnp.float32), train=True)
+        x = jnp.zeros((1, size, size, 3), jnp.float32)
+        if is_variable_rate(model):
+            v = model.init({"params": k1, "noise": k2}, x, model.lmbda_max, train=True)
+        else:
+            v = model.init({"params": k1, "noise": k2}, x, train=True)
         params = v["params"]
         return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
     return jax.jit(init, out_shardings=parallel.replicated(mesh))(key)
 
 
-def make_train_step(model, config, lmbda: float, tx, schedule, mesh, noise_key):
-    metric = config.metric
-    quant = config.quant
-    small = config.get("ms_ssim_small", "error")
+def _step_from_loss(loss_fn, model, config, tx, schedule, mesh):
+    """A jitted train step around ``loss_fn(params, x, step) → (loss, metrics)``: RD gradients for
+    the 'main' group, aux-loss gradients for the quantiles, one optax update, the finite flag."""
     use_aux = bool(config.optim.aux_loss)
-
-    def loss_fn(params, x, rng):
-        out = model.apply({"params": params}, x, train=True, quant=quant, rngs={"noise": rng})
-        r = rate_distortion_loss(out, x, lmbda, metric, ms_ssim_small=small)
-        return r["loss"], r
 
     def aux_fn(params):
         return model.apply({"params": params}, method=_aux_loss_method)
@@ -194,8 +268,7 @@ def make_train_step(model, config, lmbda: float, tx, schedule, mesh, noise_key):
     def step_fn(state, batch):
         params = state["params"]
         x = batch.astype(jnp.float32) / 255.0
-        rng = jax.random.fold_in(noise_key, state["step"])
-        (loss, r), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, rng)
+        (loss, r), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, state["step"])
         labels = param_labels(params)
         if use_aux:
             aux, aux_grads = jax.value_and_grad(aux_fn)(params)
@@ -216,6 +289,88 @@ def make_train_step(model, config, lmbda: float, tx, schedule, mesh, noise_key):
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_train_step(model, config, lmbda: float, tx, schedule, mesh, noise_key):
+    metric = config.metric
+    quant = config.quant
+    small = config.get("ms_ssim_small", "error")
+
+    def loss_fn(params, x, step):
+        rng = jax.random.fold_in(noise_key, step)
+        out = model.apply({"params": params}, x, train=True, quant=quant, rngs={"noise": rng})
+        r = rate_distortion_loss(out, x, lmbda, metric, ms_ssim_small=small)
+        return r["loss"], r
+
+    return _step_from_loss(loss_fn, model, config, tx, schedule, mesh)
+
+
+def _per_image_rd(out, x, lam, metric, small, clip_for_distortion=False):
+    """Per-image bpp, mse, psnr (of x̂ clipped), [ms_ssim] and RD loss with per-image λ ``lam`` (B,)."""
+    from ..metrics import ms_ssim
+
+    h, w = x.shape[1:3]
+    x_hat = out["x_hat"].astype(jnp.float32)
+    bpp = total_bits(out["likelihoods"]) / (h * w)
+    mse = jnp.mean(jnp.square(x_hat - x), axis=(1, 2, 3))
+    x_c = jnp.clip(x_hat, 0.0, 1.0)
+    psnr = 10.0 * jnp.log10(1.0 / jnp.maximum(jnp.mean(jnp.square(x_c - x), axis=(1, 2, 3)), 1e-12))
+    vals = {"bpp": bpp, "mse": mse, "psnr": psnr}
+    if metric == "ms-ssim":
+        s = ms_ssim(x_c if clip_for_distortion else x_hat, x, data_range=1.0, reduce=False, small=small)
+        vals["ms_ssim"] = s
+        vals["loss"] = bpp + lam * (1.0 - s)
+    else:
+        vals["loss"] = bpp + lam * 255.0**2 * mse
+    return vals
+
+
+def make_vr_train_step(model, config, vr: VariableRate, tx, schedule, mesh, noise_key, lmbda_key):
+    """Train step of a variable-rate model: loss Σ_λ w_λ·(bpp_λ + λ·255²·MSE_λ).
+
+    * ``vr.mode == 'all'``: the batch is replicated once per λ (K·B images in one forward pass,
+      per-image λ), each λ's terms are batch means; metrics per λ are logged as ``bpp@λ``, ``psnr@λ``,
+      ``loss@λ``.
+    * ``vr.mode == 'sample'``: one λ per step, λ_k drawn with probability w_k/Σw from
+      ``fold_in(lmbda_key, step)`` (a pure function of the step: resumes are exact), loss
+      ``Σw · (bpp + λ_k·255²·MSE)`` — an unbiased estimate of the 'all' objective.
+    """
+    metric = config.metric
+    quant = config.quant
+    small = config.get("ms_ssim_small", "error")
+    lm = jnp.asarray(vr.lmbdas, jnp.float32)
+    w = jnp.asarray(vr.weights, jnp.float32)
+    K = len(vr.lmbdas)
+    logp = jnp.log(jnp.asarray(vr.probs, jnp.float32))
+    wsum = float(sum(vr.weights))
+
+    def loss_fn(params, x, step):
+        rng = jax.random.fold_in(noise_key, step)
+        B = x.shape[0]
+        if vr.mode == "all":
+            xs = jnp.tile(x, (K, 1, 1, 1))
+            lam = jnp.repeat(lm, B)
+        else:
+            k = jax.random.categorical(jax.random.fold_in(lmbda_key, step), logp)
+            xs, lam = x, jnp.full((B,), lm[k])
+        out = model.apply({"params": params}, xs, lam, train=True, quant=quant, rngs={"noise": rng})
+        v = _per_image_rd(out, xs, lam, metric, small)
+        if vr.mode == "all":
+            per = {key: jnp.mean(val.reshape(K, B), axis=1) for key, val in v.items()}  # (K,) each
+            loss = jnp.sum(w * per["loss"])
+            r = {"loss": loss, "bpp": jnp.mean(per["bpp"]), "mse": jnp.mean(per["mse"]), "psnr": jnp.mean(per["psnr"])}
+            for i in range(K):
+                for key in ("loss", "bpp", "psnr"):
+                    r[f"{key}{vr.tag(i)}"] = per[key][i]
+        else:
+            loss = wsum * jnp.mean(v["loss"])
+            r = {"loss": loss, "bpp": jnp.mean(v["bpp"]), "mse": jnp.mean(v["mse"]), "psnr": jnp.mean(v["psnr"]),
+                 "lmbda": lm[k]}
+        if "ms_ssim" in v:
+            r["ms_ssim"] = jnp.mean(v["ms_ssim"])
+        return loss, r
+
+    return _step_from_loss(loss_fn, model, config, tx, schedule, mesh)
 
 
 def make_eval_step(model, config, lmbda: float, mesh, crop: int):
@@ -249,6 +404,33 @@ def make_eval_step(model, config, lmbda: float, mesh, crop: int):
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(step_fn, in_shardings=(rep, dat, dat), out_shardings=(rep, dat))
+
+
+def make_vr_eval_step(model, config, mesh, crop: int):
+    """Eval-mode RD metrics of a variable-rate model at one λ (a traced scalar argument, so one
+    compilation serves every λ): weighted sums over the global batch, and the uint8 x̂."""
+    metric = config.metric
+    small = config.get("ms_ssim_small", "error")
+    with_msssim = metric == "ms-ssim" or crop > 160 or small == "shrink"
+
+    def step_fn(params, batch, weights, lmbda):
+        from ..metrics import ms_ssim
+
+        x = batch.astype(jnp.float32) / 255.0
+        lam = jnp.full((x.shape[0],), lmbda, jnp.float32)
+        out = model.apply({"params": params}, x, lam, train=False)
+        vals = _per_image_rd(out, x, lam, "mse", small)
+        x_c = jnp.clip(out["x_hat"].astype(jnp.float32), 0.0, 1.0)
+        if with_msssim:
+            vals["ms_ssim"] = ms_ssim(x_c, x, data_range=1.0, reduce=False, small=small if small == "shrink" else "error")
+        if metric == "ms-ssim":
+            vals["loss"] = vals["bpp"] + lam * (1.0 - vals["ms_ssim"])
+        sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
+        sums["count"] = jnp.sum(weights)
+        return sums, jnp.round(x_c * 255.0).astype(jnp.uint8)
+
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(step_fn, in_shardings=(rep, dat, dat, rep), out_shardings=(rep, dat))
 
 
 def _local_rows(x):
@@ -357,7 +539,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             json.dump(_to_dict(config), f, indent=2, sort_keys=True, default=str)
 
     model, spec = build_model(config)
-    lmbda = resolve_lambda(config)
+    vr = resolve_variable_rate(config, spec)
+    lmbda = resolve_lambda(config) if vr is None else None
+    lmbda_desc = (f"λ={lmbda}" if vr is None else
+                  f"λ set {list(vr.lmbdas)} (weights {list(vr.weights)}, mode '{vr.mode}')")
     tx, schedule = make_optimizer(config, num_steps)
     key = jax.random.PRNGKey(int(config.seed))
     init_key, noise_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
@@ -381,7 +566,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     writer = MetricWriter(workdir, enabled=pidx == 0, tensorboard=bool(config.tensorboard),
                           progress=bool(config.progress_bar), total_steps=num_steps, initial_step=start_step)
     writer.truncate_after(start_step)
-    writer.message(f"lic_jax train: {spec.name} q={spec.quality} {spec.hparams} λ={lmbda} ({config.metric}), "
+    writer.message(f"lic_jax train: {spec.name} q={spec.quality} {spec.hparams} {lmbda_desc} ({config.metric}), "
                    f"{n_params / 1e6:.2f}M params, {ndev} devices / {pcount} processes, global batch {B}, "
                    f"steps {start_step}→{num_steps}, workdir {workdir}")
 
@@ -396,12 +581,18 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     vb = -(-max(vb, pcount) // ndev) * ndev
     if vb % pcount:
         vb = ndev * pcount
-    train_step = make_train_step(model, config, lmbda, tx, schedule, mesh, noise_key)
-    eval_step = make_eval_step(model, config, lmbda, mesh, int(d.val_crop)) if val_src is not None else None
+    if vr is None:
+        train_step = make_train_step(model, config, lmbda, tx, schedule, mesh, noise_key)
+        eval_step = make_eval_step(model, config, lmbda, mesh, int(d.val_crop)) if val_src is not None else None
+    else:
+        train_step = make_vr_train_step(model, config, vr, tx, schedule, mesh, noise_key, jax.random.fold_in(key, 2))
+        eval_step = make_vr_eval_step(model, config, mesh, int(d.val_crop)) if val_src is not None else None
 
     def validate(params, step):
         if eval_step is None:
             return {}
+        if vr is not None:
+            return validate_vr(params, step)
         totals, shown = None, None
         for local, w in eval_batches(val_src, vb, int(d.val_crop), pidx, pcount, int(d.val_limit)):
             s, xh = eval_step(params, parallel.global_batch(local, mesh), parallel.global_batch(w, mesh))
@@ -421,13 +612,47 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             writer.images(step, "val/original|reconstruction", shown)
         return res
 
+    def validate_vr(params, step):
+        """Every λ of the set: per-λ metrics ``bpp@λ``, ``psnr@λ``, ``loss@λ`` (…); ``loss`` = Σ w_λ loss_λ
+        (what 'best' selects on), ``bpp`` / ``psnr`` / ``mse`` = means over the λ set."""
+        res, shown = {}, None
+        per: dict[str, list] = {}
+        rep_ = parallel.replicated(mesh)
+        for k, lam in enumerate(vr.lmbdas):
+            lam_dev = jax.device_put(jnp.asarray(lam, jnp.float32), rep_)
+            totals = None
+            for local, w in eval_batches(val_src, vb, int(d.val_crop), pidx, pcount, int(d.val_limit)):
+                s, xh = eval_step(params, parallel.global_batch(local, mesh), parallel.global_batch(w, mesh), lam_dev)
+                s = parallel.fetch(s)
+                totals = s if totals is None else {kk: totals[kk] + s[kk] for kk in s}
+                if k == len(vr.lmbdas) - 1 and shown is None and int(config.tb_images) > 0 and pidx == 0:
+                    n_show = int(config.tb_images)
+                    shown = np.concatenate([local[:n_show], _local_rows(xh)[:n_show]], axis=2)
+            if totals is None:
+                return {}
+            n = max(1.0, float(totals.pop("count")))
+            for kk, v in totals.items():
+                val = float(v) / n
+                res[f"{kk}{vr.tag(k)}"] = val
+                per.setdefault(kk, []).append(val)
+        res["loss"] = float(sum(wk * lk for wk, lk in zip(vr.weights, per["loss"])))
+        for kk in ("bpp", "mse", "psnr", "ms_ssim"):
+            if kk in per:
+                res[kk] = float(np.mean(per[kk]))
+        if "ms_ssim" in res:
+            res["ms_ssim_db"] = -10.0 * math.log10(max(1e-12, 1.0 - res["ms_ssim"]))
+        writer.write(step, "val", res)
+        if shown is not None:
+            writer.images(step, f"val/original|reconstruction (λ={vr.lmbdas[-1]:.4g})", shown)
+        return res
+
     poison = jax.jit(lambda s: {**s, "params": jax.tree_util.tree_map(lambda p: p * jnp.nan, s["params"])},
                      in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh),
                      donate_argnums=(0,))
 
     def ckpt_meta(step, train_m, val_m):
         return {"step": int(step), "train": train_m, "val": val_m, "time": time.time(), "lmbda": lmbda,
-                "model": spec.to_dict()}
+                "model": spec.to_dict(), **({"variable_rate": vr.to_dict()} if vr is not None else {})}
 
     pending: list = []
     last_train, last_val = {}, {}
@@ -488,6 +713,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                         if win_steps > 0 and dt > 0:
                             last_train["steps_per_s"] = win_steps / dt
                             last_train["images_per_s"] = win_steps * B / dt
+                            if vr is not None and vr.mode == "all":  # (image, λ) forward/backward passes
+                                last_train["passes_per_s"] = win_steps * B * len(vr.lmbdas) / dt
                         win_t, win_steps = now, 0
                         writer.write(done, "train", last_train)
                 if is_eval:
@@ -528,6 +755,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 "training": {
                     "config": _to_dict(config),
                     "lmbda": lmbda,
+                    **({"lmbdas": list(vr.lmbdas), "variable_rate": vr.to_dict()} if vr is not None else {}),
                     "metric": config.metric,
                     "steps": int(done),
                     "exported_step": int(src_step),
@@ -562,7 +790,8 @@ def export_from_workdir(config, workdir: str, out_dir: str | None = None) -> str
     workdir = os.path.abspath(workdir)
     mesh = parallel.make_mesh()
     model, spec = build_model(config)
-    lmbda = resolve_lambda(config)
+    vr = resolve_variable_rate(config, spec)
+    lmbda = resolve_lambda(config) if vr is None else None
     tx, _ = make_optimizer(config, int(config.num_steps))
     state = create_train_state(model, tx, jax.random.PRNGKey(int(config.seed)), mesh)
     ckpt = Checkpointer(workdir, keep=int(config.keep_checkpoints), keep_best=True, async_save=False)
@@ -578,6 +807,7 @@ def export_from_workdir(config, workdir: str, out_dir: str | None = None) -> str
     host_params = parallel.fetch(state["params"])
     if jax.process_index() == 0:
         md = {"training": {"config": _to_dict(config), "lmbda": lmbda, "metric": config.metric,
+                           **({"lmbdas": list(vr.lmbdas), "variable_rate": vr.to_dict()} if vr is not None else {}),
                            "exported_step": int(step), "exported_from": kind, "checkpoint_meta": meta,
                            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "versions": _versions()}}

@@ -1,0 +1,248 @@
+"""Modulated autoencoders (seed 001, issue 6): registry, λ handling, variable-rate training
+(every λ per batch / one λ per step, weights, per-λ validation, export with the λ set)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lic_jax.models import (LAMBDA_PRESETS, ModelSpec, get_model, is_variable_rate, model_names, resolve_lmbdas,
+                            total_bits, variable_rate_model_names)
+from lic_jax.train import parallel, trainer
+from lic_jax.train.config import get_default_config
+from lic_jax.train.metrics_writer import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
+VAL_DIR = os.path.join(REPO, "..", "shared", "data", "val")
+SEED001 = tuple(v / 255.0**2 for v in (64.0, 256.0, 1024.0, 4096.0))
+
+
+def _load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(f"cfg_{name}", os.path.join(REPO, "configs", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(arg) if arg is not None else mod.get_config()
+
+
+# ----------------------------------------------------------------------------------------------
+# registry and λ sets
+# ----------------------------------------------------------------------------------------------
+def test_registry_and_lambda_sets():
+    assert variable_rate_model_names() == ["mae-bls2017", "mae-hyperprior"]
+    assert not set(variable_rate_model_names()) & set(model_names())  # model_names(): the quality-indexed family
+    assert LAMBDA_PRESETS["seed001"] == pytest.approx(SEED001)
+    assert len(LAMBDA_PRESETS["compressai"]) == 8
+    assert resolve_lmbdas("seed001") == pytest.approx(SEED001)
+    assert resolve_lmbdas("0.01, 0.001") == (0.001, 0.01)  # sorted
+    assert resolve_lmbdas([0.5, 0.1]) == (0.1, 0.5)
+    for bad in ("", "x,y", [0.1, 0.1], [0.1, -1.0], [float("inf")]):
+        with pytest.raises(ValueError):
+            resolve_lmbdas(bad)
+    m, spec = get_model("mae-hyperprior", N=8, M=12, lmbdas="seed001")
+    assert is_variable_rate(m) and is_variable_rate(spec) and is_variable_rate("mae-bls2017")
+    assert not is_variable_rate("bls2017") and not is_variable_rate(get_model("bls2017", N=8)[0])
+    assert spec.hparams == {"N": 8, "M": 12, "lmbdas": pytest.approx(SEED001), "activation": "exp"}
+    assert m.lmbda_max == pytest.approx(4096 / 255.0**2) and m.lmbda_range[0] == pytest.approx(64 / 255.0**2)
+    # the spec always records the λ set (default: the class's) and survives a JSON round trip
+    _, s2 = get_model("mae-bls2017", N=8)
+    assert s2.hparams["lmbdas"] == SEED001 and s2.hparams["activation"] == "exp"
+    back = ModelSpec.from_dict(json.loads(json.dumps(s2.to_dict())))
+    assert back.build().lmbdas == s2.build().lmbdas and isinstance(back.build().lmbdas, tuple)
+    with pytest.raises(ValueError, match="no quality"):
+        get_model("mae-bls2017", 3)
+    with pytest.raises(ValueError, match="activation"):
+        get_model("mae-bls2017", N=8, activation="tanh")
+
+
+@pytest.mark.parametrize("name,hp,activation", [("mae-bls2017", {"N": 8}, "sigmoid"),
+                                                ("mae-hyperprior", {"N": 8, "M": 12}, "exp")])
+def test_per_image_lambda_equals_scalar_lambda(name, hp, activation):
+    """A (B,) λ array applies λ_i to image i: equal to B separate calls with scalar λ."""
+    model, _ = get_model(name, activation=activation, lmbdas="seed001", **hp)
+    x = jax.random.uniform(jax.random.key(0), (3, 64, 64, 3))
+    v = model.init({"params": jax.random.key(1), "noise": jax.random.key(2)}, x[:1], 0.01, train=True)
+    # perturb the modulation nets' output layers so that λ matters at initialisation
+    leaves, tdef = jax.tree_util.tree_flatten_with_path(v)
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    v = jax.tree_util.tree_unflatten(tdef, [
+        a + 0.5 * jax.random.normal(k, a.shape) if "mod" in jax.tree_util.keystr(p) and "out" in jax.tree_util.keystr(p)
+        else a for (p, a), k in zip(leaves, keys)])
+    lam = jnp.array([0.001, 0.01, 0.06])
+    out = model.apply(v, x, lam)
+    for i in range(3):
+        oi = model.apply(v, x[i : i + 1], float(lam[i]))
+        for key in ("x_hat", "y"):
+            scale = float(jnp.max(jnp.abs(oi[key])))
+            np.testing.assert_allclose(out[key][i : i + 1], oi[key], rtol=1e-4, atol=1e-5 * scale)
+    d = float(jnp.max(jnp.abs(out["y"][0] - out["y"][2]))) / float(jnp.max(jnp.abs(out["y"][0])))
+    assert d > 1e-3  # λ changes the latents
+
+
+# ----------------------------------------------------------------------------------------------
+# configs
+# ----------------------------------------------------------------------------------------------
+def test_configs():
+    c = _load_config("mae_bls2017")
+    assert c.model == "mae-bls2017" and c.quality == 0 and c.variable_rate.mode == "all"
+    model, spec = trainer.build_model(c)
+    assert spec.hparams["N"] == 192 and spec.hparams["lmbdas"] == pytest.approx(SEED001)
+    vr = trainer.resolve_variable_rate(c, spec)
+    assert vr.lmbdas == pytest.approx(SEED001) and vr.weights == (1.0,) * 4 and vr.mode == "all"
+    h = _load_config("mae_hyperprior", "seed001,sample,sigmoid")
+    _, hs = trainer.build_model(h)
+    assert hs.name == "mae-hyperprior" and hs.hparams["activation"] == "sigmoid"
+    assert hs.hparams["lmbdas"] == pytest.approx(SEED001) and h.variable_rate.mode == "sample"
+    h8 = _load_config("mae_hyperprior")
+    assert trainer.resolve_variable_rate(h8).lmbdas == LAMBDA_PRESETS["compressai"]
+    h8.variable_rate.weights = "1,1,1,1,1,1,1,2"
+    assert trainer.resolve_variable_rate(h8).probs[-1] == pytest.approx(2 / 9)
+    for bad in ("1,2", "a,b,c,d,e,f,g,h", "0,0,0,0,0,0,0,0", "-1,1,1,1,1,1,1,1"):
+        h8.variable_rate.weights = bad
+        with pytest.raises(ValueError):
+            trainer.resolve_variable_rate(h8)
+    with pytest.raises(ValueError):
+        _load_config("mae_hyperprior", "bogus")
+    c.quality = 3
+    with pytest.raises(ValueError, match="quality"):
+        trainer.build_model(c)
+    c.quality, c.model_hparams.lmbdas = 0, "compressai"
+    with pytest.raises(ValueError, match="disagree"):
+        trainer.build_model(c)
+    with pytest.raises(ValueError, match="variable-rate"):
+        trainer.resolve_lambda(c)
+    assert trainer.resolve_variable_rate(get_default_config()) is None  # fixed-rate models: unchanged path
+
+
+# ----------------------------------------------------------------------------------------------
+# the variable-rate train step
+# ----------------------------------------------------------------------------------------------
+def _tiny(mode, weights="", quant="ste"):
+    c = get_default_config()
+    c.model, c.quality = "mae-hyperprior", 0
+    c.model_hparams.N, c.model_hparams.M = 8, 12
+    c.variable_rate.lmbdas, c.variable_rate.mode, c.variable_rate.weights = "seed001", mode, weights
+    c.quant = quant
+    c.optim.lr = 1e-3
+    model, spec = trainer.build_model(c)
+    vr = trainer.resolve_variable_rate(c, spec)
+    mesh = parallel.make_mesh()
+    tx, sched = trainer.make_optimizer(c, 100)
+    state = trainer.create_train_state(model, tx, jax.random.key(0), mesh)
+    step = trainer.make_vr_train_step(model, c, vr, tx, sched, mesh, jax.random.key(1), jax.random.key(2))
+    return c, model, vr, state, step
+
+
+def test_all_mode_loss_is_weighted_sum_over_lambdas():
+    """'all': loss = Σ_λ w_λ (bpp_λ + λ·255²·MSE_λ) with each λ's terms from its own forward pass
+    (quant='ste' is deterministic, so separate passes must give the same numbers)."""
+    c, model, vr, state, step = _tiny("all", weights="1,2,0.5,1")
+    params = jax.device_get(state["params"])
+    batch = np.asarray(jax.random.randint(jax.random.key(3), (2, 64, 64, 3), 0, 256), np.uint8)
+    x = batch.astype(np.float32) / 255.0
+    expected, per = 0.0, {}
+    for lam, w in zip(vr.lmbdas, vr.weights):
+        out = model.apply({"params": params}, x, lam, train=True, quant="ste")
+        bpp = float(jnp.mean(total_bits(out["likelihoods"]))) / (64 * 64)
+        mse = float(jnp.mean(jnp.square(out["x_hat"] - x)))
+        per[lam] = bpp + lam * 255.0**2 * mse
+        expected += w * per[lam]
+    _, m = step(state, batch)
+    assert float(m["loss"]) == pytest.approx(expected, rel=1e-4)
+    for k, lam in enumerate(vr.lmbdas):
+        assert float(m[f"loss{vr.tag(k)}"]) == pytest.approx(per[lam], rel=1e-4)
+    assert bool(m["finite"])
+
+
+def test_sample_mode_draws_lambda_by_weight_and_per_step():
+    c, model, vr, state, step = _tiny("sample", weights="1,0,0,3", quant="noise")
+    batch = np.asarray(jax.random.randint(jax.random.key(3), (2, 32, 32, 3), 0, 256), np.uint8)
+    drawn = []
+    for _ in range(24):
+        state, m = step(state, batch)
+        drawn.append(float(m["lmbda"]))
+    assert set(drawn) <= {np.float32(vr.lmbdas[0]), np.float32(vr.lmbdas[3])}
+    n_hi = sum(d == np.float32(vr.lmbdas[3]) for d in drawn)
+    assert 10 <= n_hi <= 23, drawn  # P(λ_3) = 3/4
+    # the draw is a pure function of the step (exact resume): same λ sequence from a fresh state
+    _, _, _, state2, step2 = _tiny("sample", weights="1,0,0,3", quant="noise")
+    again = []
+    for _ in range(24):
+        state2, m = step2(state2, batch)
+        again.append(float(m["lmbda"]))
+    assert again == drawn
+
+
+# ----------------------------------------------------------------------------------------------
+# a short run through train.py: per-λ validation, export with the λ set, --mode=export
+# ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    for d in (TRAIN_DIR, VAL_DIR):
+        if not os.path.isdir(d):
+            pytest.skip(f"{d} missing")
+    e = dict(os.environ)
+    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
+    e["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
+    return e
+
+
+def _train(workdir, env, *extra, config="mae_bls2017.py:seed001"):
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config", os.path.join(REPO, "configs", config),
+           "--workdir", str(workdir), f"--config.data.train={TRAIN_DIR}", f"--config.data.val={VAL_DIR}",
+           "--config.model_hparams.N=8", "--config.data.crop=64", "--config.data.val_crop=64",
+           "--config.data.val_limit=4", "--config.data.cache=True", "--config.batch_size=2", "--config.optim.lr=2e-3",
+           "--config.optim.schedule=constant", "--config.log_every=10", "--config.progress_bar=False",
+           "--config.tb_images=1", *extra]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def test_train_py_variable_rate_run_validates_per_lambda_and_exports_the_set(tmp_path, env):
+    wd = tmp_path / "mae"
+    r = _train(wd, env, "--config.num_steps=40", "--config.eval_every=20", "--config.eval_at_start=True",
+               "--config.checkpoint_every=20", "--config.variable_rate.weights=1,1,1,2")
+    assert r.returncode == 0, r.stderr[-4000:]
+    tags = [f"@{v:.4g}" for v in SEED001]
+    train = read_metrics(str(wd / "metrics.jsonl"), "train")
+    assert [t["step"] for t in train] == [10, 20, 30, 40]
+    for t in tags:
+        for k in ("loss", "bpp", "psnr"):
+            assert k + t in train[-1]
+    assert train[-1]["passes_per_s"] == pytest.approx(4 * train[-1]["images_per_s"])
+    val = read_metrics(str(wd / "metrics.jsonl"), "val")
+    assert [v["step"] for v in val] == [0, 20, 40]
+    last = val[-1]
+    assert last["loss"] == pytest.approx(sum(w * last["loss" + t] for w, t in zip((1, 1, 1, 2), tags)), rel=1e-5)
+    assert last["bpp"] == pytest.approx(np.mean([last["bpp" + t] for t in tags]), rel=1e-5)
+    assert last["loss"] < 0.5 * val[0]["loss"]
+    print("val after 40 steps: " + ", ".join(f"λ{t}: {last['bpp' + t]:.3f} bpp {last['psnr' + t]:.2f} dB" for t in tags))
+
+    from lic_jax.artifact import load_artifact
+
+    art = load_artifact(str(wd / "artifact"))
+    assert art.spec.name == "mae-bls2017" and art.spec.quality is None
+    assert art.spec.hparams["lmbdas"] == pytest.approx(SEED001) and art.spec.hparams["activation"] == "exp"
+    tr = art.metadata["training"]
+    assert tr["lmbda"] is None and tr["lmbdas"] == pytest.approx(SEED001)
+    assert tr["variable_rate"] == {"lmbdas": pytest.approx(SEED001), "weights": [1, 1, 1, 2], "mode": "all"}
+    assert art.model.lmbdas == pytest.approx(SEED001)
+
+    # --mode=export rewrites the artifact from the checkpoints with the same λ set
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config",
+           os.path.join(REPO, "configs", "mae_bls2017.py:seed001"), "--workdir", str(wd), "--mode=export",
+           "--export_dir", str(tmp_path / "exported"), "--config.model_hparams.N=8",
+           "--config.variable_rate.weights=1,1,1,2"]
+    r2 = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stderr[-4000:]
+    art2 = load_artifact(str(tmp_path / "exported"))
+    assert art2.fingerprint == art.fingerprint and art2.metadata["training"]["lmbdas"] == pytest.approx(SEED001)
