@@ -1,6 +1,7 @@
 """The ``lic`` command: compress images to ``.lic`` files and back (docs/FORMAT.md §5).
 
     lic compress IN.png OUT.lic [--model NAME --quality Q | --checkpoint DIR | --compressai-checkpoint FILE]
+                                [--lmbda L | --target-bpp B [--rtol R]]
                                 [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE] [--original IMG]
     lic info IN.lic [--json]
@@ -8,6 +9,12 @@
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
 Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the
 model from the file's weight fingerprint among the given checkpoint or the shipped models.
+
+Variable-rate models (``mae-*``, docs/MAE.md) need ``--lmbda L`` (any λ > 0, CompressAI scale;
+a warning outside the trained range) or ``--target-bpp B``: rate control per image — the λ
+whose file is within ``--rtol`` (3 %) of B bpp, searched on real file sizes; when B is out of
+reach the nearest achievable rate is used and a warning says so. The λ goes into the header;
+``decompress`` needs no option.
 
 Output: one line per file with bytes, bpp (= 8 × file bytes / pixels) and PSNR where the
 original is at hand (compress: always, unless --no-psnr; decompress: with --original).
@@ -102,10 +109,10 @@ def _encoder_codec(args):
             m = _read_config(d).get("model", {})
             if m.get("name") == args.model and (args.quality is None or m.get("quality") == args.quality):
                 return _codec_from_dir(d, coder)
-        from .models import model_names
+        from .models import MODELS
 
-        if args.model not in model_names():
-            raise CliError(f"unknown model {args.model!r}; available: {', '.join(model_names())}")
+        if args.model not in MODELS:
+            raise CliError(f"unknown model {args.model!r}; available: {', '.join(sorted(MODELS))}")
         q = f" quality {args.quality}" if args.quality is not None else ""
         raise CliError(f"no shipped weights for {args.model}{q}; pass --checkpoint DIR (a lic_jax model directory) "
                        f"or --compressai-checkpoint FILE")
@@ -238,23 +245,59 @@ def _run_files(pairs, folder, desc, quiet, one):
 # ------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------
+def _check_rate_args(args, codec):
+    name = codec.spec.name if codec.spec is not None else "this model"
+    if not codec.variable_rate:
+        if args.lmbda is not None or args.target_bpp is not None:
+            raise CliError(f"--lmbda / --target-bpp need a variable-rate model (mae-*); {name} has the fixed rate "
+                           f"it was trained for")
+        return
+    lo, hi = codec.lmbda_range
+    if args.lmbda is None and args.target_bpp is None:
+        raise CliError(f"{name} is a variable-rate model: pass --lmbda L (trained on {lo:.4g} … {hi:.4g}) "
+                       f"or --target-bpp B")
+    if args.lmbda is not None:
+        if not (args.lmbda > 0 and math.isfinite(args.lmbda)):
+            raise CliError(f"--lmbda must be positive, got {args.lmbda}")
+        if not lo <= args.lmbda <= hi:
+            _warn(f"λ={args.lmbda:g} is outside the trained range {lo:.4g} … {hi:.4g} (extrapolating)")
+    if args.target_bpp is not None and not (args.target_bpp > 0 and math.isfinite(args.target_bpp)):
+        raise CliError(f"--target-bpp must be positive, got {args.target_bpp}")
+    if not 0 < args.rtol < 1:
+        raise CliError(f"--rtol must be in (0, 1), got {args.rtol}")
+
+
 def cmd_compress(args) -> int:
+    from .coding import encode_at_bpp
     from .coding.image_io import atomic_write_bytes, read_image
 
     pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
     codec = _encoder_codec(args)
+    _check_rate_args(args, codec)
 
     def one(src, dst):
         img = read_image(src, drop_alpha=args.drop_alpha, warn=_warn)
-        enc = codec.encode(img)
+        extra = ""
+        if args.target_bpp is not None:
+            r = encode_at_bpp(codec, img, args.target_bpp, rtol=args.rtol)
+            if not r.hit:
+                _warn(f"{src}: {r.note or 'target not reached'}; wrote {r.bpp:.4f} bpp")
+            enc, lam = r.encoded, r.lmbda
+            extra = f", λ {lam:.5g} ({r.encodes} encodes)"
+        else:
+            lam = args.lmbda if codec.variable_rate else None
+            enc = codec.encode(img, lam)
+            if lam is not None:
+                extra = f", λ {enc.header.lmbda:.5g}"
         atomic_write_bytes(dst, enc.data)
         h, w = img.shape[:2]
         bpp = 8.0 * len(enc.data) / (h * w)
         psnr = None
         if not args.no_psnr:
-            rec = codec.reconstruct(enc.latents.y_hat, h, w, 1 if img.ndim == 2 else 3)
+            rec = codec.reconstruct(enc.latents.y_hat, h, w, 1 if img.ndim == 2 else 3,
+                                    lmbda=enc.header.lmbda if codec.variable_rate else None)
             psnr = _psnr(img, rec)
-        return _fmt_line(src, dst, h, w, len(enc.data), bpp, psnr), bpp, psnr
+        return _fmt_line(src, dst, h, w, len(enc.data), bpp, psnr) + extra, bpp, psnr
 
     return _run_files(pairs, folder, "compress", args.quiet, one)
 
@@ -344,6 +387,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("input", help="image file or folder")
     c.add_argument("output", help=".lic file or folder")
     model_opts(c, True)
+    r = c.add_mutually_exclusive_group()
+    r.add_argument("--lmbda", type=float, metavar="L", help="variable-rate models: the λ to code at (CompressAI scale)")
+    r.add_argument("--target-bpp", type=float, metavar="B", help="variable-rate models: per-image rate control to B bpp")
+    c.add_argument("--rtol", type=float, default=0.03, metavar="R", help="--target-bpp tolerance (default 0.03)")
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")

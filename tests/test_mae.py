@@ -50,7 +50,7 @@ def test_registry_and_lambda_sets():
     m, spec = get_model("mae-hyperprior", N=8, M=12, lmbdas="seed001")
     assert is_variable_rate(m) and is_variable_rate(spec) and is_variable_rate("mae-bls2017")
     assert not is_variable_rate("bls2017") and not is_variable_rate(get_model("bls2017", N=8)[0])
-    assert spec.hparams == {"N": 8, "M": 12, "lmbdas": pytest.approx(SEED001), "activation": "exp"}
+    assert spec.hparams == {"N": 8, "M": 12, "lmbdas": pytest.approx(SEED001), "activation": "exp", "lmbda_input": "linear"}
     assert m.lmbda_max == pytest.approx(4096 / 255.0**2) and m.lmbda_range[0] == pytest.approx(64 / 255.0**2)
     # the spec always records the λ set (default: the class's) and survives a JSON round trip
     _, s2 = get_model("mae-bls2017", N=8)

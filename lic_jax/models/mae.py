@@ -24,6 +24,7 @@ Backbones:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -78,7 +79,24 @@ class _VariableRate:
             object.__setattr__(self, "lmbdas", resolve_lmbdas(self.lmbdas))
         if self.activation not in ("exp", "sigmoid"):
             raise ValueError(f"activation must be 'exp' or 'sigmoid', got {self.activation!r}")
+        if self.lmbda_input not in ("linear", "log"):
+            raise ValueError(f"lmbda_input must be 'linear' (λ/λ_max) or 'log', got {self.lmbda_input!r}")
         super().__post_init__()
+
+    def lmbda_norm(self, lmbda, batch: int):
+        """The modulation networks' input: (batch,) float32.
+
+        * ``'linear'`` (the papers'): λ / λ_max — trained λ in (0, 1].
+        * ``'log'``: 1 + log(λ/λ_max) / log(λ_max/λ_min) — the trained λ interval mapped linearly in
+          log λ onto [0, 1]. With λ/λ_max the smallest λ of a wide set sit crowded near 0 (seed 001's
+          set: 1/64 and 1/16) and an MLP trained with Adam needs large weights — many steps — to tell
+          them apart (measured in docs/MAE.md); the log input gives every λ of the set equal room.
+        """
+        lam = jnp.broadcast_to(jnp.asarray(lmbda, jnp.float32).reshape(-1), (batch,))
+        lo, hi = self.lmbda_range
+        if self.lmbda_input == "log" and hi > lo:
+            return 1.0 + jnp.log(lam / hi) / math.log(hi / lo)
+        return lam / hi
 
     @property
     def lmbda_max(self):
@@ -108,11 +126,6 @@ class Modulation(nn.Module):
         raise ValueError(f"activation must be 'exp' or 'sigmoid', got {self.activation!r}")
 
 
-def _lam(lmbda, batch: int, lmbda_max: float):
-    lam = jnp.broadcast_to(jnp.asarray(lmbda, jnp.float32).reshape(-1), (batch,))
-    return lam / lmbda_max
-
-
 def _scale(x, m):
     return x * m[:, None, None, :].astype(x.dtype)
 
@@ -123,6 +136,7 @@ class ModulatedBls2017(_VariableRate, nn.Module):
     N: int = 192
     lmbdas: Sequence[float] = LAMBDA_PRESETS["seed001"]
     activation: str = "exp"
+    lmbda_input: str = "linear"  # 'linear' (λ/λ_max, the paper) | 'log' (see lmbda_norm)
     eb_filters: tuple = (3, 3, 3)
     conv_transpose_impl: str = "auto"
     dtype: Any = None
@@ -141,13 +155,13 @@ class ModulatedBls2017(_VariableRate, nn.Module):
         self.entropy_bottleneck = EntropyBottleneck(N, filters=self.eb_filters)
 
     def analysis(self, x, lmbda):
-        lam = _lam(lmbda, x.shape[0], self.lmbda_max)
+        lam = self.lmbda_norm(lmbda, x.shape[0])
         for conv, m, g in zip(self.g_a, self.mod, self.gdn):
             x = g(_scale(conv(x), m(lam)))
         return x.astype(jnp.float32)
 
     def synthesis(self, y_hat, lmbda):
-        lam = _lam(lmbda, y_hat.shape[0], self.lmbda_max)
+        lam = self.lmbda_norm(lmbda, y_hat.shape[0])
         x = y_hat
         for g, dm, conv in zip(self.igdn, self.demod, self.g_s):
             x = conv(_scale(g(x), dm(lam)))
@@ -170,6 +184,7 @@ class ModulatedHyperprior(_VariableRate, nn.Module):
     M: int = 192
     lmbdas: Sequence[float] = LAMBDA_PRESETS["compressai"]
     activation: str = "exp"
+    lmbda_input: str = "linear"  # 'linear' (λ/λ_max, the paper) | 'log' (see lmbda_norm)
     eb_filters: tuple = (3, 3, 3, 3)
     conv_transpose_impl: str = "auto"
     dtype: Any = None
@@ -192,7 +207,7 @@ class ModulatedHyperprior(_VariableRate, nn.Module):
         self.gaussian_conditional = GaussianConditional()
 
     def analysis(self, x, lmbda):
-        lam = _lam(lmbda, x.shape[0], self.lmbda_max)
+        lam = self.lmbda_norm(lmbda, x.shape[0])
         for i, (conv, m) in enumerate(zip(self.g_a, self.mod)):
             x = _scale(conv(x), m(lam))
             if i < 3:
@@ -200,7 +215,7 @@ class ModulatedHyperprior(_VariableRate, nn.Module):
         return x.astype(jnp.float32)
 
     def synthesis(self, y_hat, lmbda):
-        lam = _lam(lmbda, y_hat.shape[0], self.lmbda_max)
+        lam = self.lmbda_norm(lmbda, y_hat.shape[0])
         x = y_hat
         for i, (conv, dm) in enumerate(zip(self.g_s, self.demod)):
             if i > 0:

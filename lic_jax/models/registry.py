@@ -113,9 +113,10 @@ def get_model(name: str, quality: int | None = None, **hparams):
         if quality is not None:
             raise ValueError(f"{name} is a variable-rate model: it has no quality; set N (M), lmbdas and activation")
         cls = VARIABLE_RATE_MODELS[name]
-        # the λ set (its max normalises λ) and the activation always go into the spec / artifact
+        # the λ set (it normalises λ), the activation and the λ input always go into the spec / artifact
         hparams = {**hparams, "lmbdas": resolve_lmbdas(hparams.get("lmbdas", cls.lmbdas)),
-                   "activation": hparams.get("activation", cls.activation)}
+                   "activation": hparams.get("activation", cls.activation),
+                   "lmbda_input": hparams.get("lmbda_input", cls.lmbda_input)}
     if quality is not None:
         if quality not in QUALITY_HPARAMS[name]:
             raise ValueError(f"quality must be 1..8 for {name}, got {quality!r}")
