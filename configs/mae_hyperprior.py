@@ -10,7 +10,7 @@ One model for every rate: loss Σ_λ w_λ·(bpp_λ + λ·255²·MSE_λ) over a �
 
 Config argument (comma-separated, any order): a λ preset (`seed001` | `compressai`), a mode
 (`all`: every λ on every batch, the batch replicated per λ | `sample`: one λ per step), an
-activation (`exp` | `sigmoid`), `mse` / `ms-ssim`. `batch_size` counts images per λ: in `all`
+activation (`exp` | `sigmoid`), the modulation input (`log` | `linear`), `mse` / `ms-ssim`. `batch_size` counts images per λ: in `all`
 mode a step runs K·batch_size forward/backward passes.
 """
 
@@ -24,6 +24,9 @@ def get_config(arg: str = ""):
     c.model_hparams.N = 128
     c.model_hparams.M = 192
     c.model_hparams.activation = "exp"
+    # λ enters the modulation nets as log-range (λ_min → 0, λ_max → 1); ':linear' for the paper's
+    # λ/λ_max, which needs far more steps to separate small λ (measured in docs/MAE.md)
+    c.model_hparams.lmbda_input = "log"
     c.variable_rate.lmbdas = "compressai"
     c.variable_rate.mode = "all"
     return apply_variable_rate_args(c, arg)

@@ -95,6 +95,14 @@ def test_configs():
     assert c.model == "mae-bls2017" and c.quality == 0 and c.variable_rate.mode == "all"
     model, spec = trainer.build_model(c)
     assert spec.hparams["N"] == 192 and spec.hparams["lmbdas"] == pytest.approx(SEED001)
+    assert spec.hparams["lmbda_input"] == "log" and model.lmbda_input == "log"
+    lam = np.asarray(model.lmbda_norm(jnp.asarray(SEED001), 4))
+    np.testing.assert_allclose(lam, [0, 1 / 3, 2 / 3, 1], atol=1e-6)  # log-range: equal room per λ
+    lin = _load_config("mae_bls2017", "linear")
+    m_lin, s_lin = trainer.build_model(lin)
+    assert s_lin.hparams["lmbda_input"] == "linear"
+    np.testing.assert_allclose(np.asarray(m_lin.lmbda_norm(jnp.asarray(SEED001), 4)), [1 / 64, 1 / 16, 1 / 4, 1],
+                               rtol=1e-6)  # the paper's λ/λ_max
     vr = trainer.resolve_variable_rate(c, spec)
     assert vr.lmbdas == pytest.approx(SEED001) and vr.weights == (1.0,) * 4 and vr.mode == "all"
     h = _load_config("mae_hyperprior", "seed001,sample,sigmoid")

@@ -96,7 +96,8 @@ def get_default_config() -> ml_collections.ConfigDict:
 def apply_variable_rate_args(c: ml_collections.ConfigDict, arg: str) -> ml_collections.ConfigDict:
     """Parse the ``configs/mae_*.py:ARG`` argument: comma-separated parts, any order — a λ preset
     (``seed001`` | ``compressai``), a mode (``all`` | ``sample``), an activation (``exp`` |
-    ``sigmoid``), a distortion (``mse`` | ``ms-ssim``)."""
+    ``sigmoid``), the modulation input (``linear``: λ/λ_max as the paper | ``log``), a distortion
+    (``mse`` | ``ms-ssim``)."""
     from ..models.mae import LAMBDA_PRESETS
 
     for part in filter(None, (arg or "").split(",")):
@@ -106,9 +107,11 @@ def apply_variable_rate_args(c: ml_collections.ConfigDict, arg: str) -> ml_colle
             c.variable_rate.mode = part
         elif part in ("exp", "sigmoid"):
             c.model_hparams.activation = part
+        elif part in ("linear", "log"):
+            c.model_hparams.lmbda_input = part
         elif part in ("mse", "ms-ssim"):
             c.metric = part
         else:
             raise ValueError(f"config argument parts must be a λ preset ({', '.join(sorted(LAMBDA_PRESETS))}), "
-                             f"'all'/'sample', 'exp'/'sigmoid' or 'mse'/'ms-ssim', got {part!r}")
+                             f"'all'/'sample', 'exp'/'sigmoid', 'linear'/'log' or 'mse'/'ms-ssim', got {part!r}")
     return c
