@@ -4,6 +4,7 @@ Subcommands (``run`` is the default when the first argument is an option)::
 
   eval.py [run] --model NAME (--checkpoint DIR… | --compressai-checkpoint FILE… | --random-init)
                 [--quality Q…] --dataset kodak|clic[:split]|DIR --out results.json
+  eval.py [run] --checkpoint MAE_DIR (--lmbda L… | --lmbda-grid N) --dataset … --out mae.json
   eval.py [run] --codec jpeg|webp|jpeg2000|avif [--quality Q…] --dataset … --out jpeg.json
   eval.py bd ANCHOR TEST… [--metric psnr|ms-ssim-db|…] [--method pchip|cubic|both]
   eval.py auc CURVE… [--metric ms-ssim|psnr-hvs|psnr-hvs-m] [--range 0.125 2] [--extrapolate clamp]
@@ -65,6 +66,11 @@ def _run_parser(sub):
     p.add_argument("--quality", nargs="+", type=float, metavar="Q",
                    help="quality points (classical: the codec's quality, JPEG 2000: compression ratio; default sweep "
                         "per codec)")
+    p.add_argument("--lmbda", nargs="+", type=float, metavar="L",
+                   help="variable-rate models (mae-*): one RD point per λ (CompressAI's scale, loss = bpp + "
+                        "λ·255²·MSE; rounded to float32 as the .lic header stores it)")
+    p.add_argument("--lmbda-grid", type=int, metavar="N",
+                   help="variable-rate models: N λ log-spaced over the model's trained λ range (with --lmbda: both)")
     p.add_argument("--dataset", required=True, help="kodak, clic[:split], tfds:NAME[:SPLIT] or a directory")
     p.add_argument("--data-dir", help="local directory for --dataset kodak / clic")
     p.add_argument("--tfds-data-dir", help="tensorflow-datasets data_dir (array_record-prepared)")
@@ -109,7 +115,68 @@ def _expand(paths, qualities):
     return out
 
 
+def _lmbda_requested(args) -> bool:
+    return args.lmbda is not None or args.lmbda_grid is not None
+
+
+def lmbda_label(lam: float) -> str:
+    """Point label of a variable-rate RD point: ``lambda=0.0130`` (4 significant digits below 0.01)."""
+    return f"lambda={lam:.4f}" if lam >= 0.01 else f"lambda={lam:#.4g}"
+
+
+def _lmbda_values(args, lo: float, hi: float, what: str) -> list[float]:
+    """The λ of a variable-rate model's points: --lmbda and --lmbda-grid (log-spaced over [lo, hi]),
+    rounded to float32 (what the header stores), de-duplicated, ascending."""
+    import numpy as np
+
+    if not _lmbda_requested(args):
+        _die(f"{what} is variable-rate (trained on λ {lo:.4g} … {hi:.4g}): give --lmbda L… or --lmbda-grid N "
+             "(one RD point per λ)")
+    vals = list(args.lmbda or [])
+    if args.lmbda_grid is not None:
+        if args.lmbda_grid < 1:
+            _die(f"--lmbda-grid must be >= 1, got {args.lmbda_grid}")
+        vals += np.geomspace(lo, hi, args.lmbda_grid).tolist()
+    for v in vals:
+        if not (np.isfinite(v) and v > 0):
+            _die(f"--lmbda values must be positive and finite, got {v!r}")
+    vals = sorted({float(np.float32(v)) for v in vals})
+    out = [v for v in vals if not (lo * (1 - 1e-6) <= v <= hi * (1 + 1e-6))]
+    if out:
+        print(f"eval.py: warning: λ {', '.join(f'{v:.4g}' for v in out)} outside the trained range "
+              f"{lo:.4g} … {hi:.4g} of {what} (extrapolating)", file=sys.stderr)
+    return vals
+
+
+def _vr_points(args, model, spec, variables, info: dict, label_prefix: str, kw: dict, artifact=None):
+    """One point per λ of a variable-rate model; the points share one lic_jax.coding.Codec (built on
+    first use) and the set of warmed-up shapes."""
+    from .codecs import LearnedCodec
+    from .runner import Point
+
+    lo, hi = (float(v) for v in model.lmbda_range)
+    where = f"{info['checkpoint']} ({spec.name})" if info.get("checkpoint") else spec.name
+    lams = _lmbda_values(args, lo, hi, where)
+    share = {"codec": None, "warm": set()}
+
+    def make(lam):
+        if not kw["entropy_estimation"] and share["codec"] is None:
+            from lic_jax.coding import Codec
+
+            if artifact is not None:
+                share["codec"] = Codec.from_artifact(artifact, coder=kw["coder"])
+            else:
+                share["codec"] = Codec(model, spec, variables, coder=kw["coder"])
+        return LearnedCodec(model, spec, variables, lmbda=lam, codec=share["codec"], warm=share["warm"], **kw)
+
+    extra = {"trained_lmbdas": [float(v) for v in model.lmbdas]}
+    return [Point(label_prefix + lmbda_label(lam), None, lambda lam=lam: make(lam), {**info, "lmbda": lam, **extra},
+                  lmbda=lam) for lam in lams]
+
+
 def _learned_points(args):
+    from lic_jax.models import is_variable_rate
+
     from .codecs import LearnedCodec
     from .runner import Point
 
@@ -118,20 +185,40 @@ def _learned_points(args):
               warmup=not args.no_warmup)
     points = []
     if args.checkpoint:
-        from lic_jax.artifact import load_artifact
+        from lic_jax.artifact import ArtifactError, load_artifact
 
-        for path, q in _expand(args.checkpoint, qualities):
+        pairs = _expand(args.checkpoint, qualities)
+        for path, q in pairs:
             if not os.path.isdir(path):
                 _die(f"--checkpoint {path}: not a model directory")
-            art = load_artifact(path)
+            try:
+                art = load_artifact(path)
+            except ArtifactError as e:
+                _die(str(e))
             if args.model and art.spec.name != args.model:
                 _die(f"{path} holds a {art.spec.name} model, not {args.model}")
+            base = os.path.basename(os.path.normpath(path))
+            if is_variable_rate(art.spec):
+                if q is not None:
+                    _die(f"{path} holds a variable-rate {art.spec.name} model, which has no quality: "
+                         "use --lmbda / --lmbda-grid instead of --quality")
+                points += _vr_points(args, art.model, art.spec, art.variables,
+                                     {"checkpoint": os.path.abspath(path), "fingerprint": art.fingerprint},
+                                     f"{base} " if len(pairs) > 1 else "", kw, artifact=art)
+                continue
+            if _lmbda_requested(args):
+                _die(f"--lmbda / --lmbda-grid apply to variable-rate models (mae-*); {path} holds the fixed-rate "
+                     f"model {art.spec.name}")
             quality = q if q is not None else art.spec.quality
-            points.append(Point(os.path.basename(os.path.normpath(path)), quality,
+            points.append(Point(base, quality,
                                 lambda a=art: LearnedCodec(a.model, a.spec, a.variables, **kw),
                                 {"checkpoint": os.path.abspath(path), "fingerprint": art.fingerprint}))
     elif args.compressai_checkpoint:
         from lic_jax.convert import from_compressai
+
+        if _lmbda_requested(args):
+            _die("--lmbda / --lmbda-grid apply to variable-rate lic_jax models (mae-*); CompressAI checkpoints "
+                 "are fixed-rate")
 
         for path, q in _expand(args.compressai_checkpoint, qualities):
             if not os.path.isfile(path):
@@ -142,12 +229,23 @@ def _learned_points(args):
                                 {"compressai_checkpoint": os.path.abspath(path), "model": spec.name,
                                  "hparams": dict(spec.hparams)}))
     elif args.random_init:
-        if not args.model or not qualities:
-            _die("--random-init needs --model and --quality")
         import jax
         import numpy as np
 
         from lic_jax.models import get_model
+
+        if args.model and is_variable_rate(args.model):
+            if qualities:
+                _die(f"{args.model} is a variable-rate model, which has no quality: use --lmbda / --lmbda-grid")
+            model, spec = get_model(args.model)
+            lo = float(model.lmbda_range[0])
+            variables = model.init(jax.random.key(args.seed), np.zeros((1, 64, 64, 3), np.float32), lo)
+            return _vr_points(args, model, spec, {"params": variables["params"]}, {"random_init_seed": args.seed},
+                              "", kw)
+        if not args.model or not qualities:
+            _die("--random-init needs --model and --quality")
+        if _lmbda_requested(args):
+            _die(f"--lmbda / --lmbda-grid apply to variable-rate models (mae-*); {args.model} is fixed-rate")
 
         for q in qualities:
             model, spec = get_model(args.model, int(q))
@@ -186,6 +284,8 @@ def cmd_run(args):
         _die("--codec cannot be combined with --model / checkpoints")
     if args.codec and (args.entropy_estimation or args.float_recon):
         _die("--entropy-estimation / --float-recon apply to learned models only")
+    if args.codec and _lmbda_requested(args):
+        _die("--lmbda / --lmbda-grid apply to variable-rate learned models (mae-*), not to --codec")
     try:
         ds = resolve_dataset(args.dataset, args.data_dir, args.tfds_data_dir).limit(args.limit)
     except DatasetNotFound as e:
@@ -209,6 +309,9 @@ def cmd_run(args):
         "lic_jax_version": getattr(lic_jax, "__version__", "?"),
         "pillow_version": PIL.__version__,
     })
+    if "lmbda" in curve.metrics:
+        curve.meta["lmbda"] = ("variable-rate model: the λ of each point (results.lmbda; CompressAI scale, "
+                               "loss = bpp + λ·255²·MSE), rounded to float32 as the .lic header stores it")
     save_json(curve, args.out)
     csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
     write_csv(rows, csv_path)
@@ -218,14 +321,17 @@ def cmd_run(args):
 
 
 def _print_curve(curve):
-    keys = [k for k in ("quality", "bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
+    keys = [k for k in ("quality", "lmbda", "bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
                         "encoding_time", "decoding_time") if k == "bpp" or k in curve.metrics]
     print(" ".join(f"{k:>14s}" for k in keys))
     for i in range(len(curve.bpp)):
         vals = []
         for k in keys:
             v = curve.bpp[i] if k == "bpp" else curve.metrics[k][i]
-            vals.append(f"{v:>14.4f}" if isinstance(v, float) else f"{v!s:>14s}")
+            if isinstance(v, float):
+                vals.append(f"{v:>14.6g}" if k == "lmbda" else f"{v:>14.4f}")
+            else:
+                vals.append(f"{v!s:>14s}")
         print(" ".join(vals))
 
 

@@ -19,6 +19,10 @@ Learned codecs
   ``Σ −log2 p`` over all latents (CompressAI's ``inference_entropy_estimation``); the forward time is
   split half/half into encode/decode time, as CompressAI does.
 
+Variable-rate models (``mae-*``) are evaluated at one λ per codec (``lmbda=``): the λ of the forward
+pass in entropy-estimation mode, of ``Codec.encode`` for real bitstreams (the decoder reads it from
+the file's header); ``eval.py --lmbda`` / ``--lmbda-grid`` make one RD point per λ.
+
 In both modes the image is zero-padded centred to a multiple of 64 and the reconstruction is
 cropped back (CompressAI's ``eval_model`` rule); bpp divides by the unpadded H·W. The first image of
 every new shape is run once untimed (``warmup``) so XLA compilation is not counted as coding time.
@@ -154,22 +158,50 @@ def _arch_key(model) -> str:
 
 
 class LearnedCodec:
-    """A lic_jax model (one quality point) as an evaluation codec (see the module docstring)."""
+    """A lic_jax model (one RD point) as an evaluation codec (see the module docstring).
+
+    Variable-rate models (``mae-*``, :func:`lic_jax.models.is_variable_rate`) need ``lmbda``: the λ
+    of this point (CompressAI's scale), rounded to float32 as a ``.lic`` header stores it; it is the
+    λ of the forward pass (``entropy_estimation``) or of ``Codec.encode`` (real bitstreams; the
+    decoder reads it back from the header). ``codec``: an existing :class:`lic_jax.coding.Codec` of
+    the same weights to reuse (the λ points of one variable-rate model share one); ``warm``: a set of
+    already warmed-up image shapes shared in the same way.
+    ``check_roundtrip`` (real bitstreams): decode with ``Codec.decode`` and record in ``extra``
+    whether the decoded latent symbols (y, and z where there is one) equal the encoder's exactly
+    (``exact_roundtrip``: 1 or 0).
+    """
 
     def __init__(self, model, spec, variables, entropy_estimation: bool = False, float_recon: bool = False,
-                 coder: str | None = None, warmup: bool = True, name: str | None = None):
+                 coder: str | None = None, warmup: bool = True, name: str | None = None,
+                 lmbda: float | None = None, codec=None, warm: set | None = None, check_roundtrip: bool = False):
+        from lic_jax.models import is_variable_rate
+
         self.model, self.spec, self.variables = model, spec, variables
         self.entropy_estimation = entropy_estimation
         self.float_recon = float_recon
         self.warmup = warmup
+        self.check_roundtrip = check_roundtrip and not entropy_estimation
         self.name = name or spec.name
-        self._warm: set = set()
+        self.variable_rate = is_variable_rate(spec if spec is not None else model)
+        if self.variable_rate:
+            if lmbda is None:
+                raise ValueError(f"{self.name} is a variable-rate model: evaluating it needs a λ (lmbda=…)")
+            lam = np.float32(lmbda)
+            if not (np.isfinite(lam) and lam > 0):
+                raise ValueError(f"λ must be positive and finite, got {lmbda!r}")
+            self.lmbda = lam
+        else:
+            if lmbda is not None:
+                raise ValueError(f"{self.name} is a fixed-rate model (its λ was fixed by training); lmbda applies "
+                                 "to variable-rate mae-* models only")
+            self.lmbda = None
+        self._warm: set = warm if warm is not None else set()
         self._codec = None
         self._fwd = None
         if entropy_estimation:
             self.description = "lic_jax, entropy estimation (sum of -log2 likelihoods)"
         else:
-            self._codec = self._make_real_codec(coder)
+            self._codec = codec if codec is not None else self._make_real_codec(coder)
             self.description = "lic_jax, real bitstream (.lic file bytes)"
 
     def _make_real_codec(self, coder):
@@ -190,9 +222,11 @@ class LearnedCodec:
                 import jax
 
                 model = self.model
+                vr = self.variable_rate
 
-                def fwd(variables, x):
-                    out = model.apply(variables, x, train=False)
+                def fwd(variables, x, lam):
+                    # variable-rate models: λ is a traced float32 scalar (one compilation for every λ)
+                    out = model.apply(variables, x, lam, train=False) if vr else model.apply(variables, x, train=False)
                     bits = sum(jax.numpy.sum(-jax.numpy.log2(lik)) for lik in out["likelihoods"].values())
                     return out["x_hat"], bits
 
@@ -209,7 +243,7 @@ class LearnedCodec:
         x = pad_image(img[None].astype(np.float32) / 255.0, PAD_MULTIPLE)
         fwd = self._forward()
         t0 = time.perf_counter()
-        x_hat, bits = fwd(self.variables, x)
+        x_hat, bits = fwd(self.variables, x, self.lmbda)
         x_hat, bits = jax.block_until_ready((x_hat, bits))
         dt = time.perf_counter() - t0
         x_hat = np.asarray(crop_image(np.asarray(x_hat), h, w))[0]
@@ -234,10 +268,12 @@ class LearnedCodec:
             bits, x_hat, dt = self._estimate(img)
             return CodecOutput(None, bits, self._to_rec(x_hat), dt / 2.0, dt / 2.0)
         h, w = img.shape[:2]
+        lam = {"lmbda": float(self.lmbda)} if self.variable_rate else {}
         extra = {}
+        encoded = None
         t0 = time.perf_counter()
         if hasattr(self._codec, "encode"):  # also gives the payload size and the ideal bit count
-            encoded = self._codec.encode(img)
+            encoded = self._codec.encode(img, **lam)
             enc = time.perf_counter() - t0
             data = encoded.data
             try:
@@ -247,12 +283,29 @@ class LearnedCodec:
             except (AttributeError, TypeError):
                 extra = {}
         else:
-            data = self._codec.compress(img)
+            data = self._codec.compress(img, **lam)
             enc = time.perf_counter() - t0
+        output = "float" if self.float_recon else "uint8"
         t0 = time.perf_counter()
-        if self.float_recon:
-            rec = self._to_rec(self._codec.decompress(data, output="float"))
+        if self.check_roundtrip:
+            if encoded is None or not hasattr(self._codec, "decode"):
+                raise RuntimeError("check_roundtrip needs lic_jax.coding.Codec.encode / decode")
+            rec, lat, _ = self._codec.decode(data, output)
         else:
-            rec = np.asarray(self._codec.decompress(data))
+            rec = self._codec.decompress(data, output=output)
         dec = time.perf_counter() - t0
+        rec = self._to_rec(rec) if self.float_recon else np.asarray(rec)
+        if self.check_roundtrip:
+            extra["exact_roundtrip"] = int(same_symbols(encoded.latents, lat))
         return CodecOutput(len(data), 8.0 * len(data), rec, enc, dec, extra)
+
+
+def same_symbols(a, b) -> bool:
+    """Two :class:`lic_jax.coding.Latents` hold exactly the same symbols (y, and z where there is one)."""
+    ya, yb = np.asarray(a.y_symbols), np.asarray(b.y_symbols)
+    if ya.shape != yb.shape or not np.array_equal(ya, yb):
+        return False
+    za, zb = getattr(a, "z_symbols", None), getattr(b, "z_symbols", None)
+    if (za is None) != (zb is None):
+        return False
+    return za is None or (np.shape(za) == np.shape(zb) and np.array_equal(za, zb))

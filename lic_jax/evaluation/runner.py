@@ -25,13 +25,16 @@ __all__ = ["Point", "evaluate", "aggregate"]
 
 @dataclasses.dataclass
 class Point:
-    """One RD point: a label (``q3``, a checkpoint path, …), its quality parameter, and a factory
-    returning the codec (called once, when the point is evaluated)."""
+    """One RD point: a label (``q3``, ``lambda=0.0130``, a checkpoint path, …), its quality parameter,
+    and a factory returning the codec (called once, when the point is evaluated). ``lmbda``: the λ
+    of the point (variable-rate models; also informational for fixed-rate ones), recorded in the
+    per-image rows and as the curve's ``lmbda`` list."""
 
     label: str
     quality: float | int | None
     make_codec: Callable[[], Any]
     info: dict = dataclasses.field(default_factory=dict)
+    lmbda: float | None = None
 
 
 def _progress(total: int, enabled: bool):
@@ -68,8 +71,8 @@ def evaluate(points: Sequence[Point], dataset, metrics=DEFAULT_METRICS, progress
     """Run ``points`` on ``dataset`` (a :class:`~lic_jax.evaluation.datasets.Dataset`).
 
     Returns ``(curve, rows)``: the curve has one entry per point, in the given order; rows are the
-    per-image records (``point``, ``quality``, ``image``, ``height``, ``width``, ``bytes``, ``bpp``,
-    metrics, ``encoding_time``, ``decoding_time``).
+    per-image records (``point``, ``quality``, ``lmbda`` (points that have one), ``image``, ``height``,
+    ``width``, ``bytes``, ``bpp``, metrics, ``encoding_time``, ``decoding_time``, and the codec's extras).
     """
     n_img = len(dataset)
     if n_img == 0:
@@ -102,8 +105,11 @@ def evaluate(points: Sequence[Point], dataset, metrics=DEFAULT_METRICS, progress
                 img = image(i)
                 h, w = img.shape[:2]
                 out = codec.run(img)
-                r: dict[str, Any] = {"point": p.label, "quality": p.quality, "image": dataset.names[i],
-                                     "height": h, "width": w, "bytes": out.nbytes, "bpp": out.bits / (h * w)}
+                r: dict[str, Any] = {"point": p.label, "quality": p.quality}
+                if p.lmbda is not None:
+                    r["lmbda"] = float(p.lmbda)
+                r.update({"image": dataset.names[i], "height": h, "width": w, "bytes": out.nbytes,
+                          "bpp": out.bits / (h * w)})
                 r.update(compute_metrics(img, out.rec, metrics))
                 r["encoding_time"] = out.enc_time
                 r["decoding_time"] = out.dec_time
@@ -126,6 +132,8 @@ def evaluate(points: Sequence[Point], dataset, metrics=DEFAULT_METRICS, progress
     qualities = [p.quality for p in points]
     if any(q is not None for q in qualities):
         metrics_lists["quality"] = qualities
+    if any(p.lmbda is not None for p in points):
+        metrics_lists["lmbda"] = [None if p.lmbda is None else float(p.lmbda) for p in points]
     curve = RDCurve(
         name or codec_name or "codec",
         [a["bpp"] for a in per_point],
