@@ -61,6 +61,9 @@ def parse_args(argv=None):
     p.add_argument("--M", type=int, default=96, help="latent channels (hyperprior backbone only)")
     p.add_argument("--lmbdas", default="seed001", help="preset (seed001, compressai) or comma-separated λ (CompressAI scale)")
     p.add_argument("--activation", choices=["exp", "sigmoid"], default="exp")
+    p.add_argument("--lmbda-weights", default="equal",
+                   help="w_λ of the modulated model's loss: 'equal' (the paper), 'inverse' (∝ λ_min/λ: every λ's RD "
+                        "loss on the same scale) or comma-separated numbers in increasing-λ order")
     p.add_argument("--lmbda-input", choices=["log", "linear"], default="log",
                    help="modulation input: log-range (default) or the paper's λ/λ_max (docs/MAE.md)")
     p.add_argument("--steps", type=int, default=1500, help="steps of each single-rate model (the modulated one: K×)")
@@ -120,6 +123,15 @@ def base_config(args, model: str):
     return c
 
 
+def lmbda_weights(spec: str, lmbdas) -> str:
+    """The ``variable_rate.weights`` string for ``--lmbda-weights``."""
+    if spec == "equal":
+        return ""
+    if spec == "inverse":
+        return ",".join(repr(min(lmbdas) / v) for v in lmbdas)
+    return spec
+
+
 def run_configs(args):
     """[(name, workdir, config)]: the modulated model first, then one single-rate model per λ."""
     from lic_jax.models import resolve_lmbdas
@@ -135,6 +147,7 @@ def run_configs(args):
     c.model_hparams.lmbda_input = args.lmbda_input
     c.variable_rate.lmbdas = ",".join(repr(v) for v in lmbdas)
     c.variable_rate.mode = "all"
+    c.variable_rate.weights = lmbda_weights(args.lmbda_weights, lmbdas)
     c.batch_size = args.batch // K  # images per step; each at all K λ → args.batch image-passes
     c.num_steps = K * args.steps
     runs.append(("mae", os.path.join(args.out, "mae"), c))
@@ -148,7 +161,6 @@ def run_configs(args):
 
 
 def train_all(args):
-    from lic_jax.train.metrics_writer import read_metrics
     from lic_jax.train.trainer import train_and_evaluate
 
     lmbdas, runs = run_configs(args)

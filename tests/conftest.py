@@ -71,3 +71,25 @@ def val_dir() -> Path:
 @pytest.fixture(scope="session")
 def anchors_dir() -> Path:
     return require_data(ANCHORS)
+
+
+# -- train.py / worker subprocesses ---------------------------------------------------------------
+FAST_COMPILE = "--xla_backend_optimization_level=0"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment of the train.py / worker subprocesses: CPU, the repo on PYTHONPATH, a persistent
+    compilation cache shared by the whole pytest run, and XLA:CPU's lower LLVM optimisation level
+    (halves compile time, which dominates these short runs)."""
+    for d in (DATA / "train", DATA / "val"):
+        if not d.is_dir():
+            if REQUIRE_PEERS:
+                pytest.fail(f"test data missing: {d}")
+            pytest.skip(f"{d} missing")
+    e = dict(os.environ)
+    e.update(PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1",
+             XLA_FLAGS=FAST_COMPILE)
+    return e

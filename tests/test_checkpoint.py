@@ -13,7 +13,6 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from lic_jax.train import parallel
 from lic_jax.train.checkpoint import CheckpointCorruptWarning, Checkpointer
@@ -21,7 +20,6 @@ from lic_jax.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _state(v, mesh):
@@ -116,17 +114,6 @@ def test_async_save_is_not_affected_by_later_donation(tmp_path):
 
 
 # -- whole-run tests through train.py ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not os.path.isdir(TRAIN_DIR):
-        pytest.skip("shared/data/train missing")
-    e = dict(os.environ)
-    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    # Lower XLA:CPU's LLVM optimisation: halves compile time, which dominates these short runs.
-    e["XLA_FLAGS"] = FAST_COMPILE
-    return e
 
 
 def _cmd(workdir, *extra):

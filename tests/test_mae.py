@@ -192,17 +192,6 @@ def test_sample_mode_draws_lambda_by_weight_and_per_step():
 # ----------------------------------------------------------------------------------------------
 # a short run through train.py: per-λ validation, export with the λ set, --mode=export
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    for d in (TRAIN_DIR, VAL_DIR):
-        if not os.path.isdir(d):
-            pytest.skip(f"{d} missing")
-    e = dict(os.environ)
-    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    e["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
-    return e
 
 
 def _train(workdir, env, *extra, config="mae_bls2017.py:seed001"):

@@ -14,22 +14,10 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
 FAST_COMPILE = "--xla_backend_optimization_level=0"
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    if not os.path.isdir(TRAIN_DIR):
-        pytest.skip("shared/data/train missing")
-    e = dict(os.environ)
-    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    return e
 
 
 def _with_devices(env, n):

@@ -20,7 +20,6 @@ from lic_jax.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 VAL_DIR = os.path.join(REPO, "..", "shared", "data", "val")
 MODEL_CONFIGS = {"bmshj2018_factorized": "bmshj2018-factorized", "bmshj2018_hyperprior": "bmshj2018-hyperprior",
                  "mbt2018_mean": "mbt2018-mean", "mbt2018": "mbt2018", "bls2017": "bls2017", "lee2019": "lee2019"}
@@ -104,18 +103,6 @@ def test_optimizer_groups_aux_adam_only_on_quantiles():
 
 
 # -- runs in subprocesses (fresh jax, shared persistent compilation cache) ----------------------
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    for d in (TRAIN_DIR, VAL_DIR):
-        if not os.path.isdir(d):
-            pytest.skip(f"{d} missing")
-    e = dict(os.environ)
-    e.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu", PYTHONHASHSEED="0",
-             JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.getbasetemp() / "lic_jax_jit_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="-1")
-    # Lower XLA:CPU's LLVM optimisation: halves compile time, which dominates these short runs.
-    e["XLA_FLAGS"] = FAST_COMPILE
-    return e
 
 
 def _train(workdir, env, *extra, timeout=600):

@@ -5,7 +5,6 @@ autoregressive + hierarchical model (``mbt2018``), in CompressAI's layer layout.
 
 from __future__ import annotations
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 

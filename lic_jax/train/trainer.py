@@ -373,6 +373,21 @@ def make_vr_train_step(model, config, vr: VariableRate, tx, schedule, mesh, nois
     return _step_from_loss(loss_fn, model, config, tx, schedule, mesh)
 
 
+def _eval_sums(out, x, lam, weights, metric, small, with_msssim):
+    """Eval-mode metrics as weighted sums over the global batch (MS-SSIM of the clipped x̂), and the uint8 x̂."""
+    from ..metrics import ms_ssim
+
+    vals = _per_image_rd(out, x, lam, "mse", small)
+    x_c = jnp.clip(out["x_hat"].astype(jnp.float32), 0.0, 1.0)
+    if with_msssim:
+        vals["ms_ssim"] = ms_ssim(x_c, x, data_range=1.0, reduce=False, small=small if small == "shrink" else "error")
+    if metric == "ms-ssim":
+        vals["loss"] = vals["bpp"] + lam * (1.0 - vals["ms_ssim"])
+    sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
+    sums["count"] = jnp.sum(weights)
+    return sums, jnp.round(x_c * 255.0).astype(jnp.uint8)
+
+
 def make_eval_step(model, config, lmbda: float, mesh, crop: int):
     """Eval-mode (rounding) RD metrics: weighted sums over the global batch, and the uint8 x̂."""
     metric = config.metric
@@ -380,27 +395,9 @@ def make_eval_step(model, config, lmbda: float, mesh, crop: int):
     with_msssim = metric == "ms-ssim" or crop > 160 or small == "shrink"
 
     def step_fn(params, batch, weights):
-        from ..metrics import ms_ssim
-
         x = batch.astype(jnp.float32) / 255.0
         out = model.apply({"params": params}, x, train=False)
-        h, w = x.shape[1:3]
-        x_hat = out["x_hat"].astype(jnp.float32)
-        bpp = total_bits(out["likelihoods"]) / (h * w)
-        mse = jnp.mean(jnp.square(x_hat - x), axis=(1, 2, 3))
-        x_c = jnp.clip(x_hat, 0.0, 1.0)
-        psnr = 10.0 * jnp.log10(1.0 / jnp.maximum(jnp.mean(jnp.square(x_c - x), axis=(1, 2, 3)), 1e-12))
-        vals = {"bpp": bpp, "mse": mse, "psnr": psnr}
-        if with_msssim:
-            s = ms_ssim(x_c, x, data_range=1.0, reduce=False, small=small if small == "shrink" else "error")
-            vals["ms_ssim"] = s
-        if metric == "mse":
-            vals["loss"] = bpp + lmbda * 255.0**2 * mse
-        else:
-            vals["loss"] = bpp + lmbda * (1.0 - vals["ms_ssim"])
-        sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
-        sums["count"] = jnp.sum(weights)
-        return sums, jnp.round(x_c * 255.0).astype(jnp.uint8)
+        return _eval_sums(out, x, lmbda, weights, metric, small, with_msssim)
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(step_fn, in_shardings=(rep, dat, dat), out_shardings=(rep, dat))
@@ -414,20 +411,10 @@ def make_vr_eval_step(model, config, mesh, crop: int):
     with_msssim = metric == "ms-ssim" or crop > 160 or small == "shrink"
 
     def step_fn(params, batch, weights, lmbda):
-        from ..metrics import ms_ssim
-
         x = batch.astype(jnp.float32) / 255.0
         lam = jnp.full((x.shape[0],), lmbda, jnp.float32)
         out = model.apply({"params": params}, x, lam, train=False)
-        vals = _per_image_rd(out, x, lam, "mse", small)
-        x_c = jnp.clip(out["x_hat"].astype(jnp.float32), 0.0, 1.0)
-        if with_msssim:
-            vals["ms_ssim"] = ms_ssim(x_c, x, data_range=1.0, reduce=False, small=small if small == "shrink" else "error")
-        if metric == "ms-ssim":
-            vals["loss"] = vals["bpp"] + lam * (1.0 - vals["ms_ssim"])
-        sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
-        sums["count"] = jnp.sum(weights)
-        return sums, jnp.round(x_c * 255.0).astype(jnp.uint8)
+        return _eval_sums(out, x, lam, weights, metric, small, with_msssim)
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(step_fn, in_shardings=(rep, dat, dat, rep), out_shardings=(rep, dat))
