@@ -63,7 +63,8 @@ def parse_args(argv=None):
     p.add_argument("--activation", choices=["exp", "sigmoid"], default="exp")
     p.add_argument("--lmbda-weights", default="equal",
                    help="w_λ of the modulated model's loss: 'equal' (the paper), 'inverse' (∝ λ_min/λ: every λ's RD "
-                        "loss on the same scale) or comma-separated numbers in increasing-λ order")
+                        "loss on the same scale), 'sqrt-inverse' (∝ (λ_min/λ)^½) or comma-separated numbers in "
+                        "increasing-λ order")
     p.add_argument("--lmbda-input", choices=["log", "linear"], default="log",
                    help="modulation input: log-range (default) or the paper's λ/λ_max (docs/MAE.md)")
     p.add_argument("--steps", type=int, default=1500, help="steps of each single-rate model (the modulated one: K×)")
@@ -129,6 +130,8 @@ def lmbda_weights(spec: str, lmbdas) -> str:
         return ""
     if spec == "inverse":
         return ",".join(repr(min(lmbdas) / v) for v in lmbdas)
+    if spec == "sqrt-inverse":
+        return ",".join(repr((min(lmbdas) / v) ** 0.5) for v in lmbdas)
     return spec
 
 
@@ -279,16 +282,18 @@ def bd_table(anchor, tests: dict, metrics=("psnr-rgb", "ms-ssim-db-rgb")) -> dic
         rec = {}
         for m in metrics:
             r = {}
-            try:
-                if not (anchor.has(m) and test.has(m)):
-                    raise BDError(f"no {m} values")
-                ra, qa = anchor.points(m)
-                rb, qb = test.points(m)
+            if not (anchor.has(m) and test.has(m)):
+                rec[m] = {"error": f"no {m} values"}
+                continue
+            ra, qa = anchor.points(m)
+            rb, qb = test.points(m)
+            # each one separately: BD-rate needs overlapping qualities, BD-quality overlapping rates
+            for kind, fn in (("rate", bd_rate), ("quality", bd_quality)):
                 for method in ("pchip", "cubic"):
-                    r[f"bd_rate_{method}"] = bd_rate(ra, qa, rb, qb, method)
-                    r[f"bd_quality_{method}"] = bd_quality(ra, qa, rb, qb, method)
-            except BDError as e:
-                r = {"error": str(e)}
+                    try:
+                        r[f"bd_{kind}_{method}"] = fn(ra, qa, rb, qb, method)
+                    except BDError as e:
+                        r[f"bd_{kind}_error"] = str(e)
             rec[m] = r
         out[f"{tname} vs {anchor.name}"] = rec
     return out
@@ -537,8 +542,13 @@ def print_summary(res: dict):
         for m, r in rec.items():
             if "error" in r:
                 parts.append(f"{m}: n/a ({r['error']})")
-            else:
-                parts.append(f"{m}: BD-rate {r['bd_rate_pchip']:+.2f} % (cubic {r['bd_rate_cubic']:+.2f} %)")
+                continue
+            rate = (f"BD-rate {r['bd_rate_pchip']:+.2f} % (cubic {r['bd_rate_cubic']:+.2f} %)" if "bd_rate_pchip" in r
+                    else f"BD-rate n/a ({r.get('bd_rate_error')})")
+            unit = "dB" if m.endswith("db-rgb") or m.startswith("psnr") else ""
+            qual = (f"BD-quality {r['bd_quality_pchip']:+.3f} {unit} (cubic {r['bd_quality_cubic']:+.3f})"
+                    if "bd_quality_pchip" in r else f"BD-quality n/a ({r.get('bd_quality_error')})")
+            parts.append(f"{m}: {rate}, {qual}")
         print(f"BD {name}: " + "; ".join(parts))
     s = res["storage"]
     print(f"storage: modulated {s['modulated']['params']:,} params / {s['modulated']['params_msgpack_bytes']:,} B "
