@@ -80,14 +80,14 @@ class _Compiled:
         # λ (variable-rate models: a traced float32 scalar, one compilation for every λ; else None)
         lam_args = (lambda lam: (lam,)) if vr else (lambda lam: ())
 
-        def encode_transform(v, x, lam):
+        def encode_transform(v, x, lam=None):
             y = m.apply(v, x, *lam_args(lam), method="analysis")
             if self.kind == "factorized":
                 return y, None
             return y, m.apply(v, y, method="hyper_analysis")
 
         self.encode_transform = jax.jit(encode_transform)
-        self.synthesis = jax.jit(lambda v, y, lam: m.apply(v, y, *lam_args(lam), method="synthesis"))
+        self.synthesis = jax.jit(lambda v, y, lam=None: m.apply(v, y, *lam_args(lam), method="synthesis"))
 
         def hyper_params(v, z_hat):
             p = cm.apply(v, z_hat, method="hyper_synthesis")
@@ -425,7 +425,7 @@ class Codec:
     # ---------------------------------------------------------------------------------------
     # encoding
     # ---------------------------------------------------------------------------------------
-    def _analyse(self, img, lam):
+    def _analyse(self, img, lam=None):
         a, channels = self._prepare(img)
         x = jax.device_put(self._pad(a), self._dev)
         y, z = self._fns.encode_transform(self._dev_vars, x, lam)
