@@ -170,7 +170,8 @@ def test_mae_vs_single_eval_stage(vr_setup, tmp_path):
     assert [p["lmbda"] for p in saved["curves"]["mae"]] == [float(np.float32(x)) for x in lmbdas]
     assert len(saved["at_trained_lmbda"]) == 2  # the singles' λ matched to the modulated model's
     assert set(saved["bd"]) == {"mae vs single-rate bls2017 ×2", "mae-dense vs single-rate bls2017 ×2"}
-    assert "error" in saved["bd"]["mae vs single-rate bls2017 ×2"]["psnr-rgb"]  # 2 anchor points: BD undefined
+    bd = saved["bd"]["mae vs single-rate bls2017 ×2"]["psnr-rgb"]  # 2 anchor points: BD undefined, said so
+    assert "4 distinct rate points" in bd["bd_rate_error"] and "4 distinct rate points" in bd["bd_quality_error"]
     st = saved["storage"]
     assert st["singles"]["count"] == 2 and st["modulated"]["modulation_params"] > 0
     assert st["modulated"]["params_msgpack_bytes"] == os.path.getsize(runs / "mae" / "artifact" / "params.msgpack")
