@@ -85,7 +85,9 @@ def encode_at_bpp(codec, img, target_bpp: float, rtol: float = 0.03, lmbda_range
         return RateControlResult(enc, lam, bpp, float(target_bpp), ok(bpp), len(trials), list(trials), note)
 
     l_lo, b_lo = code(lo)
-    if target_bpp <= b_lo or lo == hi:
+    if lo == hi:
+        return result(l_lo, "" if ok(b_lo) else f"a single λ ({lo:.4g}) gives {b_lo:.4f} bpp")
+    if target_bpp <= b_lo:
         return result(l_lo, "" if ok(b_lo) else f"target below the lowest rate of the λ range ({b_lo:.4f} bpp at λ={lo:.4g})")
     l_hi, b_hi = code(hi)
     if target_bpp >= b_hi:
