@@ -95,7 +95,8 @@ def test_8_devices_equal_1_device(env):
 
 
 MULTI_SCRIPT = textwrap.dedent("""
-    import os, sys, json
+    import faulthandler, os, sys, json
+    faulthandler.dump_traceback_later(240)  # a hang (e.g. at a barrier) leaves every thread's stack in stderr
     sys.path.insert(0, {repo!r})
     from lic_jax.train import parallel
     pid = None if sys.argv[1] == "none" else int(sys.argv[1])

@@ -765,6 +765,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         ckpt.close()
     writer.flush()
     writer.close()
+    # every process leaves together: jax.distributed's shutdown barrier at exit has a timeout, and a
+    # process that finished long before another (export, orbax finalisation) must not wait there alone
+    parallel.sync("lic_done")
     return TrainResult(step=done, params=parallel.fetch(state["params"]), train_metrics=last_train,
                        val_metrics=last_val, artifact=artifact_path, wall_time_s=time.time() - t_start)
 
