@@ -15,7 +15,9 @@ from lic_jax.train.input_pipeline import (
     eval_batches,
     list_images,
     make_source,
+    parse_scale,
     random_crop_flip,
+    random_scaled_crop_flip,
 )
 
 
@@ -76,6 +78,46 @@ def test_crop_pads_small_images_and_flips():
         seen.add(o.tobytes() == big.tobytes())
         assert sorted(o.ravel().tolist()) == sorted(big.ravel().tolist())
     assert seen == {True, False}  # some flipped, some not
+
+
+def _ramp_slope(crop: np.ndarray) -> float:
+    """Mean horizontal grey-level step per pixel of a crop of a horizontal ramp (least squares)."""
+    row = crop[..., 0].astype(np.float64).mean(axis=0)
+    return float(np.polyfit(np.arange(row.size), row, 1)[0])
+
+
+def test_scaled_crop_downscales_by_the_drawn_factor():
+    """A horizontal ramp of 0.2 grey levels per pixel, downscaled by s, has slope 0.2/s: the measured
+    slope of each crop (flips off) gives the factor actually applied, which must lie in the range."""
+    w = 1200
+    img = np.repeat(np.repeat((np.arange(w) * 0.2)[None, :, None], 900, 0), 3, 2).round().astype(np.uint8)
+    fixed = random_scaled_crop_flip(img, 64, np.random.default_rng(0), (0.5, 0.5), hflip=False)
+    assert fixed.shape == (64, 64, 3) and fixed.dtype == np.uint8
+    assert abs(_ramp_slope(fixed) - 0.4) < 0.01  # s = 0.5 → twice the slope (uint8 rounding: ±0.002)
+    factors = [0.2 / _ramp_slope(random_scaled_crop_flip(img, 64, np.random.default_rng(k), (0.5, 0.75),
+                                                         hflip=False)) for k in range(40)]
+    assert min(factors) > 0.49 and max(factors) < 0.76
+    assert max(factors) - min(factors) > 0.15  # the factor really is drawn over the range
+    # deterministic in the generator; images too small to downscale fall back to a plain crop
+    again = random_scaled_crop_flip(img, 64, np.random.default_rng(0), (0.5, 0.5), hflip=False)
+    assert np.array_equal(fixed, again)
+    small = np.random.default_rng(2).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    assert random_scaled_crop_flip(small, 64, np.random.default_rng(3), (0.5, 0.6)).shape == (64, 64, 3)
+    assert parse_scale("") is None and parse_scale("0.5,0.75") == (0.5, 0.75) and parse_scale("0.6") == (0.6, 0.6)
+    for bad in ("0,0.5", "0.8,0.5", "0.5,1.5"):
+        with pytest.raises(ValueError, match="data.scale"):
+            parse_scale(bad)
+
+
+def test_scaled_batches_deterministic_and_resumable(tmp_path):
+    _write_images(str(tmp_path / "big"), 3, size=(120, 150))
+    src = FolderSource(str(tmp_path / "big"), cache=True)
+    a = TrainBatches(src, 4, 32, seed=1, prefetch=0, scale="0.5,0.75")
+    b = TrainBatches(src, 4, 32, seed=1, prefetch=2, workers=2, scale="0.5,0.75")
+    seq_a = [x for _, x in a.iterate(0, 5)]
+    assert all(np.array_equal(x, y) for x, y in zip(seq_a[2:], [x for _, x in b.iterate(2, 5)]))
+    plain = TrainBatches(src, 4, 32, seed=1, prefetch=0)
+    assert not np.array_equal(plain.batch(0), seq_a[0])  # the option changes the data
 
 
 def test_batches_deterministic_and_resumable(folder):

@@ -39,6 +39,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.val = "../shared/data/val"  # same forms; '' disables validation
     c.data.crop = 256  # random crop size for training
     c.data.val_crop = 256  # centre crop for validation (0: full images, which must share one size)
+    c.data.scale = ""  # 'lo,hi': downscale each training image by a random factor in [lo, hi] before cropping ('' = off)
     c.data.hflip = True
     c.data.vflip = False
     c.data.shuffle = True

@@ -37,6 +37,8 @@ __all__ = [
     "TfdsSource",
     "make_source",
     "random_crop_flip",
+    "random_scaled_crop_flip",
+    "parse_scale",
     "center_crop",
     "TrainBatches",
     "eval_batches",
@@ -187,6 +189,49 @@ def random_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator, hflip
     return np.ascontiguousarray(out)
 
 
+def parse_scale(spec) -> tuple[float, float] | None:
+    """``''`` / ``None`` → no rescaling; ``'a,b'`` or ``(a, b)`` with ``0 < a ≤ b ≤ 1`` → a downscale range."""
+    if spec is None or spec == "" or spec == ():
+        return None
+    parts = [float(v) for v in (spec.split(",") if isinstance(spec, str) else spec)]
+    if len(parts) == 1:
+        parts = parts * 2
+    lo, hi = parts
+    if not (0.0 < lo <= hi <= 1.0):
+        raise ValueError(f"data.scale must be 'lo,hi' with 0 < lo <= hi <= 1 (downscaling only), got {spec!r}")
+    return lo, hi
+
+
+def random_scaled_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator, scale: tuple[float, float],
+                            hflip: bool = True, vflip: bool = False) -> np.ndarray:
+    """A ``size``² crop of the image downscaled by a factor drawn uniformly from ``scale`` (Lanczos).
+
+    Only the source window that maps onto the crop is resampled: a window of side ``round(size / s)``
+    (at most the image's short side, so the effective factor can only grow towards 1 and the
+    image is never upscaled) is placed uniformly, then resized to ``size``² with PIL's Lanczos
+    filter. Downscaling before cropping removes the JPEG block traces and sensor noise of
+    photo collections (shared/data/README.md advises a factor ≤ 0.75 for OSIE) and gives the
+    model the scale variety of the usual learned-compression recipes. Deterministic in ``rng``.
+    """
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    s = float(rng.uniform(scale[0], scale[1]))
+    r = min(int(round(size / s)), h, w)
+    if r <= size:  # the image is too small to downscale to this crop: plain crop (with padding)
+        return random_crop_flip(img, size, rng, hflip, vflip)
+    top = int(rng.integers(0, h - r + 1))
+    left = int(rng.integers(0, w - r + 1))
+    win = np.ascontiguousarray(img[top: top + r, left: left + r])
+    out = np.asarray(Image.fromarray(win).resize((size, size), Image.LANCZOS))
+    flips = rng.integers(0, 2, size=2)
+    if hflip and flips[0]:
+        out = out[:, ::-1]
+    if vflip and flips[1]:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     if size <= 0:
         return img
@@ -228,7 +273,7 @@ class TrainBatches:
 
     def __init__(self, source, global_batch: int, crop: int = 256, seed: int = 0, process_index: int = 0,
                  process_count: int = 1, hflip: bool = True, vflip: bool = False, shuffle: bool = True,
-                 prefetch: int = 2, workers: int = 2):
+                 prefetch: int = 2, workers: int = 2, scale=None):
         if global_batch % process_count:
             raise ValueError(f"global batch {global_batch} is not divisible by the {process_count} processes")
         if len(source) == 0:
@@ -243,6 +288,7 @@ class TrainBatches:
         self.order = _EpochOrder(len(source), seed, shuffle)
         self.prefetch = max(0, prefetch)
         self.workers = max(1, workers)
+        self.scale = parse_scale(scale)
 
     def slots(self) -> range:
         lo = self.process_index * self.local_batch
@@ -252,6 +298,8 @@ class TrainBatches:
         g = step * self.global_batch + slot
         img = self.source[self.order.index(g)]
         rng = np.random.default_rng((self.seed, step, slot))
+        if self.scale is not None:
+            return random_scaled_crop_flip(img, self.crop, rng, self.scale, self.hflip, self.vflip)
         return random_crop_flip(img, self.crop, rng, self.hflip, self.vflip)
 
     def batch(self, step: int) -> np.ndarray:

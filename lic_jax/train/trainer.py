@@ -562,7 +562,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     train_src = make_source(d.train, cache=bool(d.cache), default_split="train", **src_kw)
     batches = TrainBatches(train_src, B, int(d.crop), int(config.seed), pidx, pcount, hflip=bool(d.hflip),
                            vflip=bool(d.vflip), shuffle=bool(d.shuffle), prefetch=int(d.prefetch),
-                           workers=int(d.workers))
+                           workers=int(d.workers), scale=d.get("scale", ""))
     val_src = make_source(d.val, cache=True, default_split="validation", **src_kw) if d.val else None
     vb = int(config.val_batch_size)
     vb = -(-max(vb, pcount) // ndev) * ndev

@@ -1,0 +1,56 @@
+"""The long CPU run for the bundled default model (issue 18): one variable-rate hyperprior for
+every rate a user picks.
+
+mae-hyperprior (N=128, M=192, exp modulation, log-λ input), λ ∈ CompressAI's qualities 1–6
+(0.0018 … 0.0483, about 0.1–1.0 bpp on Kodak for trained models), one λ per step ('sample'
+mode, equal weights), Minnen & Singh 2020's mixed quantisation (noise for the rate, rounding with
+a straight-through gradient for the synthesis). Data: the 1,100 training photos of
+shared/data/photos (OSIE + BSDS500 train/test) plus shared/data/train, each example downscaled by
+a random factor in [0.5, 0.75] (removes the OSIE JPEG blocks, shared/data/README.md) before a
+random 128² crop; validation on shared/data/val. Kodak is never seen.
+
+The run lives outside the repository and resumes exactly whenever it is restarted:
+
+    scripts/long_run.sh start      # nice -n 19, ~/lic_runs/bundled-vr, logs CPU-hours
+"""
+
+import os
+
+from lic_jax.train.config import apply_variable_rate_args, get_default_config
+
+_SHARED = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+
+
+def get_config(arg: str = ""):
+    c = get_default_config()
+    c.model = "mae-hyperprior"
+    c.quality = 0
+    c.model_hparams.N = 128
+    c.model_hparams.M = 192
+    c.model_hparams.activation = "exp"
+    c.model_hparams.lmbda_input = "log"
+    c.variable_rate.lmbdas = "0.0018,0.0035,0.0067,0.0130,0.0250,0.0483"
+    c.variable_rate.mode = "sample"
+    c.quant = "mixed"
+    data = os.path.join(_SHARED, "data")
+    c.data.train = f"{data}/photos,{data}/train"
+    c.data.val = f"{data}/val"
+    c.data.scale = "0.5,0.75"
+    c.data.crop = 128
+    c.data.val_crop = 256
+    c.data.cache = True
+    c.data.workers = 2
+    c.batch_size = 8
+    c.val_batch_size = 8
+    c.num_steps = 300_000
+    c.optim.lr = 2e-4
+    c.optim.schedule = "constant_then_cosine"
+    c.optim.decay_start = 0.85
+    c.optim.final_lr_factor = 0.05
+    c.log_every = 100
+    c.eval_every = 2000
+    c.checkpoint_every = 500
+    c.keep_checkpoints = 2
+    c.progress_bar = False
+    c.export.which = "best"
+    return apply_variable_rate_args(c, arg)

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The long, resumable CPU training run of the bundled model (issue 18), outside the repository.
+#   scripts/long_run.sh start    snapshot the code (once), start/resume training niced in the background
+#   scripts/long_run.sh status   last log lines, steps done, CPU-hours spent over all sessions
+#   scripts/long_run.sh stop     SIGTERM: the loop saves a checkpoint after the current step and exits
+#   scripts/long_run.sh export   write the artifact of the best checkpoint to $RUN/artifact-<step>
+# Environment: LIC_RUNS (default ~/lic_runs), LIC_RUN_NAME (default bundled-vr), LIC_RUN_CONFIG
+# (default configs/bundled_vr.py), LIC_JAX_SHARED (default <repo>/../shared).
+# The code is cloned once into $LIC_RUNS/code-<name> at the current commit, so a resumed run always
+# runs the code it started with (exact resume), whatever happens to the working tree meanwhile.
+# CPU time is sampled every minute from /proc into $RUN/cpu_ledger.tsv (one line per process).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${LIC_RUNS:-$HOME/lic_runs}
+NAME=${LIC_RUN_NAME:-bundled-vr}
+CONFIG=${LIC_RUN_CONFIG:-configs/bundled_vr.py}
+RUN=$RUNS/$NAME
+CODE=$RUNS/code-$NAME
+PY=$REPO/.venv/bin/python
+export LIC_JAX_SHARED=${LIC_JAX_SHARED:-$(cd "$REPO/.." && pwd)/shared}
+mkdir -p "$RUN"
+
+cpu_hours() {
+  [[ -f $RUN/cpu_ledger.tsv ]] || { echo 0; return; }
+  awk -F'\t' '{s[$1]=$3} END {t=0; for (k in s) t+=s[k]; printf "%.2f\n", t/3600}' "$RUN/cpu_ledger.tsv"
+}
+
+case ${1:-status} in
+  start)
+    if [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then echo "already running (pid $(cat "$RUN/pid"))"; exit 0; fi
+    if [[ ! -d $CODE ]]; then
+      git clone -q "$REPO" "$CODE"
+      git -C "$CODE" log -1 --format='code snapshot %H %s' | tee -a "$RUN/run.log"
+    fi
+    cd "$CODE"
+    echo "$(date -u +%FT%TZ) start/resume on $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p')" >> "$RUN/run.log"
+    JAX_PLATFORMS=cpu PYTHONPATH=$CODE JAX_COMPILATION_CACHE_DIR=$RUNS/jit_cache \
+      nohup nice -n 19 "$PY" train.py --config "$CONFIG" --workdir "$RUN" >> "$RUN/run.log" 2>&1 &
+    pid=$!
+    echo $pid > "$RUN/pid"
+    # CPU-time ledger: utime+stime (+ waited-for children) of the training process, every minute
+    ( tck=$(getconf CLK_TCK); started=$(date -u +%FT%TZ)
+      while kill -0 $pid 2>/dev/null; do
+        read -r -a f < /proc/$pid/stat || break
+        printf '%s\t%s\t%s\n' "$pid@$started" "$(date -u +%FT%TZ)" $(( (f[13]+f[14]+f[15]+f[16]) / tck )) >> "$RUN/cpu_ledger.tsv"
+        sleep 60
+      done ) > /dev/null 2>&1 &
+    echo "started pid $pid: $RUN (code $CODE)"
+    ;;
+  status)
+    tail -n 5 "$RUN/run.log" 2>/dev/null || true
+    [[ -f $RUN/metrics.jsonl ]] && tail -n 1 "$RUN/metrics.jsonl"
+    if [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then echo "running (pid $(cat "$RUN/pid"))"; else echo "not running"; fi
+    echo "CPU-hours so far: $(cpu_hours)"
+    ;;
+  stop)
+    [[ -f $RUN/pid ]] && kill -TERM "$(cat "$RUN/pid")" 2>/dev/null && echo "SIGTERM sent" || echo "not running"
+    ;;
+  export)
+    cd "$CODE"
+    PYTHONPATH=$CODE JAX_PLATFORMS=cpu "$PY" train.py --config "$CONFIG" --workdir "$RUN" --mode=export \
+      --export_dir="$RUN/artifact-export"
+    ;;
+  *) echo "usage: $0 start|status|stop|export" >&2; exit 2 ;;
+esac
