@@ -29,7 +29,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
-DEFAULT_IMAGE = os.path.join(REPO, "..", "shared", "data", "kodak", "kodim01.png")
+DEFAULT_IMAGE = os.path.join(os.environ.get("LIC_JAX_SHARED", os.path.join(REPO, "..", "shared")), "data", "kodak",
+                             "kodim01.png")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 

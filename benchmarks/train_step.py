@@ -32,7 +32,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data", "train")
+DEFAULT_DATA = os.path.join(os.environ.get("LIC_JAX_SHARED", os.path.join(REPO, "..", "shared")), "data", "train")
 
 # Dense peak FLOP/s (no sparsity) by device kind, for MFU (float32 = TF32 tensor cores where XLA uses them).
 PEAKS = {  # kind substring: {dtype: TFLOP/s}

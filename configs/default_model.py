@@ -9,6 +9,7 @@ constant for half the run, then a cosine decay to 2.5e-5.
 """
 
 from lic_jax.train.config import get_default_config
+from lic_jax.utils.paths import shared_data
 
 
 def get_config():
@@ -16,8 +17,8 @@ def get_config():
     c.model = "bmshj2018-hyperprior"
     c.quality = 4  # N=128, M=192; λ = 0.0130 (MSE)
     c.metric = "mse"
-    c.data.train = "../shared/data/train"
-    c.data.val = "../shared/data/val"
+    c.data.train = shared_data("train")  # $LIC_JAX_SHARED/data/train (default <repo>/../shared)
+    c.data.val = shared_data("val")
     c.data.crop = 128
     c.data.val_crop = 256
     c.data.cache = True

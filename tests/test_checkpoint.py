@@ -14,12 +14,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from conftest import DATA
 from lic_jax.train import parallel
 from lic_jax.train.checkpoint import CheckpointCorruptWarning, Checkpointer
 from lic_jax.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
+TRAIN_DIR = str(DATA / "train")  # $LIC_JAX_SHARED/data (tests/conftest.py)
 
 
 def _state(v, mesh):

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import load_rgb, require
+from conftest import REPO, load_rgb, require
 from lic_jax.evaluation.cli import main
 
 ARCH = "bmshj2018-hyperprior"
@@ -274,3 +274,29 @@ def test_tfds_dataset_without_tensorflow(tmp_path):
     imgs = [a for _, a in ds]
     assert len(ds) == 3 and sorted(a.shape[0] for a in imgs) == [20, 21, 22]
     assert all(a.dtype == np.uint8 and a.shape[1:] == (30, 3) for a in imgs)
+
+
+def test_shared_paths_follow_LIC_JAX_SHARED(monkeypatch, tmp_path):
+    """Every default data location (train/val config, Kodak lookup, anchors, configs/default_model.py)
+    follows $LIC_JAX_SHARED instead of a hard-coded ../shared."""
+    import importlib.util
+
+    from lic_jax.evaluation.anchors import anchors_dir
+    from lic_jax.evaluation.datasets import default_kodak_dir
+    from lic_jax.train.config import get_default_config
+
+    (tmp_path / "data" / "kodak").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "data" / "kodak" / "kodim01.png")
+    for k in ("LIC_JAX_KODAK_DIR", "LIC_JAX_DATA_DIR", "LIC_JAX_ANCHORS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("LIC_JAX_SHARED", str(tmp_path))
+    c = get_default_config()
+    assert (c.data.train, c.data.val) == (str(tmp_path / "data" / "train"), str(tmp_path / "data" / "val"))
+    assert default_kodak_dir() == tmp_path / "data" / "kodak"
+    assert anchors_dir() == tmp_path / "anchors"
+    spec = importlib.util.spec_from_file_location("cfg_default_model", REPO / "configs" / "default_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.get_config().data.train == str(tmp_path / "data" / "train")

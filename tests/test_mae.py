@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import DATA
 from lic_jax.models import (LAMBDA_PRESETS, ModelSpec, get_model, is_variable_rate, model_names, resolve_lmbdas,
                             total_bits, variable_rate_model_names)
 from lic_jax.train import parallel, trainer
@@ -21,8 +22,8 @@ from lic_jax.train.config import get_default_config
 from lic_jax.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
-VAL_DIR = os.path.join(REPO, "..", "shared", "data", "val")
+TRAIN_DIR = str(DATA / "train")  # $LIC_JAX_SHARED/data (tests/conftest.py)
+VAL_DIR = str(DATA / "val")
 SEED001 = tuple(v / 255.0**2 for v in (64.0, 256.0, 1024.0, 4096.0))
 
 

@@ -15,8 +15,10 @@ import textwrap
 
 import numpy as np
 
+from conftest import DATA
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
+TRAIN_DIR = str(DATA / "train")  # $LIC_JAX_SHARED/data (tests/conftest.py)
 FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 

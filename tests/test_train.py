@@ -14,13 +14,14 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import DATA
 from lic_jax.train import trainer
 from lic_jax.train.config import get_default_config
 from lic_jax.train.metrics_writer import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_DIR = os.path.join(REPO, "..", "shared", "data", "train")
-VAL_DIR = os.path.join(REPO, "..", "shared", "data", "val")
+TRAIN_DIR = str(DATA / "train")  # $LIC_JAX_SHARED/data (tests/conftest.py)
+VAL_DIR = str(DATA / "val")
 MODEL_CONFIGS = {"bmshj2018_factorized": "bmshj2018-factorized", "bmshj2018_hyperprior": "bmshj2018-hyperprior",
                  "mbt2018_mean": "mbt2018-mean", "mbt2018": "mbt2018", "bls2017": "bls2017", "lee2019": "lee2019"}
 
@@ -80,22 +81,55 @@ def test_schedules():
         trainer.make_schedule(o, 10)
 
 
+def _adam_first_moments(opt_state) -> dict:
+    """{group label: Adam's first moment μ} found in the multi_transform state. After one update
+    μ = (1 − b1)·g, where g is exactly the gradient that reached Adam (after clipping)."""
+    found = {}
+    leaves, _ = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+    for path, leaf in leaves:
+        if isinstance(leaf, optax.ScaleByAdamState):
+            group = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)][0]
+            found[group] = leaf.mu
+    return found
+
+
 def test_optimizer_groups_aux_adam_only_on_quantiles():
     c = get_default_config()
+    assert c.optim.clip_norm == 1.0 and c.optim.b1 == 0.9
     tx, _ = trainer.make_optimizer(c, 100)
     params = {"g_a": {"kernel": jnp.ones((3, 3))},
               "entropy_bottleneck": {"matrix_0": jnp.ones((2, 3, 1)), "quantiles": jnp.zeros((2, 1, 3))}}
     labels = trainer.param_labels(params)
     assert labels["entropy_bottleneck"]["quantiles"] == "aux" and labels["g_a"]["kernel"] == "main"
+    rng = np.random.default_rng(0)
+    g_kernel, g_matrix = rng.normal(0, 40, (3, 3)), rng.normal(0, 40, (2, 3, 1))
+    grads = {"g_a": {"kernel": jnp.asarray(g_kernel, jnp.float32)},
+             "entropy_bottleneck": {"matrix_0": jnp.asarray(g_matrix, jnp.float32),
+                                    "quantiles": jnp.full((2, 1, 3), 500.0)}}
     state = tx.init(params)
-    grads = {"g_a": {"kernel": jnp.full((3, 3), 100.0)},
-             "entropy_bottleneck": {"matrix_0": jnp.full((2, 3, 1), 100.0), "quantiles": jnp.full((2, 1, 3), 5.0)}}
-    upd, _ = tx.update(grads, state, params)
-    # main group: clipped (global norm 1) then Adam 1e-4 → step of -1e-4 per element
-    np.testing.assert_allclose(upd["g_a"]["kernel"], -1e-4, rtol=1e-4)
-    # quantiles: their own Adam at 1e-3, unaffected by the clipping of the main group
+    upd, state = tx.update(grads, state, params)
+    # Clipping, checked on the gradient Adam received (its first moment after one step, μ = 0.1·g):
+    # the main group's global norm (≈ 150, over the main group only, quantiles excluded) is scaled to 1.
+    # Adam's own first update is −lr·sign(g) at any scale, so the update alone cannot show clipping.
+    norm = np.sqrt(np.sum(g_kernel**2) + np.sum(g_matrix**2))
+    assert norm > 10
+    mu = _adam_first_moments(state)
+    np.testing.assert_allclose(mu["main"]["g_a"]["kernel"], 0.1 * g_kernel / norm, rtol=1e-5)
+    np.testing.assert_allclose(mu["main"]["entropy_bottleneck"]["matrix_0"], 0.1 * g_matrix / norm, rtol=1e-5)
+    # quantiles: their own Adam at 1e-3, unclipped
+    np.testing.assert_allclose(mu["aux"]["entropy_bottleneck"]["quantiles"], 50.0, rtol=1e-6)
+    np.testing.assert_allclose(upd["g_a"]["kernel"], -1e-4 * np.sign(g_kernel), rtol=1e-4)
     np.testing.assert_allclose(upd["entropy_bottleneck"]["quantiles"], -1e-3, rtol=1e-4)
-    c.optim.aux_loss = False
+    # a gradient already inside the norm passes unchanged
+    small = jax.tree_util.tree_map(lambda g: g / (2 * norm), grads)
+    _, st = tx.update(small, tx.init(params), params)
+    np.testing.assert_allclose(_adam_first_moments(st)["main"]["g_a"]["kernel"], 0.1 * g_kernel / (2 * norm), rtol=1e-5)
+    # clip_norm = 0 turns clipping off: Adam then receives the raw gradient
+    c.optim.clip_norm = 0.0
+    tx0, _ = trainer.make_optimizer(c, 100)
+    _, st0 = tx0.update(grads, tx0.init(params), params)
+    np.testing.assert_allclose(_adam_first_moments(st0)["main"]["g_a"]["kernel"], 0.1 * g_kernel, rtol=1e-5)
+    c.optim.clip_norm, c.optim.aux_loss = 1.0, False
     tx, _ = trainer.make_optimizer(c, 100)
     upd, _ = tx.update(grads, tx.init(params), params)
     assert float(jnp.abs(upd["entropy_bottleneck"]["quantiles"]).max()) == 0.0

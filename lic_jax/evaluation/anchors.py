@@ -2,7 +2,7 @@
 
 The anchor files are the verbatim copies in ``shared/anchors/`` (CompressAI ``results/image/**``
 JSONs, TFC ``results/image_compression/kodak/**`` text files; see its README). Their location:
-``$LIC_JAX_ANCHORS`` if set, else ``<repo>/../shared/anchors``. Any argument that is an existing
+``$LIC_JAX_ANCHORS`` if set, else ``$LIC_JAX_SHARED/anchors`` (default ``<repo>/../shared/anchors``). Any argument that is an existing
 file path is loaded directly instead.
 
 Names:
@@ -64,7 +64,9 @@ def anchors_dir() -> Path:
     env = os.environ.get("LIC_JAX_ANCHORS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "anchors"
+    from lic_jax.utils.paths import shared_dir
+
+    return shared_dir() / "anchors"
 
 
 def _tfc(stem: str, root: Path) -> RDCurve:

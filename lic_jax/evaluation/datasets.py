@@ -9,7 +9,7 @@ loaded lazily as an (H, W, 3) uint8 RGB array.
 * ``kodak``: the 24 Kodak PhotoCD images (768×512 / 512×768 PNGs ``kodim01.png`` … ``kodim24.png``).
   tensorflow-datasets has no Kodak builder, so it is always a local directory, found as (first hit
   wins): the ``data_dir`` argument (``--data-dir``), ``$LIC_JAX_KODAK_DIR``,
-  ``$LIC_JAX_DATA_DIR/kodak``, ``<repo>/../shared/data/kodak``. How to get the files:
+  ``$LIC_JAX_DATA_DIR/kodak``, ``$LIC_JAX_SHARED/data/kodak`` (default ``<repo>/../shared/data/kodak``). How to get the files:
   docs/EVALUATION.md ("Getting Kodak").
 * ``clic`` / ``clic:<split>``: CLIC 2020 (professional + mobile, as tfds' ``clic`` builder merges them;
   split ``validation`` by default, also ``test`` / ``train``). Sources, first hit wins: the
@@ -88,7 +88,9 @@ def _dir_dataset(root, name: str | None = None) -> Dataset:
 
 
 def _repo_shared() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared"
+    from lic_jax.utils.paths import shared_dir
+
+    return shared_dir()
 
 
 def default_kodak_dir(data_dir=None) -> Path | None:

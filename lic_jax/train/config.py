@@ -8,6 +8,8 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from lic_jax.utils.paths import shared_data
+
 __all__ = ["get_default_config", "apply_variable_rate_args"]
 
 
@@ -35,8 +37,8 @@ def get_default_config() -> ml_collections.ConfigDict:
 
     # -- data -----------------------------------------------------------------------------
     c.data = ml_collections.ConfigDict()
-    c.data.train = "../shared/data/train"  # folder, glob, comma-separated list, or 'tfds:NAME[:SPLIT]'
-    c.data.val = "../shared/data/val"  # same forms; '' disables validation
+    c.data.train = shared_data("train")  # $LIC_JAX_SHARED/data/train (default <repo>/../shared); folder, glob, comma-separated list, or 'tfds:NAME[:SPLIT]'
+    c.data.val = shared_data("val")  # same forms; '' disables validation
     c.data.crop = 256  # random crop size for training
     c.data.val_crop = 256  # centre crop for validation (0: full images, which must share one size)
     c.data.scale = ""  # 'lo,hi': downscale each training image by a random factor in [lo, hi] before cropping ('' = off)
