@@ -196,7 +196,9 @@ def _pairs(src: str, dst: str, exts, new_ext: str):
 def _progress(total: int, desc: str, quiet: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=quiet or total < 2,
+    # only on a terminal: in a log or a pipe the bar's carriage returns would glue onto the result lines
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=quiet or total < 2 or not tty,
                 dynamic_ncols=True, leave=False)
 
 
@@ -222,12 +224,13 @@ def _run_files(pairs, folder, desc, quiet, one):
                 if psnr is not None:
                     psnrs.append(psnr)
                 if not quiet:
-                    tqdm.write(line, file=sys.stdout)
+                    tqdm.write(line, file=sys.stdout)  # clears the bar, writes the line, redraws the bar
+                    sys.stdout.flush()
             except Exception as e:  # noqa: BLE001 - reported per file, one line
                 if not folder:
                     raise
                 failures += 1
-                print(f"lic: error: {src}: {_message(e)}", file=sys.stderr)
+                tqdm.write(f"lic: error: {src}: {_message(e)}", file=sys.stderr)
             bar.update(1)
     finally:
         bar.close()
@@ -273,10 +276,12 @@ def cmd_compress(args) -> int:
 
     pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
     codec = _encoder_codec(args)
+    if args.max_pixels is not None:
+        codec.max_pixels = args.max_pixels
     _check_rate_args(args, codec)
 
     def one(src, dst):
-        img = read_image(src, drop_alpha=args.drop_alpha, warn=_warn)
+        img = read_image(src, drop_alpha=args.drop_alpha, warn=_warn, max_pixels=args.max_pixels)
         extra = ""
         if args.target_bpp is not None:
             r = encode_at_bpp(codec, img, args.target_bpp, rtol=args.rtol)
@@ -316,6 +321,23 @@ def _original_for(args, src, folder):
     return args.original
 
 
+def _read_lic(path, models, max_pixels) -> bytes:
+    """The bytes of a .lic file, read only after the header's sizes passed the limits
+    (docs/FORMAT.md §6): declared vs. actual file size, max_pixels, stream lengths vs. the bounds
+    of the model the fingerprint names — so a forged header never makes lic read or allocate much."""
+    from .coding import container, limits
+
+    with open(path, "rb") as f:
+        head = f.read(container.MAX_HEADER_SIZE)  # the whole header (or the whole file if shorter)
+        header, hsize = container.read_header(head)
+        container.check_declared_size(header, hsize, os.fstat(f.fileno()).st_size)
+        limits.check_pixels(header.height, header.width, max_pixels, "image")
+        if 1 <= header.height <= container.MAX_SIDE and 1 <= header.width <= container.MAX_SIDE:
+            limits.check_streams(models.for_header(header), header)
+        f.seek(0)
+        return f.read()
+
+
 def cmd_decompress(args) -> int:
     from .coding import container
     from .coding.image_io import read_image, write_image
@@ -324,11 +346,10 @@ def cmd_decompress(args) -> int:
     models = _DecoderModels(args)
 
     def one(src, dst):
-        with open(src, "rb") as f:
-            data = f.read()
+        data = _read_lic(src, models, args.max_pixels)
         header, _ = container.unpack(data)
         codec = models.for_header(header)
-        img = codec.decompress(data)
+        img = codec.decompress(data, max_pixels=args.max_pixels)
         write_image(dst, img)
         h, w = img.shape[:2]
         bpp = 8.0 * len(data) / (h * w)
@@ -371,6 +392,22 @@ def cmd_info(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------
+def _default_max_pixels() -> int:
+    from .coding.limits import DEFAULT_MAX_PIXELS
+
+    return DEFAULT_MAX_PIXELS
+
+
+def _max_pixels_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return n
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lic", description="Learned image compression (lic_jax): .lic files.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -394,6 +431,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
+    c.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
+                   help=f"refuse images with more than N pixels (default {_default_max_pixels()})")
     c.add_argument("-q", "--quiet", action="store_true")
     c.set_defaults(func=cmd_compress)
 
@@ -402,6 +441,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="image file (PNG) or folder")
     model_opts(d, False)
     d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
+    d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
+                   help=f"refuse files of images with more than N pixels (default {_default_max_pixels()})")
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=cmd_decompress)
 
