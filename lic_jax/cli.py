@@ -1,14 +1,22 @@
 """The ``lic`` command: compress images to ``.lic`` files and back (docs/FORMAT.md §5).
 
-    lic compress IN.png OUT.lic [--model NAME --quality Q | --checkpoint DIR | --compressai-checkpoint FILE]
+    lic compress IN.png OUT.lic [--model NAME --quality Q [--pretrained [--metric mse|ms-ssim]]
+                                 | --checkpoint DIR | --compressai-checkpoint FILE]
                                 [--lmbda L | --target-bpp B [--rtol R]]
                                 [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
-    lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE] [--original IMG]
+    lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
+                                  [--original IMG]
     lic info IN.lic [--json]
 
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
 Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the
 model from the file's weight fingerprint among the given checkpoint or the shipped models.
+
+``--pretrained`` (docs/ZOO.md): CompressAI's published weights for ``--model``/``--quality``
+(``--metric``, default mse), downloaded once into the cache (``$LIC_JAX_CACHE``) and converted;
+nothing is downloaded without it. ``decompress`` finds such a file's model in the cache by its
+weight fingerprint without any option; with ``--pretrained`` it fetches the weights the header
+names (model, quality; ``--metric`` or, by fingerprint, mse then ms-ssim) if they are not cached.
 
 Variable-rate models (``mae-*``, docs/MAE.md) need ``--lmbda L`` (any λ > 0, CompressAI scale;
 a warning outside the trained range) or ``--target-bpp B``: rate control per image — the λ
@@ -96,8 +104,50 @@ def _codec_from_compressai(path: str, coder):
     return Codec(model, spec, variables, coder=coder)
 
 
+def _codec_from_zoo(args, coder):
+    """``--pretrained``: CompressAI's weights for --model / --quality (lic_jax.zoo; downloaded once)."""
+    from . import zoo
+    from .coding import Codec
+
+    if args.checkpoint or args.compressai_checkpoint:
+        raise CliError("--pretrained takes --model and --quality, not a checkpoint")
+    if not args.model or args.quality is None:
+        raise CliError(f"--pretrained needs --model NAME and --quality Q (NAME: {', '.join(zoo.pretrained_names())}; "
+                       f"Q: 1-8)")
+    return Codec.from_artifact(zoo.load_pretrained_artifact(args.model, args.quality, args.metric or "mse"),
+                               coder=coder)
+
+
+def _check_zoo_args(args):
+    if args.metric and not args.pretrained:
+        raise CliError("--metric needs --pretrained")
+    if args.pretrained and (args.checkpoint or args.compressai_checkpoint):
+        raise CliError("--pretrained cannot be combined with --checkpoint / --compressai-checkpoint")
+
+
+def _zoo_codec_for_header(header, args):
+    """A file's model among the cached pretrained models (by fingerprint, no network); with
+    --pretrained, CompressAI's weights for the header's model and quality are fetched."""
+    from . import zoo
+    from .coding import Codec
+
+    p = zoo.find_cached_artifact(header.fingerprint)
+    if p is not None:
+        return _codec_from_dir(p, None)
+    if not args.pretrained or (header.model_name, "mse") not in zoo.PRETRAINED or not header.quality:
+        return None
+    for metric in [args.metric] if args.metric else list(zoo.METRICS):
+        art = zoo.load_pretrained_artifact(header.model_name, header.quality, metric)
+        if bytes.fromhex(art.fingerprint)[:8] == header.fingerprint:
+            return Codec.from_artifact(art)
+    return None
+
+
 def _encoder_codec(args):
     coder = args.coder
+    _check_zoo_args(args)
+    if args.pretrained:
+        return _codec_from_zoo(args, coder)
     if args.checkpoint:
         return _codec_from_dir(args.checkpoint, coder)
     if args.compressai_checkpoint:
@@ -114,8 +164,8 @@ def _encoder_codec(args):
         if args.model not in MODELS:
             raise CliError(f"unknown model {args.model!r}; available: {', '.join(sorted(MODELS))}")
         q = f" quality {args.quality}" if args.quality is not None else ""
-        raise CliError(f"no shipped weights for {args.model}{q}; pass --checkpoint DIR (a lic_jax model directory) "
-                       f"or --compressai-checkpoint FILE")
+        raise CliError(f"no shipped weights for {args.model}{q}; add --pretrained (CompressAI's weights, downloaded "
+                       f"once), or pass --checkpoint DIR (a lic_jax model directory) or --compressai-checkpoint FILE")
     from .default_model import default_model_path
 
     d = default_model_path()
@@ -132,6 +182,7 @@ class _DecoderModels:
         self.args = args
         self.cache: dict[bytes, object] = {}
         self.explicit = None
+        _check_zoo_args(args)
 
     def for_header(self, header):
         from .coding import ModelMismatchError
@@ -157,9 +208,13 @@ class _DecoderModels:
                     codec = _codec_from_dir(d, None)
                     break
             if codec is None:
+                codec = _zoo_codec_for_header(header, a)
+            if codec is None:
                 raise ModelMismatchError(
-                    f"no shipped model has the file's weight fingerprint {fp.hex()} ({header.model_name}"
+                    f"no shipped{' or pretrained' if a.pretrained else ' or cached pretrained'} model has the file's "
+                    f"weight fingerprint {fp.hex()} ({header.model_name}"
                     f"{' q' + str(header.quality) if header.quality else ''}); pass --checkpoint DIR with the encoder's weights"
+                    f"{'' if a.pretrained else ' (or --pretrained if it was made with CompressAI weights)'}"
                 )
         self.cache[fp] = codec
         return codec
@@ -419,6 +474,12 @@ def _parser() -> argparse.ArgumentParser:
         if encoder:
             g.add_argument("--model", metavar="NAME", help="shipped model by name (with --quality)")
             sp.add_argument("--quality", type=int, metavar="Q", help="quality of a shipped model")
+        sp.add_argument("--pretrained", action="store_true",
+                        help=("CompressAI's pretrained weights for --model/--quality (downloaded once into the cache; "
+                              "docs/ZOO.md)") if encoder else
+                        "fetch the CompressAI pretrained weights the file's header names if they are not cached")
+        sp.add_argument("--metric", choices=("mse", "ms-ssim"),
+                        help="with --pretrained: the weights trained for mse (default) or ms-ssim")
 
     c = sub.add_parser("compress", help="image(s) -> .lic")
     c.add_argument("input", help="image file or folder")
