@@ -18,6 +18,7 @@ from .errors import (
     CoderUnavailableError,
     CorruptFileError,
     LicError,
+    LimitError,
     ModelMismatchError,
     NotALicFileError,
     TableError,
@@ -25,6 +26,7 @@ from .errors import (
     UnsupportedImageError,
     UnsupportedVersionError,
 )
+from .limits import DEFAULT_MAX_PIXELS
 from .tables import PRECISION, CdfTable, build_tables
 
 __all__ = [
@@ -52,4 +54,6 @@ __all__ = [
     "CoderUnavailableError",
     "UnsupportedImageError",
     "TableError",
+    "LimitError",
+    "DEFAULT_MAX_PIXELS",
 ]

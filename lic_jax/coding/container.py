@@ -29,12 +29,14 @@ import zlib
 from .errors import CorruptFileError, NotALicFileError, TruncatedFileError, UnsupportedVersionError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "MODEL_IDS", "MODEL_NAMES", "Header", "pack", "unpack", "read_header",
-           "MAX_SIDE", "MAX_STREAMS"]
+           "MAX_SIDE", "MAX_STREAMS", "MAX_HEADER_SIZE", "check_declared_size"]
 
 MAGIC = b"LIC"
 FORMAT_VERSION = 1
 MAX_SIDE = 65535
 MAX_STREAMS = 8
+# magic 3, version, flags, model, quality, fingerprint 8, sides 2 × 3, pixel format, λ 4, count, 8 × 5 lengths
+MAX_HEADER_SIZE = 3 + 4 + 8 + 6 + 1 + 4 + 1 + MAX_STREAMS * 5
 MODEL_IDS = {
     "bmshj2018-factorized": 1,
     "bmshj2018-hyperprior": 2,
@@ -213,6 +215,15 @@ def _validate(h: Header):
         raise CorruptFileError("corrupt header: λ is not finite")
 
 
+def check_declared_size(header: Header, header_size: int, file_size: int):
+    """The file size the header declares (header + streams + CRC) against the actual one."""
+    expected = header_size + sum(header.stream_lengths) + 4
+    if file_size < expected:
+        raise TruncatedFileError(f"file is truncated or corrupt: the header declares {expected} bytes, the file has {file_size}")
+    if file_size > expected:
+        raise CorruptFileError(f"corrupt file: {file_size - expected} unexpected bytes after the declared end")
+
+
 def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     """Parse a whole file: checks magic, version, length, CRC-32 and every header field.
 
@@ -221,11 +232,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     data = bytes(data)
     header, pos = read_header(data)
     flags = data[4]
-    expected = pos + sum(header.stream_lengths) + 4
-    if len(data) < expected:
-        raise TruncatedFileError(f"file is truncated or corrupt: the header declares {expected} bytes, the file has {len(data)}")
-    if len(data) > expected:
-        raise CorruptFileError(f"corrupt file: {len(data) - expected} unexpected bytes after the declared end")
+    check_declared_size(header, pos, len(data))
     body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
     if zlib.crc32(body) & 0xFFFFFFFF != crc:
         raise CorruptFileError("corrupt file: CRC-32 checksum mismatch")

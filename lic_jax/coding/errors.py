@@ -17,6 +17,7 @@ __all__ = [
     "CoderUnavailableError",
     "UnsupportedImageError",
     "TableError",
+    "LimitError",
 ]
 
 
@@ -57,3 +58,8 @@ class UnsupportedImageError(LicError):
 
 class TableError(LicError):
     """Coding tables cannot be built from the parameters (NaN/inf) or do not match them."""
+
+
+class LimitError(LicError):
+    """A resource limit refuses the file or image before anything large is allocated: more pixels
+    than ``max_pixels``, or a stream longer than its symbols can need (docs/FORMAT.md §6)."""

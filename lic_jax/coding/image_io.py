@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 
 import numpy as np
 
-from .errors import UnsupportedImageError
+from .errors import LimitError, UnsupportedImageError
 
 __all__ = ["read_image", "write_image", "atomic_write_bytes", "atomic_output"]
 
@@ -42,14 +43,25 @@ def _png_bit_depth(path) -> int | None:
     return None
 
 
-def read_image(path, drop_alpha: bool = False, warn=None) -> np.ndarray:
-    """uint8 array: (H, W, 3) RGB or (H, W) greyscale. ``warn(msg)`` receives one-line warnings."""
+def read_image(path, drop_alpha: bool = False, warn=None, max_pixels: int | None = None) -> np.ndarray:
+    """uint8 array: (H, W, 3) RGB or (H, W) greyscale. ``warn(msg)`` receives one-line warnings.
+    Images with more than ``max_pixels`` pixels (None: ``limits.DEFAULT_MAX_PIXELS``) are refused
+    with a LimitError from the file's header, before the pixels are decoded."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    from .limits import check_pixels
 
     warn = warn or (lambda msg: None)
     name = os.fspath(path)
     try:
-        im = Image.open(name)
+        with warnings.catch_warnings():  # Pillow's own bomb warning (> 89 MP): our limit speaks instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(name)
+    except Image.DecompressionBombError:
+        raise LimitError(f"{name}: image exceeds Pillow's decompression-bomb limit "
+                         f"({Image.MAX_IMAGE_PIXELS * 2} pixels); lic cannot read it") from None
     except FileNotFoundError:
         raise FileNotFoundError(f"{name}: no such file") from None
     except UnidentifiedImageError:
@@ -57,6 +69,7 @@ def read_image(path, drop_alpha: bool = False, warn=None) -> np.ndarray:
     except OSError as e:
         raise UnsupportedImageError(f"{name}: cannot open image ({e})") from None
     with im:
+        check_pixels(im.size[1], im.size[0], max_pixels, f"{name}: input image")
         if getattr(im, "n_frames", 1) > 1:
             raise UnsupportedImageError(f"{name}: multi-frame images are not supported")
         try:
@@ -98,9 +111,35 @@ def read_image(path, drop_alpha: bool = False, warn=None) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux exposes it (/proc), else by the
+    classic set-and-restore."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: str) -> int:
+    """The mode ``cp`` gives the destination: an existing file keeps its mode, a new one gets
+    0666 minus the umask (mkstemp's 0600 must not leak into the output)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it."""
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, else delete it.
+    The result gets the permissions a new file would get (0666 & ~umask), or keeps those of the
+    file it replaces."""
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
@@ -108,6 +147,7 @@ def atomic_output(path):
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _new_file_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

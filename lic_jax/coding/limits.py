@@ -1,0 +1,180 @@
+"""Resource limits, checked from the header before anything proportional to the image is allocated.
+
+Spec: docs/FORMAT.md §6 ("Limits"). Three checks, all pure functions of the header, the stream
+lengths and the codec's coding tables (nothing is decoded, no latent array is allocated):
+
+1. **Image size.** ``height · width ≤ max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`), else
+   :class:`~lic_jax.coding.errors.LimitError`. The encoder refuses larger inputs the same way.
+2. **Shortest plausible stream** (a lower bound). A stream that codes N symbols with rows
+   r_1 … r_N of a table needs at least ``B = Σ_i m(r_i)`` bits, where ``m(r) = −log2(max_s p_r(s))``
+   is the cost of the row's most probable symbol (``precision − log2`` of its largest integer
+   frequency). Where the decoder knows the rows before decoding (per-channel tables: factorized y,
+   z of every hyperprior) the sum is exact per channel; for Gaussian y (rows chosen by the
+   hyper-decoder) every symbol is charged the cheapest row of the table. Escapes only add bits
+   (escape symbol ≥ m, plus bypass bits). Both range coders drop trailing zero bytes (the decoder
+   reads zeros past the end), so a stream whose last symbols all sit at the bottom of their
+   CDFs could be shorter than B; the lic_jax encoder therefore pads such a stream with zero bytes
+   to ``ceil(B / 8)`` (:func:`pad_streams`; a no-op for every realistic stream, and the padded
+   stream decodes identically). Hence **every file lic_jax writes satisfies the bound**, and the
+   decoder rejects ``8 · len < B − 32`` as a :class:`CorruptFileError` (the slack of one 32-bit
+   word covers float rounding of B across machines and files written before the padding rule).
+3. **Longest plausible stream** (an upper bound): at most :data:`MAX_BITS_PER_SYMBOL` bits per
+   symbol plus :data:`STREAM_SLACK_BYTES` (both coders need far less: ≤ 24 + 36 bits per symbol
+   for constriction — its smallest probability is 2⁻²⁴, an escape costs ≤ 5 + 30 + 1 bypass
+   bits — and ≤ 16 + 62 for TFC, Elias-gamma escapes). Longer streams are a
+   :class:`LimitError`; ``lic decompress`` checks it from the header before reading the file.
+
+The bounds need the latent shapes only (``Codec._latent_shapes``: ``jax.eval_shape``, no
+allocation) and one float per table row (cached on the table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from .errors import CorruptFileError, LimitError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_BITS_PER_SYMBOL",
+    "STREAM_SLACK_BYTES",
+    "MIN_SLACK_BITS",
+    "StreamBound",
+    "row_min_bits",
+    "check_pixels",
+    "check_image",
+    "stream_bounds",
+    "check_streams",
+    "check_decode",
+    "pad_streams",
+]
+
+# 64 MiP: a 24-MP (6000 × 4000) camera photo and anything up to 8192 × 8192 pass; a forged
+# 65535 × 65535 header (4.3 GP) does not. Measurements behind the choice: docs/FORMAT.md §6.
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+MAX_BITS_PER_SYMBOL = 128
+STREAM_SLACK_BYTES = 64
+MIN_SLACK_BITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamBound:
+    name: str  # 'z' or 'y'
+    symbols: int  # number of coded symbols
+    min_bits: float  # Σ of the cheapest cost of each symbol's row(s)
+    max_bytes: int  # longest plausible stream
+
+    @property
+    def min_bytes(self) -> int:
+        """Bytes the encoder pads a shorter stream to (ceil(min_bits / 8))."""
+        return int(math.ceil(self.min_bits / 8.0 - 1e-9))
+
+
+def row_min_bits(table) -> np.ndarray:
+    """(n,) float64: ``precision − log2(largest frequency)`` of each row (its cheapest symbol)."""
+    key = "row_min_bits"
+    cache = getattr(table, "_cache", None)
+    if cache is not None and key in cache:
+        return cache[key]
+    f = np.diff(table.cdf.astype(np.int64), axis=1)
+    used = np.arange(f.shape[1])[None, :] < (table.cdf_length[:, None] - 1)
+    fmax = np.max(np.where(used, f, 0), axis=1).astype(np.float64)
+    out = np.maximum(float(table.precision) - np.log2(np.maximum(fmax, 1.0)), 0.0)
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def _mp(n: int) -> str:
+    return f"{n / 1e6:.1f} MP"
+
+
+def check_pixels(height: int, width: int, max_pixels: int | None, what: str = "image"):
+    """LimitError if ``height · width`` exceeds ``max_pixels`` (None: the default)."""
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    n = int(height) * int(width)
+    if n > limit:
+        raise LimitError(
+            f"{what} of {int(width)}x{int(height)} = {_mp(n)} exceeds the limit of {limit} pixels ({_mp(limit)}); "
+            f"raise it with max_pixels= (lic --max-pixels N) if this is intended"
+        )
+
+
+def check_image(shape, max_pixels: int | None):
+    """Encoder side: LimitError for an input array with more than ``max_pixels`` pixels (H × W of
+    an H×W or H×W×C array; other shapes are left to the codec's own checks)."""
+    if len(shape) >= 2:
+        check_pixels(shape[0], shape[1], max_pixels, "input image")
+
+
+def stream_bounds(codec, height: int, width: int) -> list[StreamBound]:
+    """The bounds of the streams a file of this size has for ``codec``'s model (z first, then y)."""
+    from ..models.base import pad_amounts
+
+    (t, b), (l, r) = pad_amounts(int(height), int(width), codec.downsampling)
+    y_shape, z_shape = codec._latent_shapes(int(height) + t + b, int(width) + l + r)
+    out = []
+    if z_shape is not None:
+        hz, wz, cz = z_shape
+        m = row_min_bits(codec.tables["z"])
+        n = hz * wz * cz
+        # z rows are the channels (factorized EB or Lee's per-channel Gaussian): exact per channel
+        out.append(_bound("z", n, float(hz * wz) * float(np.sum(m[:cz]))))
+    hy, wy, cy = y_shape
+    m = row_min_bits(codec.tables["y"])
+    n = hy * wy * cy
+    if z_shape is None:  # factorized: row = channel
+        out.append(_bound("y", n, float(hy * wy) * float(np.sum(m[:cy]))))
+    else:  # Gaussian rows picked by the hyper-decoder: the cheapest row of the table
+        out.append(_bound("y", n, float(n) * float(np.min(m))))
+    return out
+
+
+def _bound(name, n, min_bits):
+    return StreamBound(name, int(n), float(min_bits), int(n) * MAX_BITS_PER_SYMBOL // 8 + STREAM_SLACK_BYTES)
+
+
+def check_streams(codec, header, lengths=None) -> list[StreamBound]:
+    """Check the stream count and each stream length of ``header`` against the bounds.
+
+    ``lengths`` defaults to ``header.stream_lengths``. Raises CorruptFileError (count, too short)
+    or LimitError (too long). Call after :func:`check_pixels`.
+    """
+    lengths = tuple(header.stream_lengths if lengths is None else lengths)
+    bounds = stream_bounds(codec, header.height, header.width)
+    if len(lengths) != len(bounds):
+        raise CorruptFileError(f"corrupt file: {len(lengths)} streams, the model codes {len(bounds)}")
+    for sb, n in zip(bounds, lengths):
+        if 8.0 * n < sb.min_bits - MIN_SLACK_BITS:
+            raise CorruptFileError(
+                f"corrupt file: the {sb.name} stream has {n} bytes, too short to code the {sb.symbols} symbols "
+                f"of a {header.width}x{header.height} image (at least {sb.min_bytes} bytes)"
+            )
+        if n > sb.max_bytes:
+            raise LimitError(
+                f"implausible file: the {sb.name} stream has {n} bytes, more than {sb.max_bytes} "
+                f"that {sb.symbols} symbols can take"
+            )
+    return bounds
+
+
+def check_decode(codec, header, max_pixels: int | None = None) -> list[StreamBound]:
+    """Every limit of a parsed header, before decoding: pixels, then stream count and lengths."""
+    check_pixels(header.height, header.width, max_pixels, "image")
+    return check_streams(codec, header)
+
+
+def pad_streams(codec, height: int, width: int, streams) -> list[bytes]:
+    """Encoder side: zero-pad any stream shorter than its lower bound (decodes identically: the
+    decoders read zeros past the end)."""
+    bounds = stream_bounds(codec, height, width)
+    out = []
+    for s, sb in zip(streams, bounds):
+        s = bytes(s)
+        if len(s) < sb.min_bytes:
+            s = s + b"\0" * (sb.min_bytes - len(s))
+        out.append(s)
+    return out + [bytes(s) for s in streams[len(bounds):]]
