@@ -39,7 +39,7 @@ from jax import lax
 from ..entropy_models.gaussian import scale_indexes
 from ..models.registry import is_variable_rate
 from ..models.base import crop_image, pad_amounts
-from . import container
+from . import container, limits
 from .backends import MAX_ABS_VALUE, Backend, backend_by_id, get_backend
 from .errors import CorruptFileError, LicError, ModelMismatchError, UnsupportedImageError
 from .tables import CdfTable, build_tables, model_kind, tables_from_arrays, verify_tables, z_model
@@ -246,7 +246,7 @@ class Codec:
     """
 
     def __init__(self, model, spec, variables, coder: str | None = None, tables=None, fingerprint: str | None = None,
-                 lmbda: float | None = None):
+                 lmbda: float | None = None, max_pixels: int | None = None):
         self.model = model
         self.spec = spec
         self.kind = model_kind(model)
@@ -274,17 +274,18 @@ class Codec:
         self._shapes: dict = {}
         self._ar_cache: dict = {}
         self.stats = {"coder_s": 0.0, "symbols": 0}  # entropy-coder time / symbols of the last call
+        self.max_pixels = limits.DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)  # limits.py
 
     # ---------------------------------------------------------------------------------------
     @classmethod
     def from_artifact(cls, path_or_artifact, coder: str | None = None, verify: bool = True,
-                      lmbda: float | None = None) -> "Codec":
+                      lmbda: float | None = None, max_pixels: int | None = None) -> "Codec":
         """A codec for a model directory (``lic_jax.artifact``) or a loaded ``Artifact``."""
         from ..artifact import Artifact, load_artifact
 
         art = path_or_artifact if isinstance(path_or_artifact, Artifact) else load_artifact(path_or_artifact, verify)
         return cls(art.spec.build(), art.spec, art.variables, coder=coder, tables=art.tables,
-                   fingerprint=art.fingerprint, lmbda=lmbda)
+                   fingerprint=art.fingerprint, lmbda=lmbda, max_pixels=max_pixels)
 
     @property
     def lmbda_range(self) -> tuple[float, float] | None:
@@ -426,6 +427,7 @@ class Codec:
     # encoding
     # ---------------------------------------------------------------------------------------
     def _analyse(self, img, lam=None):
+        limits.check_image(np.shape(img), self.max_pixels)
         a, channels = self._prepare(img)
         x = jax.device_put(self._pad(a), self._dev)
         y, z = self._fns.encode_transform(self._dev_vars, x, lam)
@@ -514,6 +516,7 @@ class Codec:
             bit_depth=8,
             lmbda=float(lam) if lam is not None else (None if self.lmbda is None else float(self.lmbda)),
         )
+        streams = limits.pad_streams(self, a.shape[0], a.shape[1], streams)  # lower bound: limits.py
         data = container.pack(header, streams)
         header = dataclasses.replace(header, stream_lengths=tuple(len(s) for s in streams))
         return Encoded(data, lat, header, bits)
@@ -531,19 +534,20 @@ class Codec:
     # ---------------------------------------------------------------------------------------
     # decoding
     # ---------------------------------------------------------------------------------------
-    def decompress(self, data: bytes, output: str = "uint8"):
+    def decompress(self, data: bytes, output: str = "uint8", max_pixels: int | None = None):
         """``.lic`` bytes → image. ``output``: 'uint8' (default; H×W×3, or H×W for grey files),
         'float' (float32 in [0, 1], the model's reconstruction clipped — no rounding) or
         'latents' (a :class:`Latents`, no synthesis)."""
         if output not in ("uint8", "float", "latents"):
             raise ValueError(f"output must be 'uint8', 'float' or 'latents', got {output!r}")
-        return self.decode(data, output)[0]
+        return self.decode(data, output, max_pixels)[0]
 
-    def decode(self, data: bytes, output: str = "uint8"):
+    def decode(self, data: bytes, output: str = "uint8", max_pixels: int | None = None):
         """(image or None, :class:`Latents`, header): ``decompress`` with the decoded latents."""
         self.stats = {"coder_s": 0.0, "symbols": 0}
         header, streams = container.unpack(data)
         self._check_model(header)
+        limits.check_decode(self, header, self.max_pixels if max_pixels is None else max_pixels)  # before allocating
         backend = backend_by_id(header.coder_id)
         lat = self._decode_latents(header, streams, backend)
         if output == "latents":
