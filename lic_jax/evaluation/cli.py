@@ -4,6 +4,7 @@ Subcommands (``run`` is the default when the first argument is an option)::
 
   eval.py [run] --model NAME (--checkpoint DIR… | --compressai-checkpoint FILE… | --random-init)
                 [--quality Q…] --dataset kodak|clic[:split]|DIR --out results.json
+  eval.py [run] --model NAME --pretrained [mse|ms-ssim] --quality Q… --dataset … --out results.json
   eval.py [run] --checkpoint MAE_DIR (--lmbda L… | --lmbda-grid N) --dataset … --out mae.json
   eval.py [run] --codec jpeg|webp|jpeg2000|avif [--quality Q…] --dataset … --out jpeg.json
   eval.py bd ANCHOR TEST… [--metric psnr|ms-ssim-db|…] [--method pchip|cubic|both]
@@ -63,6 +64,9 @@ def _run_parser(sub):
     src.add_argument("--random-init", action="store_true",
                      help="randomly initialised weights (smoke tests only) for each --quality "
                           "(PRNG key: fold_in(key(--seed), quality))")
+    src.add_argument("--pretrained", nargs="?", const="mse", choices=["mse", "ms-ssim"], metavar="METRIC",
+                     help="CompressAI's pretrained weights of --model for each --quality, trained for METRIC (mse, the "
+                          "default, or ms-ssim); downloaded once into the cache (docs/ZOO.md)")
     p.add_argument("--quality", nargs="+", type=float, metavar="Q",
                    help="quality points (classical: the codec's quality, JPEG 2000: compression ratio; default sweep "
                         "per codec)")
@@ -228,6 +232,24 @@ def _learned_points(args):
                                 lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
                                 {"compressai_checkpoint": os.path.abspath(path), "model": spec.name,
                                  "hparams": dict(spec.hparams)}))
+    elif args.pretrained:
+        from lic_jax import zoo
+
+        if not args.model or not qualities:
+            _die("--pretrained needs --model and --quality")
+        if _lmbda_requested(args):
+            _die("--lmbda / --lmbda-grid apply to variable-rate models (mae-*); CompressAI's pretrained models are "
+                 "fixed-rate")
+        for q in qualities:
+            if not float(q).is_integer():
+                _die(f"--pretrained: quality must be an integer 1-8, got {q}")
+            try:
+                art = zoo.load_pretrained_artifact(args.model, int(q), args.pretrained)
+            except zoo.ZooError as e:
+                _die(str(e), 1)
+            points.append(Point(f"q{int(q)}", int(q), lambda a=art: LearnedCodec(a.model, a.spec, a.variables, **kw),
+                                {"pretrained": "compressai", "metric": args.pretrained,
+                                 "file": art.metadata.get("file"), "fingerprint": art.fingerprint}))
     elif args.random_init:
         import jax
         import numpy as np
@@ -255,7 +277,7 @@ def _learned_points(args):
             points.append(Point(f"q{q}", q, lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
                                 {"random_init_seed": args.seed}))
     else:
-        _die("give --codec, or --model with --checkpoint / --compressai-checkpoint / --random-init")
+        _die("give --codec, or --model with --checkpoint / --compressai-checkpoint / --pretrained / --random-init")
     if all(p.quality is not None for p in points):
         points.sort(key=lambda p: p.quality)
     return points
@@ -280,8 +302,11 @@ def cmd_run(args):
     from .results import save_json, write_csv
     from .runner import evaluate
 
-    if args.codec and (args.model or args.checkpoint or args.compressai_checkpoint or args.random_init):
+    if args.codec and (args.model or args.checkpoint or args.compressai_checkpoint or args.random_init
+                       or args.pretrained):
         _die("--codec cannot be combined with --model / checkpoints")
+    if args.pretrained and (args.checkpoint or args.compressai_checkpoint or args.random_init):
+        _die("--pretrained cannot be combined with --checkpoint / --compressai-checkpoint / --random-init")
     if args.codec and (args.entropy_estimation or args.float_recon):
         _die("--entropy-estimation / --float-recon apply to learned models only")
     if args.codec and _lmbda_requested(args):
