@@ -42,7 +42,7 @@ import urllib.request
 
 from .coding.errors import LicError
 
-__all__ = ["ZooError", "DownloadError", "HashMismatchError", "ROOT_URL", "PRETRAINED", "METRICS",
+__all__ = ["ZooError", "DownloadError", "HashMismatchError", "ROOT_URL", "PRETRAINED", "PRETRAINED_HPARAMS", "METRICS",
            "pretrained_names", "zoo_filename", "zoo_url", "cache_dir", "download", "fetch_weights",
            "load_pretrained_artifact", "get_pretrained", "cached_artifacts", "find_cached_artifact"]
 
@@ -75,6 +75,21 @@ PRETRAINED = types.MappingProxyType({
         "mbt2018", "3f36cd77 43b70cdd 22901978 456e2af9 b4a046dd 7052e5ea 8ba2bf82 dd0097aa"),
     ("mbt2018", "ms-ssim"): _table(
         "mbt2018-ms-ssim", "2878436b c41cb208 d0dd64e8 a120e037 9b30e3b7 f8b3626f 16e6ff50 0cb49d43"),
+})
+
+
+def _sizes(last_small: int, small: tuple, large: tuple):
+    return types.MappingProxyType({q: dict(zip("NM", small if q <= last_small else large)) for q in range(1, 9)})
+
+
+# (N, M) of each published file: CompressAI 1.2.8's ``cfgs`` (compressai/zoo/image.py), checked by
+# tests/test_zoo.py. Note mbt2018-mean switches to (192, 320) at quality 5, one quality earlier
+# than the factorized and scale-hyperprior models.
+PRETRAINED_HPARAMS = types.MappingProxyType({
+    "bmshj2018-factorized": _sizes(5, (128, 192), (192, 320)),
+    "bmshj2018-hyperprior": _sizes(5, (128, 192), (192, 320)),
+    "mbt2018-mean": _sizes(4, (128, 192), (192, 320)),
+    "mbt2018": _sizes(4, (192, 192), (192, 320)),
 })
 
 _FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+-([0-9a-f]{8,64})\.pth(?:\.tar)?$")
@@ -297,7 +312,6 @@ _EB_LIST = re.compile(r"^(module\.)?entropy_bottleneck\._(matrices|biases|factor
 def _convert(path: str, name: str, quality: int):
     """(spec, variables) of a CompressAI zoo file; the architecture and (N, M) must be the zoo's."""
     from .convert import CompressAIImportError, from_compressai, load_compressai_state_dict
-    from .models import QUALITY_HPARAMS
 
     try:
         sd = load_compressai_state_dict(path)
@@ -306,7 +320,7 @@ def _convert(path: str, name: str, quality: int):
         _, spec, variables = from_compressai(sd, name=name, quality=quality)
     except (CompressAIImportError, ValueError) as e:
         raise ZooError(f"{path}: not a CompressAI {name} quality {quality} file ({e})") from None
-    want = QUALITY_HPARAMS[name][quality]
+    want = dict(PRETRAINED_HPARAMS[name][quality])
     if {k: spec.hparams[k] for k in want} != want:
         raise ZooError(f"{path}: holds {name} with {spec.hparams}, but CompressAI's quality {quality} is {want}")
     return spec, variables
