@@ -325,12 +325,23 @@ def _check_rate_args(args, codec):
         raise CliError(f"--rtol must be in (0, 1), got {args.rtol}")
 
 
+def _set_tiling(codec, args):
+    """--tile: the codec's tiled transforms (lic_jax/coding/tiling.py, docs/LARGE_IMAGES.md)."""
+    if getattr(args, "tile", None) is not None:
+        from .coding.tiling import as_tiling
+
+        if args.tile < 0:
+            raise CliError(f"--tile must be ≥ 0 pixels, got {args.tile}")
+        codec.tiling = as_tiling(args.tile)
+
+
 def cmd_compress(args) -> int:
     from .coding import encode_at_bpp
     from .coding.image_io import atomic_write_bytes, read_image
 
     pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
     codec = _encoder_codec(args)
+    _set_tiling(codec, args)
     if args.max_pixels is not None:
         codec.max_pixels = args.max_pixels
     _check_rate_args(args, codec)
@@ -404,6 +415,7 @@ def cmd_decompress(args) -> int:
         data = _read_lic(src, models, args.max_pixels)
         header, _ = container.unpack(data)
         codec = models.for_header(header)
+        _set_tiling(codec, args)
         img = codec.decompress(data, max_pixels=args.max_pixels)
         write_image(dst, img)
         h, w = img.shape[:2]
@@ -492,6 +504,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
+    c.add_argument("--tile", type=int, metavar="PIXELS", help="transform tile size in pixels (0: untiled; default: tiled above 2 MP; the file does not depend on it)")
     c.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
                    help=f"refuse images with more than N pixels (default {_default_max_pixels()})")
     c.add_argument("-q", "--quiet", action="store_true")
@@ -502,6 +515,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="image file (PNG) or folder")
     model_opts(d, False)
     d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
+    d.add_argument("--tile", type=int, metavar="PIXELS", help="transform tile size in pixels (0: untiled; default: tiled above 2 MP; the file does not depend on it)")
     d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
                    help=f"refuse files of images with more than N pixels (default {_default_max_pixels()})")
     d.add_argument("-q", "--quiet", action="store_true")

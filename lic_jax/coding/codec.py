@@ -40,6 +40,7 @@ from ..entropy_models.gaussian import scale_indexes
 from ..models.registry import is_variable_rate
 from ..models.base import crop_image, pad_amounts
 from . import container, limits
+from . import tiling as _tiling
 from .backends import MAX_ABS_VALUE, Backend, backend_by_id, get_backend
 from .errors import CorruptFileError, LicError, ModelMismatchError, UnsupportedImageError
 from .tables import CdfTable, build_tables, model_kind, tables_from_arrays, verify_tables, z_model
@@ -239,6 +240,10 @@ class Codec:
       lmbda: variable-rate models (``mae-*``): the default λ of ``compress`` / ``encode`` (each
         call may pass its own; :mod:`lic_jax.coding.rate_control` picks one for a target bpp).
         Fixed-rate models: an optional, informational λ for the header.
+      tiling: large images (docs/LARGE_IMAGES.md): None / 'auto' (tiled transforms above
+        2 097 152 padded pixels), 'on', 'off', a tile size in pixels, or a
+        :class:`~lic_jax.coding.tiling.Tiling`; also the attribute ``codec.tiling``. The latents
+        and the file do not depend on it.
 
     Variable-rate models code every λ with the same tables (their entropy models do not depend
     on λ); the λ used — rounded to float32, as the header stores it — goes into the header, and
@@ -246,7 +251,7 @@ class Codec:
     """
 
     def __init__(self, model, spec, variables, coder: str | None = None, tables=None, fingerprint: str | None = None,
-                 lmbda: float | None = None, max_pixels: int | None = None):
+                 lmbda: float | None = None, max_pixels: int | None = None, tiling=None):
         self.model = model
         self.spec = spec
         self.kind = model_kind(model)
@@ -273,6 +278,8 @@ class Codec:
         self._medians = None if eb is None else np.asarray(eb["quantiles"], np.float32)[:, 0, 1].copy()
         self._shapes: dict = {}
         self._ar_cache: dict = {}
+        self.tiling = _tiling.as_tiling(tiling)  # large images: tiled transforms (tiling.py); settable
+        self._tiled = None  # tiling.TiledTransforms, built when first needed
         self.stats = {"coder_s": 0.0, "symbols": 0}  # entropy-coder time / symbols of the last call
         self.max_pixels = limits.DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)  # limits.py
 
@@ -429,8 +436,7 @@ class Codec:
     def _analyse(self, img, lam=None):
         limits.check_image(np.shape(img), self.max_pixels)
         a, channels = self._prepare(img)
-        x = jax.device_put(self._pad(a), self._dev)
-        y, z = self._fns.encode_transform(self._dev_vars, x, lam)
+        y, z = _tiling.analyse(self, self._pad(a), lam)  # untiled unless self.tiling applies (tiling.py)
         y = np.asarray(y[0])
         _check_finite(y, "latents")
         z = None if z is None else np.asarray(z[0])
@@ -575,7 +581,7 @@ class Codec:
         return np.float32(header.lmbda)
 
     def _synthesis(self, y_hat: np.ndarray, lam):
-        return np.asarray(self._fns.synthesis(self._dev_vars, jax.device_put(np.asarray(y_hat)[None], self._dev), lam))
+        return _tiling.synthesise(self, y_hat, lam)  # untiled unless self.tiling applies (tiling.py)
 
     def _decode_latents(self, header, streams, backend: Backend) -> Latents:
         H, W = header.height, header.width

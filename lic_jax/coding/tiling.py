@@ -1,0 +1,288 @@
+"""Tiled analysis and synthesis transforms: large images in bounded memory (docs/LARGE_IMAGES.md).
+
+A 24-megapixel photo through an N = 128 synthesis holds several 3008 × 2016 × 128 float32
+activations at once (3.1 GB each); the untiled transforms need tens of GB. Here the image (or
+the latent) is cut into tiles on the latent grid; each tile is computed from a crop that adds a
+**halo** of latents on every side, and only the tile's own part of the crop's output is kept.
+
+**Receptive field, from the layer stack.** :func:`transform_geometry` reads the model's
+``g_a`` / ``g_s`` layer lists: every ``Conv`` (kernel k, stride s, symmetric padding k//2) and
+``ConvTranspose`` (PyTorch ``padding = k//2``, ``output_padding = s − 1``) is recorded, and every
+other layer must be pointwise (GDN / IGDN; the modulations of the ``mae-*`` models, which live
+outside those lists, scale channels per pixel). :func:`required_halo` propagates a tile's output
+interval back through the stack (conv: input ``[j·s − p, j·s − p + k − 1]``; transposed conv:
+input ``[⌈(o + p − k + 1)/s⌉, ⌊(o + p)/s⌋]``) and returns, per side, the smallest number of
+latents such that at **every** layer the interval the tile needs lies inside the crop — so no
+value the tile keeps ever reads the crop's own zero padding. At the image border the crop
+starts at the border itself and the padding is the transform's own. Results (stride 16):
+
+====================================  ===================  ===================
+architecture (g_a, g_s)               analysis halo (L, R)  synthesis halo (L, R)
+====================================  ===================  ===================
+4 × 5×5/2 (bmshj2018, mbt2018, lee)   2, 1 (input 16j−30 … 16j+30)   1, 2
+9×9/4 + 2 × 5×5/2 (bls2017, mae-bls)  2, 1                 1, 2
+====================================  ===================  ===================
+
+With such halos the tiled transform equals the untiled one **mathematically** (every kept
+output is the same sum of the same products). In floating point the two can still differ if
+XLA picks another summation order for another operand shape; measured with jax 0.10.2 on
+XLA:CPU they do not (``tests/test_large_images.py``: y and the reconstruction bit-identical
+for every tile size tried, Kodak and a 24 MP image; docs/LARGE_IMAGES.md). The encoder's
+latents therefore do not depend on the tile size, and the tests check that they do not.
+
+Crops all have one shape per axis (``min(n, tile + halo_left + halo_right)`` latents, shifted
+inward at the borders), so a whole image compiles each transform once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+
+__all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
+           "needed_intervals", "axis_plan", "tiled_apply", "TiledTransforms", "analyse", "synthesise"]
+
+DEFAULT_TILE = 1024           # pixels per tile side (64 latents at stride 16)
+LATENT_STRIDE = 16            # of every lic_jax model's y (checked by TiledTransforms)
+DEFAULT_THRESHOLD = 1 << 21   # 'auto' tiles images whose padded size exceeds 2 097 152 pixels (1920×1088 does not)
+
+
+class TilingUnsupported(ValueError):
+    """The transform contains a layer whose spatial extent the tiler cannot derive."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiling:
+    """How ``Codec`` runs its analysis and synthesis transforms.
+
+    mode: ``'auto'`` (tile when the padded image has more than ``threshold`` pixels), ``'on'``
+      (always, e.g. to test with small tiles) or ``'off'`` (never: today's untiled programs).
+    tile: output pixels per tile side; rounded down to a multiple of the latent stride (≥ 1 latent).
+    threshold: the 'auto' size limit in padded pixels.
+    """
+
+    mode: str = "auto"
+    tile: int = DEFAULT_TILE
+    threshold: int = DEFAULT_THRESHOLD
+
+    def __post_init__(self):
+        if self.mode not in ("auto", "on", "off"):
+            raise ValueError(f"tiling mode must be 'auto', 'on' or 'off', got {self.mode!r}")
+        if int(self.tile) < 1:
+            raise ValueError(f"tile must be ≥ 1 pixel, got {self.tile}")
+
+    def active(self, height: int, width: int) -> bool:
+        return self.mode == "on" or (self.mode == "auto" and height * width > self.threshold)
+
+
+def as_tiling(value) -> Tiling:
+    """``None``/'auto' → Tiling(); 'on'/'off'; an int → tiles of that many pixels (0 = off); a Tiling."""
+    if value is None:
+        return Tiling()
+    if isinstance(value, Tiling):
+        return value
+    if isinstance(value, str):
+        return Tiling(mode=value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return Tiling(mode="off") if int(value) == 0 else Tiling(mode="on", tile=int(value))
+    raise ValueError(f"tiling must be None, 'auto', 'on', 'off', a tile size in pixels or a Tiling, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------------
+# receptive field
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ConvGeom:
+    """One spatial layer along one axis: kernel k, stride s, padding p (transposed: PyTorch's)."""
+
+    kernel: int
+    stride: int
+    padding: int
+    transposed: bool = False
+
+    def needed(self, lo: int, hi: int) -> tuple[int, int]:
+        """The input interval that outputs ``lo … hi`` read."""
+        k, s, p = self.kernel, self.stride, self.padding
+        if not self.transposed:
+            return lo * s - p, hi * s - p + k - 1
+        return -((-(lo + p - k + 1)) // s), (hi + p) // s  # ceil, floor
+
+
+def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
+    """The spatial layers of ``g_a`` (``which='analysis'``) or ``g_s`` ('synthesis'), in order."""
+    from ..layers import GDN, Conv, ConvTranspose
+
+    bound = model.bind(variables)
+    name = {"analysis": "g_a", "synthesis": "g_s"}[which]
+    layers = getattr(bound, name, None)
+    if layers is None:
+        raise TilingUnsupported(f"{type(model).__name__} has no {name} layer list")
+    geoms = []
+    for layer in layers:
+        if isinstance(layer, ConvTranspose):
+            k, s = int(layer.kernel_size), int(layer.stride)
+            geoms.append(ConvGeom(k, s, k // 2, True))  # conv_transpose2d defaults: p = k//2, op = s − 1
+        elif isinstance(layer, Conv):
+            k, s = int(layer.kernel_size), int(layer.stride)
+            geoms.append(ConvGeom(k, s, k // 2, False))  # conv2d default padding k//2
+        elif isinstance(layer, GDN):
+            continue  # pointwise over space
+        else:
+            raise TilingUnsupported(f"cannot derive the receptive field of {type(layer).__name__} in {name}")
+    if not geoms:
+        raise TilingUnsupported(f"{name} has no convolution")
+    return tuple(geoms)
+
+
+def stride_of(geoms) -> int:
+    return math.prod(g.stride for g in geoms)
+
+
+def _units(geoms) -> list[int]:
+    """Units of each layer's input per latent (analysis: S … 1 from the image; synthesis: 1 … S)."""
+    if geoms[0].transposed:
+        u, out = 1, []
+        for g in geoms:
+            out.append(u)
+            u *= g.stride
+        return out + [u]
+    u, out = stride_of(geoms), []
+    for g in geoms:
+        out.append(u)
+        u //= g.stride
+    return out + [u]
+
+
+def needed_intervals(geoms, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Per layer (input of layer 0 first, then each later layer's input, then the output):
+    the interval needed to compute outputs ``lo … hi`` of the last layer."""
+    out = [(lo, hi)]
+    for g in reversed(geoms):
+        lo, hi = g.needed(lo, hi)
+        out.append((lo, hi))
+    return out[::-1]
+
+
+def required_halo(geoms) -> tuple[int, int]:
+    """(left, right) halo in latents so that a tile's outputs only read values inside its crop at
+    every layer (the crop starts and ends on the latent grid)."""
+    units = _units(geoms)
+    a = 1000  # any tile start far from the border; the geometry is periodic in the latent grid
+    left = right = 0
+    for b in (a + 1, a + 7):
+        iv = needed_intervals(geoms, a * units[-1], b * units[-1] - 1)
+        for (lo, hi), u in zip(iv, units):
+            left = max(left, -((lo - a * u) // u))        # ceil((a·u − lo) / u)
+            right = max(right, -(-(hi + 1 - b * u) // u))  # ceil((hi + 1 − b·u) / u)
+    return left, right
+
+
+# ------------------------------------------------------------------------------------------
+# tiles
+# ------------------------------------------------------------------------------------------
+def axis_plan(n: int, tile: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
+    """Tiles of one axis of n latents: (crop start, crop end, keep start, keep end), every crop of
+    length ``min(n, tile + left + right)``; a crop edge inside the image is ≥ the halo away
+    from what the tile keeps."""
+    size = min(n, tile + left + right)
+    plan = []
+    for k0 in range(0, n, tile):
+        k1 = min(k0 + tile, n)
+        c0 = max(0, min(k0 - left, n - size))
+        c1 = c0 + size
+        if not ((c0 == 0 or k0 - c0 >= left) and (c1 == n or c1 - k1 >= right)):
+            raise AssertionError("tile plan violates the halo")  # unreachable by construction
+        plan.append((c0, c1, k0, k1))
+    return plan
+
+
+def tiled_apply(fn: Callable, x: np.ndarray, unit_in: int, unit_out: int, tile: int, halo: tuple[int, int],
+                device=None) -> np.ndarray:
+    """Apply ``fn`` (NHWC → NHWC, batch 1) tile by tile. ``x`` spans n latents per axis of
+    ``unit_in`` elements each; the output has ``unit_out`` elements per latent. Returns numpy."""
+    _, H, W, _ = x.shape
+    if H % unit_in or W % unit_in:
+        raise ValueError(f"{H}×{W} is not a multiple of {unit_in}")
+    nh, nw = H // unit_in, W // unit_in
+    ui, uo = unit_in, unit_out
+    out = None
+    for r0, r1, a0, a1 in axis_plan(nh, tile, *halo):
+        for c0, c1, b0, b1 in axis_plan(nw, tile, *halo):
+            crop = np.ascontiguousarray(x[:, r0 * ui : r1 * ui, c0 * ui : c1 * ui])
+            o = np.asarray(fn(crop if device is None else jax.device_put(crop, device)))
+            if out is None:
+                out = np.empty((1, nh * uo, nw * uo, o.shape[-1]), o.dtype)
+            out[:, a0 * uo : a1 * uo, b0 * uo : b1 * uo] = o[:, (a0 - r0) * uo : (a1 - r0) * uo,
+                                                             (b0 - c0) * uo : (b1 - c0) * uo]
+    return out
+
+
+class TiledTransforms:
+    """The jitted pieces a ``Codec`` needs for tiling one architecture (one instance per codec)."""
+
+    def __init__(self, model, variables):
+        from ..models.registry import is_variable_rate
+
+        lam_args = (lambda lam: (lam,)) if is_variable_rate(model) else (lambda lam: ())
+        self.analysis_geom = transform_geometry(model, variables, "analysis")
+        self.synthesis_geom = transform_geometry(model, variables, "synthesis")
+        self.stride = stride_of(self.analysis_geom)
+        if stride_of(self.synthesis_geom) != self.stride or self.stride != LATENT_STRIDE:
+            raise TilingUnsupported(f"latent stride {self.stride} / {stride_of(self.synthesis_geom)}, "
+                                    f"expected {LATENT_STRIDE}")
+        self.analysis_halo = required_halo(self.analysis_geom)
+        self.synthesis_halo = required_halo(self.synthesis_geom)
+        self.analysis = jax.jit(lambda v, x, lam=None: model.apply(v, x, *lam_args(lam), method="analysis"))
+        self.hyper_analysis = (jax.jit(lambda v, y: model.apply(v, y, method="hyper_analysis"))
+                               if hasattr(model, "hyper_analysis") else None)
+
+    def tile_latents(self, tiling: Tiling) -> int:
+        return max(1, int(tiling.tile) // self.stride)
+
+
+def _transforms(codec, height: int, width: int):
+    """The codec's TiledTransforms if its tiling applies to a padded height × width image, else None
+    ('auto' falls back to the untiled programs for a model the tiler cannot handle)."""
+    tiling = codec.tiling
+    if not tiling.active(height, width):
+        return None
+    if codec._tiled is None:
+        try:
+            codec._tiled = TiledTransforms(codec.model, codec._cpu_vars)
+        except TilingUnsupported:
+            if tiling.mode == "on":
+                raise
+            codec._tiled = False
+    return codec._tiled or None
+
+
+def analyse(codec, x: np.ndarray, lam=None):
+    """(y, z) of the padded float image ``x`` (1, Hp, Wp, 3), device arrays or numpy, as
+    ``codec._fns.encode_transform`` — tiled when ``codec.tiling`` says so."""
+    tiling = codec.tiling
+    tt = _transforms(codec, x.shape[1], x.shape[2])
+    if tt is None:
+        return codec._fns.encode_transform(codec._dev_vars, jax.device_put(x, codec._dev), lam)
+    v = codec._dev_vars
+    y = tiled_apply(lambda c: tt.analysis(v, c, lam), x, tt.stride, 1, tt.tile_latents(tiling), tt.analysis_halo,
+                    codec._dev)
+    if tt.hyper_analysis is None or codec.kind == "factorized":
+        return y, None
+    return y, tt.hyper_analysis(v, jax.device_put(y, codec._dev))
+
+
+def synthesise(codec, y_hat: np.ndarray, lam=None) -> np.ndarray:
+    """The synthesis of ŷ (H', W', M) → (1, Hp, Wp, 3) numpy, tiled when ``codec.tiling`` says so."""
+    y = np.asarray(y_hat)[None]
+    tiling = codec.tiling
+    s = LATENT_STRIDE
+    tt = _transforms(codec, y.shape[1] * s, y.shape[2] * s)
+    if tt is None:
+        return np.asarray(codec._fns.synthesis(codec._dev_vars, jax.device_put(y, codec._dev), lam))
+    v = codec._dev_vars
+    return tiled_apply(lambda c: codec._fns.synthesis(v, c, lam), y, 1, tt.stride, tt.tile_latents(tiling),
+                       tt.synthesis_halo, codec._dev)
