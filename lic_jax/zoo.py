@@ -174,7 +174,11 @@ def _locked(cache: str, filename: str):
     """An exclusive advisory lock per zoo file (POSIX flock; elsewhere no lock: the atomic
     rename alone keeps the cache consistent, two processes may then both download)."""
     d = os.path.join(cache, "locks")
-    os.makedirs(d, exist_ok=True)
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        raise ZooError(f"cannot use the cache directory {cache} ({e.strerror or e}); set LIC_JAX_CACHE to a "
+                       f"writable directory") from None
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -218,7 +222,8 @@ def download(url: str, dest: str, sha256_prefix: str, progress: bool = True, tim
                     from tqdm import tqdm
 
                     with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=os.path.basename(dest),
-                              file=sys.stderr, disable=not progress, leave=False, dynamic_ncols=True) as bar:
+                              file=sys.stderr, disable=None if progress else True,  # None: only on a terminal
+                              leave=False, dynamic_ncols=True) as bar:
                         while True:
                             try:
                                 chunk = resp.read(_CHUNK)

@@ -270,6 +270,10 @@ def test_paths_urls_and_bad_names(monkeypatch, tmp_path):
         zoo.fetch_weights(ARCH, 1, filename="weights.pth.tar", base_url=_dead_url())
     _one_line(e)
     assert _files(tmp_path / "c") == []
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(zoo.ZooError, match="cannot use the cache directory") as e:
+        zoo.fetch_weights(ARCH, 1, cache=tmp_path / "file", base_url=_dead_url())
+    _one_line(e)
 
 
 # ------------------------------------------------------------------------------------------
