@@ -33,9 +33,9 @@ import http.client
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
+import time
 import types
 import urllib.error
 import urllib.request
@@ -169,25 +169,34 @@ def _artifact_path(cache: str, filename: str) -> str:
 # ------------------------------------------------------------------------------------------
 # download
 # ------------------------------------------------------------------------------------------
+def _fcntl():
+    """The POSIX locking module, or None (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return fcntl
+
+
 @contextlib.contextmanager
 def _locked(cache: str, filename: str):
-    """An exclusive advisory lock per zoo file (POSIX flock; elsewhere no lock: the atomic
-    rename alone keeps the cache consistent, two processes may then both download)."""
+    """An exclusive advisory lock per zoo file; yields whether it is held. POSIX ``flock``;
+    without it (Windows) no lock: the atomic renames alone keep the cache consistent, and two
+    processes may then both download and convert (the later rename wins, with identical content)."""
     d = os.path.join(cache, "locks")
     try:
         os.makedirs(d, exist_ok=True)
     except OSError as e:
         raise ZooError(f"cannot use the cache directory {cache} ({e.strerror or e}); set LIC_JAX_CACHE to a "
                        f"writable directory") from None
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
+    fcntl = _fcntl()
+    if fcntl is None:
+        yield False
         return
     with open(os.path.join(d, _stem(filename) + ".lock"), "a+b") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
@@ -280,13 +289,13 @@ def _check_file(path: str, prefix: str, url: str) -> None:
                                 f"file); deleted it; download {url} again")
 
 
-def _fetch_locked(filename: str, cache: str, base_url, progress: bool) -> str:
-    """The verified weight file (downloading it if absent); the caller holds the file's lock."""
+def _fetch_locked(filename: str, cache: str, base_url, progress: bool, held: bool) -> str:
+    """The verified weight file (downloading it if absent); ``held``: the caller holds the file's lock."""
     prefix = _hash_prefix(filename)
     dest = _weights_path(cache, filename)
     url = zoo_url(filename, base_url)
-    # temporary files of a process killed mid-download (we hold the lock: nobody is writing them)
-    for stale in glob.glob(os.path.join(glob.escape(os.path.dirname(dest)), "." + glob.escape(filename) + ".*.part")):
+    # temporary files of a process killed mid-download: only under the lock is nobody writing them
+    for stale in [] if not held else glob.glob(os.path.join(glob.escape(os.path.dirname(dest)), "." + glob.escape(filename) + ".*.part")):
         with contextlib.suppress(OSError):
             os.unlink(stale)
     if os.path.isfile(dest):
@@ -304,8 +313,8 @@ def fetch_weights(name: str, quality: int, metric: str = "mse", *, cache=None, b
     default = zoo_filename(name, quality, metric)
     filename = filename or default
     cache = cache_dir(cache)
-    with _locked(cache, filename):
-        return _fetch_locked(filename, cache, base_url, progress)
+    with _locked(cache, filename) as held:
+        return _fetch_locked(filename, cache, base_url, progress, held)
 
 
 # ------------------------------------------------------------------------------------------
@@ -363,21 +372,26 @@ def load_pretrained_artifact(name: str, quality: int, metric: str = "mse", *, ca
     art = _load_cached(apath, name, quality, prefix)
     if art is not None:
         return art
-    with _locked(cache, filename):
+    with _locked(cache, filename) as held:
         art = _load_cached(apath, name, quality, prefix)  # another process may have made it meanwhile
         if art is not None:
             return art
-        wpath = _fetch_locked(filename, cache, base_url, progress)
+        wpath = _fetch_locked(filename, cache, base_url, progress, held)
         spec, variables = _convert(wpath, name, quality)
         md = {"source": "compressai-zoo", "file": filename, "url": zoo_url(filename, base_url), "sha256": _sha256(wpath),
               "architecture": name, "quality": quality, "metric": metric}
-        if os.path.isdir(apath):  # stale or damaged: replaced below (save_artifact is atomic)
-            shutil.rmtree(apath, ignore_errors=True)
-        save_artifact(apath, spec, variables, metadata=md)
-        art = _load_cached(apath, name, quality, prefix)
-    if art is None:  # pragma: no cover - only if the file system loses what was just written
-        raise ZooError(f"{apath}: the converted model could not be read back")
-    return art
+        try:  # atomic; replaces a stale or damaged artifact
+            save_artifact(apath, spec, variables, metadata=md)
+        except OSError:
+            if held:
+                raise
+            # no lock: a concurrent process renamed its (identical) artifact into place first
+        for _ in range(1 if held else 50):
+            art = _load_cached(apath, name, quality, prefix)
+            if art is not None:
+                return art
+            time.sleep(0.1)  # no lock: a concurrent process may be swapping its copy in
+    raise ZooError(f"{apath}: the converted model could not be read back")
 
 
 def get_pretrained(name: str, quality: int, metric: str = "mse", *, cache=None, base_url=None,
