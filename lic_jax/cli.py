@@ -211,9 +211,9 @@ class _DecoderModels:
                 codec = _zoo_codec_for_header(header, a)
             if codec is None:
                 raise ModelMismatchError(
-                    f"no shipped{' or pretrained' if a.pretrained else ' or cached pretrained'} model has the file's "
-                    f"weight fingerprint {fp.hex()} ({header.model_name}"
-                    f"{' q' + str(header.quality) if header.quality else ''}); pass --checkpoint DIR with the encoder's weights"
+                    f"no shipped model has the file's weight fingerprint {fp.hex()} ({header.model_name}"
+                    f"{' q' + str(header.quality) if header.quality else ''}), nor a "
+                    f"{'' if a.pretrained else 'cached '}pretrained one; pass --checkpoint DIR with the encoder's weights"
                     f"{'' if a.pretrained else ' (or --pretrained if it was made with CompressAI weights)'}"
                 )
         self.cache[fp] = codec
