@@ -11,21 +11,25 @@ lengths and the codec's coding tables (nothing is decoded, no latent array is al
    frequency). Where the decoder knows the rows before decoding (per-channel tables: factorized y,
    z of every hyperprior) the sum is exact per channel; for Gaussian y (rows chosen by the
    hyper-decoder) every symbol is charged the cheapest row of the table. Escapes only add bits
-   (escape symbol ≥ m, plus bypass bits). Both range coders drop trailing zero bytes (the decoder
-   reads zeros past the end), so a stream whose last symbols all sit at the bottom of their
-   CDFs could be shorter than B; the lic_jax encoder therefore pads such a stream with zero bytes
-   to ``ceil(B / 8)`` (:func:`pad_streams`; a no-op for every realistic stream, and the padded
-   stream decodes identically). Hence **every file lic_jax writes satisfies the bound**, and the
-   decoder rejects ``8 · len < B − 32`` as a :class:`CorruptFileError` (the slack of one 32-bit
-   word covers float rounding of B across machines and files written before the padding rule).
+   (escape symbol ≥ m, plus bypass bits). One subtlety: constriction streams are stored with
+   their trailing zero bytes removed (format §2; the decoder reads zeros past the end), and a
+   stream whose last symbols all sit at the bottom of their CDFs (cumulative 0) ends in zero
+   words — in the extreme an all-lowest-symbol stream is stored as 0 bytes. The encoder therefore
+   pads a constriction stream shorter than ``ceil(B / 8)`` with zero bytes (:func:`pad_streams`;
+   it decodes identically, and it is a no-op for every realistic stream). TFC writes every byte
+   its range state shifts out and omits at most the ≤ 4 bytes of its final state. Hence **every
+   file lic_jax writes satisfies the bound**; the decoder rejects ``8 · len < B − 32`` as a
+   :class:`CorruptFileError` (the 32 bits cover TFC's final state, float rounding of B across
+   machines, and constriction files written before the padding rule).
 3. **Longest plausible stream** (an upper bound): at most :data:`MAX_BITS_PER_SYMBOL` bits per
    symbol plus :data:`STREAM_SLACK_BYTES` (both coders need far less: ≤ 24 + 36 bits per symbol
    for constriction — its smallest probability is 2⁻²⁴, an escape costs ≤ 5 + 30 + 1 bypass
    bits — and ≤ 16 + 62 for TFC, Elias-gamma escapes). Longer streams are a
    :class:`LimitError`; ``lic decompress`` checks it from the header before reading the file.
 
-The bounds need the latent shapes only (``Codec._latent_shapes``: ``jax.eval_shape``, no
-allocation) and one float per table row (cached on the table).
+The bounds need the latent shapes only (:func:`latent_shapes`: arithmetic on two cached
+``jax.eval_shape`` results, no tracing per size, no allocation) and one float per table row
+(cached on the table).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "row_min_bits",
     "check_pixels",
     "check_image",
+    "latent_shapes",
     "stream_bounds",
     "check_streams",
     "check_decode",
@@ -110,12 +115,33 @@ def check_image(shape, max_pixels: int | None):
         check_pixels(shape[0], shape[1], max_pixels, "input image")
 
 
+def latent_shapes(codec, hp: int, wp: int):
+    """(y shape, z shape or None) for a padded size, without tracing the model: every lic_jax
+    analysis maps a multiple of ``downsampling`` linearly onto its latent grid, so the shapes at
+    ``(d, d)`` and ``(2d, 3d)`` (``jax.eval_shape``, once per codec and cached by it) give every
+    other size; a model that is not linear that way falls back to ``eval_shape`` at this size."""
+    d = codec.downsampling
+    (y1, z1), (y2, z2) = codec._latent_shapes(d, d), codec._latent_shapes(2 * d, 3 * d)
+
+    def scale(s1, s2):
+        if s1 is None:
+            return None
+        if s2 != (2 * s1[0], 3 * s1[1], s1[2]):
+            return False
+        return (hp // d * s1[0], wp // d * s1[1], s1[2])
+
+    y, z = scale(y1, y2), scale(z1, z2)
+    if y is False or z is False or hp % d or wp % d:
+        return codec._latent_shapes(hp, wp)
+    return y, z
+
+
 def stream_bounds(codec, height: int, width: int) -> list[StreamBound]:
     """The bounds of the streams a file of this size has for ``codec``'s model (z first, then y)."""
     from ..models.base import pad_amounts
 
     (t, b), (l, r) = pad_amounts(int(height), int(width), codec.downsampling)
-    y_shape, z_shape = codec._latent_shapes(int(height) + t + b, int(width) + l + r)
+    y_shape, z_shape = latent_shapes(codec, int(height) + t + b, int(width) + l + r)
     out = []
     if z_shape is not None:
         hz, wz, cz = z_shape
@@ -168,8 +194,12 @@ def check_decode(codec, header, max_pixels: int | None = None) -> list[StreamBou
 
 
 def pad_streams(codec, height: int, width: int, streams) -> list[bytes]:
-    """Encoder side: zero-pad any stream shorter than its lower bound (decodes identically: the
-    decoders read zeros past the end)."""
+    """Encoder side, constriction streams: zero-pad a stream shorter than its lower bound (it
+    decodes identically: the decoder reads zeros past the end). TFC streams are returned as they
+    are: TFC writes every byte its range state shifts out and leaves off at most the ≤ 4 bytes of
+    its final state, which ``MIN_SLACK_BITS`` covers (and its decoder refuses long zero tails)."""
+    if getattr(codec, "coder", "constriction") != "constriction":
+        return [bytes(s) for s in streams]
     bounds = stream_bounds(codec, height, width)
     out = []
     for s, sb in zip(streams, bounds):
