@@ -442,6 +442,31 @@ def test_two_processes_race(server, zoo_file, tmp_path, monkeypatch):
         assert _load(cache, _dead_url(), slow[mode]).fingerprint == res[0]["fingerprint"]
 
 
+def test_concurrent_winner_without_lock(served, module_cache, tmp_path, monkeypatch):
+    """Without flock the final rename of an artifact can lose to a concurrent process's identical
+    one (save_artifact raises OSError): the winner's artifact is used. With the lock that cannot
+    happen, so there the error is not swallowed."""
+    import shutil
+
+    import lic_jax.artifact as artifact
+
+    real = artifact.save_artifact
+
+    def lose(path, *args, **kw):
+        real(path, *args, **kw)  # the concurrent winner's rename lands first …
+        raise OSError(39, "Directory not empty")  # … and ours fails
+
+    monkeypatch.setattr(artifact, "save_artifact", lose)
+    for mode in ("nolock", "lock"):
+        (tmp_path / mode / "compressai").mkdir(parents=True)
+        shutil.copy(module_cache / "compressai" / served, tmp_path / mode / "compressai" / served)
+    with monkeypatch.context() as m:
+        m.setattr(zoo, "_fcntl", lambda: None)
+        assert _load(tmp_path / "nolock", _dead_url(), served).spec.name == ARCH
+    with pytest.raises(OSError, match="not empty"):
+        _load(tmp_path / "lock", _dead_url(), served)
+
+
 # ------------------------------------------------------------------------------------------
 # the converted model reproduces CompressAI's compress / decompress
 # ------------------------------------------------------------------------------------------
