@@ -186,7 +186,9 @@ def test_constriction_round_trip_with_escapes():
         np.testing.assert_array_equal(out, v)
         dec.finish()
         ideal = t.ideal_bits(v, idx, backend.overflow_bits)
-        assert len(data) * 8 <= ideal * 1.01 + 64 * 8
+        # one stream: excess over the ideal measured 1.8 … 31.95 bits over these 30 trials (2026-11-30;
+        # the coder's 32-bit words), so no relative term: ≤ 96 bits (3×)
+        assert ideal <= len(data) * 8 <= ideal + 96
 
 
 def test_values_beyond_the_codable_range_raise():
@@ -345,13 +347,44 @@ def test_odd_sizes_grey_and_float_output():
         np.testing.assert_array_equal(to_uint8(f), codec.decompress(codec.compress(rgb)))
 
 
+def _table_bits(table: CdfTable, symbols, indexes) -> tuple[float, int]:
+    """Σ −log2(f/2¹⁶) of symbols under rows ``indexes``, read straight from the CDF arrays (escape
+    symbol for values outside a row's support); and the number of escapes."""
+    sym = np.asarray(symbols, np.int64).ravel()
+    idx = np.broadcast_to(np.asarray(indexes, np.int64), np.shape(symbols)).ravel()
+    u = sym - table.offset[idx]
+    n_regular = table.cdf_length[idx].astype(np.int64) - 2
+    esc = (u < 0) | (u >= n_regular)
+    u = np.where(esc, n_regular, u)
+    f = table.cdf[idx, u + 1].astype(np.int64) - table.cdf[idx, u].astype(np.int64)
+    return float(-np.log2(f / 65536.0).sum()), int(esc.sum())
+
+
 def test_estimate_bits_and_reported_bpp():
-    codec = S.codec_for("mbt2018-mean", trained=True)
+    """estimate_bits against independent computations: (1) Σ −log2 p of the symbols the *decoder*
+    recovers from the file, read from the raw CDF arrays (exact); (2) the model's own continuous
+    likelihoods (eval forward pass, no coding tables): measured +1.006 % (table quantisation of σ
+    and of the pmf; y +1.07 %, z +0.03 %; 2026-11-30), allowed 3 %, so a missing or doubled z
+    (~6 % of the bits here) fails."""
+    from lic_jax.models import total_bits
+
+    name = "mbt2018-mean"
+    codec = S.codec_for(name, trained=True)
     img = S.kodak_image(9)
     enc = codec.encode(img)
     est = codec.estimate_bits(img)
-    assert est == pytest.approx(enc.ideal_bits, rel=1e-12)
-    assert enc.ideal_bits <= 8 * enc.payload_bytes <= enc.ideal_bits * 1.01
+    _, lat, _ = codec.decode(enc.data)
+    bz, ez = _table_bits(codec.tables["z"], lat.z_symbols, np.arange(lat.z_symbols.shape[-1]))
+    by, ey = _table_bits(codec.tables["y"], lat.y_symbols, lat.y_indexes)
+    assert ez == ey == 0  # no escapes on this image, so no bypass bits to add
+    assert est == pytest.approx(bz + by, rel=1e-12)
+    assert enc.ideal_bits == pytest.approx(est, rel=1e-12)
+    model, _ = S.model_and_spec(name)
+    out = model.apply(S.trained_variables(name), img[None].astype(np.float32) / 255.0, train=False)
+    continuous = float(np.sum(total_bits(out["likelihoods"])))
+    assert abs(est / continuous - 1) <= 0.03, (est, continuous)
+    # payload: two streams, measured 40.0 bits (0.03 %) above the ideal (2026-11-30) → ≤ 120 bits (3×)
+    assert enc.ideal_bits <= 8 * enc.payload_bytes <= enc.ideal_bits + 120
     info = Codec.info(enc.data)
     assert info["bpp"] == 8 * len(enc.data) / (img.shape[0] * img.shape[1])
     assert info["container_bytes"] == len(enc.data) - enc.payload_bytes <= 40
@@ -413,4 +446,5 @@ def test_lee2019_with_a_factorized_z():
         ref = to_uint8(np.clip(np.asarray(crop_image(np.asarray(syn(codec._dev_vars, lat.y_hat[None])),
                                                      *img.shape[:2]))[0], 0, 1))
         np.testing.assert_array_equal(out, ref)
-        assert 8 * enc.payload_bytes <= max(1.01 * enc.ideal_bits, enc.ideal_bits + 512)
+        # two streams: measured 29.4 and 20.0 bits above the ideal (2026-11-30) → ≤ 90 bits (3×)
+        assert enc.ideal_bits <= 8 * enc.payload_bytes <= enc.ideal_bits + 90

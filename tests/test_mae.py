@@ -171,23 +171,48 @@ def test_all_mode_loss_is_weighted_sum_over_lambdas():
     assert bool(m["finite"])
 
 
+# χ² goodness of fit of the λ draws over the λ with non-zero weight (weights 1:0:2:3 → p = 1/6, 0, 1/3, 1/2;
+# df = 2): false-failure rate α = 1e-6 for a correct sampler (over the choice of PRNG key; the keys here are
+# fixed, so the outcome is deterministic). With n = 500 draws, a sampler that ignores the weights among the
+# allowed λ (uniform 1/3 each) has noncentrality n·Σ(q−p)²/p = 111.1 and passes with probability < 1e-6
+# (scipy.stats.ncx2.cdf(27.63, 2, 111.1) = 4.4e-8); one that ignores them altogether draws the zero-weight λ.
+CHI2_CRIT_DF2_1E6 = 27.631021115928547  # scipy.stats.chi2.isf(1e-6, 2)
+N_DRAWS = 500
+
+
+def _chi2(counts, probs):
+    counts, probs = np.asarray(counts, float), np.asarray(probs, float)
+    expected = counts.sum() * probs
+    return float(np.sum((counts - expected) ** 2 / expected))
+
+
 def test_sample_mode_draws_lambda_by_weight_and_per_step():
-    c, model, vr, state, step = _tiny("sample", weights="1,0,0,3", quant="noise")
-    batch = np.asarray(jax.random.randint(jax.random.key(3), (2, 32, 32, 3), 0, 256), np.uint8)
+    """'sample': λ_k drawn with probability w_k/Σw (χ² test on 500 train steps, a zero weight never
+    drawn), as a pure function of the step (a fresh state repeats the sequence: exact resume)."""
+    c, model, vr, state, step = _tiny("sample", weights="1,0,2,3", quant="noise")
+    probs = np.array([1 / 6, 0.0, 1 / 3, 1 / 2])
+    assert vr.probs == pytest.approx(probs)
+    fresh = jax.tree_util.tree_map(jnp.array, state)  # a copy: the step donates its input state
+    batch = np.asarray(jax.random.randint(jax.random.key(3), (1, 16, 16, 3), 0, 256), np.uint8)
+    lm32 = [np.float32(v) for v in vr.lmbdas]
     drawn = []
-    for _ in range(24):
+    for _ in range(N_DRAWS):
         state, m = step(state, batch)
-        drawn.append(float(m["lmbda"]))
-    assert set(drawn) <= {np.float32(vr.lmbdas[0]), np.float32(vr.lmbdas[3])}
-    n_hi = sum(d == np.float32(vr.lmbdas[3]) for d in drawn)
-    assert 10 <= n_hi <= 23, drawn  # P(λ_3) = 3/4
-    # the draw is a pure function of the step (exact resume): same λ sequence from a fresh state
-    _, _, _, state2, step2 = _tiny("sample", weights="1,0,0,3", quant="noise")
+        drawn.append(lm32.index(np.float32(m["lmbda"])))  # ValueError if a λ outside the set were drawn
+    counts = np.bincount(drawn, minlength=4)
+    stat = _chi2(counts[[0, 2, 3]], probs[[0, 2, 3]])
+    print(f"λ draws {counts.tolist()} for weights 1:0:2:3, χ² = {stat:.2f} (reject above {CHI2_CRIT_DF2_1E6:.2f})")
+    assert counts[1] == 0, counts
+    assert stat <= CHI2_CRIT_DF2_1E6, (counts, stat)
+    # power check of the same statistic: draws of the same size that ignore the weights are rejected
+    uniform = np.bincount(np.random.default_rng(0).integers(0, 3, N_DRAWS), minlength=3)
+    assert _chi2(uniform, probs[[0, 2, 3]]) > CHI2_CRIT_DF2_1E6
+    # the draw is a pure function of the step: the same λ sequence from a fresh state
     again = []
     for _ in range(24):
-        state2, m = step2(state2, batch)
-        again.append(float(m["lmbda"]))
-    assert again == drawn
+        fresh, m = step(fresh, batch)
+        again.append(lm32.index(np.float32(m["lmbda"])))
+    assert again == drawn[:24]
 
 
 # ----------------------------------------------------------------------------------------------
