@@ -28,6 +28,21 @@ SMALL = {  # reduced widths keep the CPU tests fast
 DOWNSAMPLING = {"bmshj2018-factorized": 16, "bls2017": 16}  # the others: 64
 
 
+def test_quality_table_equals_compressai():
+    """(N, M) per quality for the four CompressAI architectures equal the installed CompressAI's own
+    ``compressai.zoo.image.cfgs`` (until 2026-11-30 mbt2018-mean q5 was (128, 192) here, (192, 320) there)."""
+    from conftest import require
+
+    require("compressai")
+    from compressai.zoo.image import cfgs
+
+    from lic_jax.models import QUALITY_HPARAMS
+
+    for name in ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018"):
+        ours = {q: (hp["N"], hp["M"]) for q, hp in QUALITY_HPARAMS[name].items()}
+        assert ours == {q: tuple(v) for q, v in cfgs[name].items()}, name
+
+
 def test_registry_lists_every_model():
     # the issue-2 family (later additions to the registry, e.g. variable-rate models, are tested by their owners)
     assert set(SMALL) <= set(model_names())

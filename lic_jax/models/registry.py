@@ -45,7 +45,7 @@ _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
 QUALITY_HPARAMS: dict[str, dict[int, dict[str, int]]] = {
     "bmshj2018-factorized": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
     "bmshj2018-hyperprior": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
-    "mbt2018-mean": {q: (_SMALL if q <= 5 else _LARGE) for q in range(1, 9)},
+    "mbt2018-mean": {q: (_SMALL if q <= 4 else _LARGE) for q in range(1, 9)},  # CompressAI: large from q5
     "mbt2018": {q: ({"N": 192, "M": 192} if q <= 4 else {"N": 192, "M": 320}) for q in range(1, 9)},
     "bls2017": {q: ({"N": 128} if q <= 5 else {"N": 192}) for q in range(1, 9)},
     "lee2019": {q: {"N": 192, "M": 192} for q in range(1, 9)},
