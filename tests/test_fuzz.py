@@ -1,9 +1,14 @@
-"""Fuzzing the decoder with damaged files: truncations, bit flips and header edits.
+"""Fuzzing the decoder: damaged files (truncations, bit flips, header edits: caught by the
+length / CRC / field checks) and structure-aware forgeries (``lic_jax.coding.fuzz``: valid header
+and CRC, forged streams, stream split, sides, λ, pixel format, model id, fingerprint, coder) that
+reach the entropy decoders.
 
-Every case must end in a documented exception (a ``LicError`` subclass, docs/FORMAT.md §6)
-with a one-line message within 2 s; through the ``lic`` command: exit status 1, one line on
-stderr, no output (or temporary) file left. ``LIC_FUZZ_CASES`` sets the number of in-process
-cases (default 2400; e.g. 100000 for a long run).
+Every damaged case must end in a documented exception (a ``LicError`` subclass, docs/FORMAT.md §6)
+with a one-line message within 2 s; every forged case in an image of the header's size or a
+documented exception; through the ``lic`` command: exit status 1 with one line on stderr and no
+output (or temporary) file, or exit 0 and a complete image. ``LIC_FUZZ_CASES`` sets the number
+of damaged cases (default 2400), ``LIC_FUZZ_REACH`` the number of forged cases that must reach an
+entropy decoder (default 2000); ``benchmarks/fuzz_long.py`` is the long run.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pytest
 import test_coding_support as S
 
 from lic_jax.coding import LicError
-from lic_jax.coding import container
+from lic_jax.coding import container, fuzz
 
 N_CASES = int(os.environ.get("LIC_FUZZ_CASES", "2400"))
 MODELS = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018", "lee2019")
@@ -179,4 +184,104 @@ def test_fuzz_through_the_cli(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 1 and err.count("\n") == 1 and err.startswith("lic: error:"), (kind, err)
         assert not out.exists()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------------------------------
+# structure-aware fuzzing: valid header and CRC, forged content (lic_jax.coding.fuzz)
+# ------------------------------------------------------------------------------------------
+N_REACH = int(os.environ.get("LIC_FUZZ_REACH", "2000"))
+
+
+def fuzz_files(coder: str):
+    """[(label, codec, file)]: every model kind (width 16; trained fixed-rate models, random
+    variable-rate ones at λ = 0.013), RGB crops and grey crops with sides 49…64 (one padded shape,
+    64×64, for every model: one compilation each)."""
+    import test_limits as L
+
+    files = []
+    for i, name in enumerate(L.KINDS):
+        c = L.kind_codec(name, coder)
+        files.append((name, c, c.compress(S.kodak_image(5 + i)[: 64 - 2 * i, : 49 + 2 * i])))
+        if i % 2 == 0:
+            files.append((name, c, c.compress(S.kodak_image(5 + i)[:56, :60, 1])))
+    return files
+
+
+def _vm_hwm_reset() -> int:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return _status_kb("VmRSS")
+
+
+def _status_kb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def structured_fuzz(coder: str, n_reach: int = N_REACH, seed: int = 0) -> dict:
+    """Run forged cases until ``n_reach`` reached an entropy decoder; assert every outcome."""
+    files = fuzz_files(coder)
+    for _, c, data in files:  # warm: compile the one padded shape of every model
+        c.decompress(data)
+    rss0 = _vm_hwm_reset()
+    summary = fuzz.campaign(files, 4 * n_reach, np.random.default_rng(seed), n_reach=n_reach, time_limit=TIME_LIMIT)
+    summary["rss_growth_mb"] = round((_status_kb("VmHWM") - rss0) / 2**20, 1)
+    print(f"\n{coder}: {summary}")
+    assert summary["n_failures"] == 0, summary["failures"]
+    assert summary["reached_decoder"] >= n_reach, summary
+    # every model kind reaches its decoder (round-robin: about n_reach / 8 each)
+    assert min(summary["reached_decoder_by_model"].values()) >= n_reach // 16, summary["reached_decoder_by_model"]
+    # memory: forged sides never get past the limits — measured peak growth ≤ 60 MB over the
+    # warm state (bounded by max_pixels-size latents; a 65535² forgery alone would need GBs)
+    assert summary["rss_growth_mb"] < 500, summary["rss_growth_mb"]
+    return summary
+
+
+def test_structured_fuzz_reaches_the_constriction_decoder():
+    s = structured_fuzz("constriction")
+    # every mutation kind occurred, and most of them produced both outcomes over the run
+    kinds = {k.split(":")[0] for k in s["outcomes"]}
+    assert kinds == set(fuzz.MUTATIONS), kinds
+
+
+def test_structured_fuzz_through_the_cli(tmp_path, capsys):
+    """Forged files through `lic decompress`: exit 0 with a complete PNG of the header's size,
+    or exit 1 with one line and no output file; never a temporary file left."""
+    from PIL import Image
+
+    from lic_jax.cli import main
+
+    d = tmp_path / "m"
+    S.make_artifact(d, "mbt2018")
+    from lic_jax.coding import Codec
+
+    codec = Codec.from_artifact(d)
+    data = codec.compress(S.kodak_image(19)[:60, :64])
+    rng = np.random.default_rng(3)
+    rcs = collections.Counter()
+    for i in range(40):
+        kind, bad = fuzz.mutate(data, rng, fuzz.MUTATIONS[i % len(fuzz.MUTATIONS)], multiple=64)
+        h, _ = container.read_header(bad)
+        src, out = tmp_path / f"f{i}.lic", tmp_path / f"f{i}.png"
+        src.write_bytes(bad)
+        t = time.perf_counter()
+        rc = main(["decompress", str(src), str(out), "--checkpoint", str(d), "-q"])
+        dt = time.perf_counter() - t
+        err = capsys.readouterr().err
+        rcs[rc] += 1
+        if rc == 0:
+            with Image.open(out) as im:
+                assert im.size == (h.width, h.height) and im.mode == ("RGB" if h.channels == 3 else "L"), kind
+        else:
+            assert rc == 1 and err.count("\n") == 1 and err.startswith("lic: error:"), (kind, err)
+            assert not out.exists(), kind
+        assert dt < TIME_LIMIT or kind.startswith("sides"), (kind, dt)  # (a new size compiles once)
+    assert rcs[0] > 5 and rcs[1] > 5, rcs
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]

@@ -180,7 +180,7 @@ KINDS = S.ALL_MODELS + ("mae-bls2017", "mae-hyperprior")
 
 
 @functools.lru_cache(maxsize=None)
-def _codec(name, coder="constriction"):
+def kind_codec(name, coder="constriction"):
     if name.startswith("mae-"):
         c = _vr_codec(name)
         if coder != "constriction":
@@ -191,7 +191,7 @@ def _codec(name, coder="constriction"):
 
 @pytest.mark.parametrize("name", KINDS)
 def test_every_size_field_is_checked_before_allocation(name):
-    codec = _codec(name)
+    codec = kind_codec(name)
     data = codec.compress(S.kodak_image(4)[:64, :60])
     h, streams = container.unpack(data)
     bounds = limits.stream_bounds(codec, h.height, h.width)
@@ -271,7 +271,7 @@ def test_zero_tail_streams_are_padded_to_the_bound():
 @pytest.mark.parametrize("name", KINDS)
 def test_genuine_files_always_pass(name):
     """Files lic_jax writes never fail the bounds: Kodak crops, a flat image, noise, grey."""
-    codec = _codec(name)
+    codec = kind_codec(name)
     rng = np.random.default_rng(0)
     # (sides 49…64 share one padded shape, 64×64, for every model: one compilation)
     imgs = [S.kodak_image(9)[:64, :60], S.kodak_image(17)[:64, :64], np.full((60, 64, 3), 128, np.uint8),

@@ -22,7 +22,7 @@ import numpy as np
 from . import container
 from .errors import LicError
 
-__all__ = ["MUTATIONS", "mutate", "run_case", "CaseResult"]
+__all__ = ["MUTATIONS", "DOCUMENTED", "mutate", "run_case", "campaign", "CaseResult"]
 
 MUTATIONS = (
     "payload_flip",  # 1-8 bit flips inside one stream
@@ -163,17 +163,94 @@ class CaseResult:
     reached_decoder: bool
     seconds: float
     message: str = ""
+    shape: tuple | None = None  # of the decoded image
+
+
+# the outcomes a case may have: an image, or one of the documented errors (docs/FORMAT.md §6)
+DOCUMENTED = ("image", "CorruptFileError", "LimitError", "ModelMismatchError", "CoderUnavailableError",
+              "TruncatedFileError")
 
 
 def run_case(codec, kind: str, data: bytes, max_pixels: int | None = None) -> CaseResult:
     """Decode one case with ``codec``; a LicError is an expected outcome, anything else propagates
     (a fuzz failure). ``reached_decoder``: an entropy-decoder session was opened on a stream."""
     t = time.perf_counter()
+    shape = None
     try:
         img = codec.decompress(data, max_pixels=max_pixels)
-        outcome, msg = "image", f"{img.shape} {img.dtype}"
+        outcome, msg, shape = "image", f"{img.shape} {img.dtype}", tuple(img.shape)
+        if img.dtype != np.uint8:
+            raise AssertionError(f"decoded image has dtype {img.dtype}")
     except LicError as e:
         outcome, msg = type(e).__name__, str(e)
     dt = time.perf_counter() - t
     reached = codec.stats.get("coder_s", 0.0) > 0.0 or codec.stats.get("symbols", 0) > 0
-    return CaseResult(kind, outcome, reached, dt, msg)
+    return CaseResult(kind, outcome, reached, dt, msg, shape)
+
+
+def _padded(h, multiple):
+    return (-(-h.height // multiple) * multiple, -(-h.width // multiple) * multiple)
+
+
+def campaign(files, n_cases: int | None, rng: np.random.Generator, n_reach: int | None = None,
+             time_limit: float = 2.0, max_pixels: int | None = None, kinds=MUTATIONS, on_case=None) -> dict:
+    """Run mutated cases round-robin over ``files`` = [(label, codec, valid file bytes)] until
+    ``n_cases`` cases ran or ``n_reach`` of them reached an entropy decoder (whichever is given;
+    both: whichever comes first). Checks every case: an image of the header's size (uint8) or a
+    documented LicError with a one-line message, in < ``time_limit`` s unless the case is the
+    first decode of a new padded size for its model (then XLA compiles: reported as ``cold``).
+    Any other exception propagates. Returns a JSON-able summary."""
+    import collections
+    import resource
+
+    outcomes = collections.Counter()
+    by_model = collections.Counter()
+    seen = set()
+    n = reached = 0
+    slowest = {"seconds": 0.0}
+    slowest_cold = {"seconds": 0.0}
+    failures = []
+    t0 = time.perf_counter()
+    while (n_cases is None or n < n_cases) and (n_reach is None or reached < n_reach):
+        label, codec, data = files[n % len(files)]
+        kind, bad = mutate(data, rng, kinds[int(rng.integers(0, len(kinds)))], multiple=codec.downsampling)
+        h, _ = container.read_header(bad)
+        key = (label, _padded(h, codec.downsampling))
+        cold = key not in seen
+        r = run_case(codec, kind, bad, max_pixels)
+        n += 1
+        if r.outcome == "image":
+            seen.add(key)
+            want = (h.height, h.width) + ((3,) if h.channels == 3 else ())
+            if r.shape != want:
+                failures.append(f"{label} {kind}: image {r.shape}, header says {want}")
+        if r.outcome not in DOCUMENTED or "\n" in r.message:
+            failures.append(f"{label} {kind}: {r.outcome}: {r.message!r}")
+        reached += r.reached_decoder
+        by_model[label] += r.reached_decoder
+        outcomes[f"{kind}:{r.outcome}"] += 1
+        info = {"seconds": round(r.seconds, 4), "model": label, "kind": kind, "outcome": r.outcome,
+                "reached_decoder": r.reached_decoder}
+        if cold and r.outcome == "image":
+            if r.seconds > slowest_cold["seconds"]:
+                slowest_cold = info
+        else:
+            if r.seconds > slowest["seconds"]:
+                slowest = info
+            if r.seconds >= time_limit:
+                failures.append(f"{label} {kind}: {r.seconds:.2f} s (limit {time_limit} s)")
+        if on_case is not None:
+            on_case(r)
+    return {
+        "cases": n,
+        "reached_decoder": reached,
+        "reached_decoder_by_model": dict(by_model),
+        "outcomes": dict(sorted(outcomes.items())),
+        "slowest_case": slowest,
+        "slowest_cold_case": slowest_cold,
+        "cold_cases": len(seen),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "failures": failures[:20],
+        "n_failures": len(failures),
+    }
