@@ -46,9 +46,10 @@ import numpy as np
 __all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
            "needed_intervals", "axis_plan", "tiled_apply", "TiledTransforms", "analyse", "synthesise"]
 
-DEFAULT_TILE = 1024           # pixels per tile side (64 latents at stride 16)
+DEFAULT_TILE = 1024           # synthesis: pixels per tile side (64 latents at stride 16)
 LATENT_STRIDE = 16            # of every lic_jax model's y (checked by TiledTransforms)
-DEFAULT_THRESHOLD = 1 << 21   # 'auto' tiles images whose padded size exceeds 2 097 152 pixels (1920×1088 does not)
+AUTO_THRESHOLD = 1 << 21      # 'auto' tiles images whose padded size exceeds 2 097 152 pixels (1920×1088 does not)
+ANALYSIS_TILE = 64            # the encoder's analysis tiles, in latents: fixed, whatever ``Tiling.tile`` says
 
 
 class TilingUnsupported(ValueError):
@@ -59,15 +60,15 @@ class TilingUnsupported(ValueError):
 class Tiling:
     """How ``Codec`` runs its analysis and synthesis transforms.
 
-    mode: ``'auto'`` (tile when the padded image has more than ``threshold`` pixels), ``'on'``
-      (always, e.g. to test with small tiles) or ``'off'`` (never: today's untiled programs).
-    tile: output pixels per tile side; rounded down to a multiple of the latent stride (≥ 1 latent).
-    threshold: the 'auto' size limit in padded pixels.
+    mode: ``'auto'`` (tile when the padded image has more than :data:`AUTO_THRESHOLD` pixels),
+      ``'on'`` (always) or ``'off'`` (never: the untiled programs, at any size).
+    tile: the **synthesis** tile side in output pixels, rounded down to a multiple of the latent
+      stride (≥ 1 latent). The encoder's analysis always uses :data:`ANALYSIS_TILE` latents, so
+      the coded file never depends on ``tile``.
     """
 
     mode: str = "auto"
     tile: int = DEFAULT_TILE
-    threshold: int = DEFAULT_THRESHOLD
 
     def __post_init__(self):
         if self.mode not in ("auto", "on", "off"):
@@ -76,7 +77,7 @@ class Tiling:
             raise ValueError(f"tile must be ≥ 1 pixel, got {self.tile}")
 
     def active(self, height: int, width: int) -> bool:
-        return self.mode == "on" or (self.mode == "auto" and height * width > self.threshold)
+        return self.mode == "on" or (self.mode == "auto" and height * width > AUTO_THRESHOLD)
 
 
 def as_tiling(value) -> Tiling:
@@ -268,8 +269,7 @@ def analyse(codec, x: np.ndarray, lam=None):
     if tt is None:
         return codec._fns.encode_transform(codec._dev_vars, jax.device_put(x, codec._dev), lam)
     v = codec._dev_vars
-    y = tiled_apply(lambda c: tt.analysis(v, c, lam), x, tt.stride, 1, tt.tile_latents(tiling), tt.analysis_halo,
-                    codec._dev)
+    y = tiled_apply(lambda c: tt.analysis(v, c, lam), x, tt.stride, 1, ANALYSIS_TILE, tt.analysis_halo, codec._dev)
     if tt.hyper_analysis is None or codec.kind == "factorized":
         return y, None
     return y, tt.hyper_analysis(v, jax.device_put(y, codec._dev))
