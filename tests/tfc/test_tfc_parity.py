@@ -179,15 +179,17 @@ def test_gdn_matches_tfc(tf, tfc, activations, simplified, inverse):
     rel_diff = (np.abs(y - yt)[big] / np.abs(yt[big])).max()
     print(f"GDN simplified={simplified} inverse={inverse}: |y| max {np.abs(yt).max():.3f}, "
           f"max abs diff {abs_diff:.2e}, max rel diff {rel_diff:.2e}")
-    assert abs_diff <= 1e-6 * max(1.0, np.abs(yt).max())
-    assert rel_diff <= 1e-6
+    # measured over the 4 variants (2026-11-30): abs ≤ 1.19e-7 at |y| max 1.57, rel ≤ 1.19e-7 → 3×
+    assert abs_diff <= 2.5e-7 * max(1.0, np.abs(yt).max())
+    assert rel_diff <= 3.6e-7
 
     for name, gj, gt in (("x", g_x, gt_x), ("beta", g_p["beta"], gt_beta), ("gamma", g_p["gamma"], gt_gamma.numpy().T)):
         gj, gt = np.asarray(gj), np.asarray(gt)
         scale = np.abs(gt).max()
         d = np.abs(gj - gt).max() / scale
         print(f"  grad {name}: max |g| {scale:.3e}, max diff / max |g| {d:.2e}")
-        assert d <= 1e-5, name
+        # measured max over the 4 variants (2026-11-30): x 1.13e-7, beta 3.97e-6, gamma 3.20e-7 → ~3×
+        assert d <= {"x": 3.5e-7, "beta": 1.2e-5, "gamma": 1e-6}[name], name
         # the lower-bound gradient rule is the same: zero exactly where TFC's is zero
         np.testing.assert_array_equal(gj == 0, gt == 0)
     assert (np.asarray(g_p["gamma"]) == 0).any()  # some stored gamma entries are below the bound with outward gradient
@@ -267,7 +269,7 @@ def test_factorized_matches_tfc(tf, tfc, filters):
     print(f"factorized {filters}: lic vs TFC(f32) max abs {abs_diff:.2e}, max rel (p>1e-6) {rel_tfc.max():.2e}; "
           f"vs float64: lic {err_lic.max():.2e}, TFC f32 {err_tfc.max():.2e}")
     assert abs_diff <= 1e-6
-    assert rel_tfc.max() <= 1e-4  # measured ≤ 2.5e-5: float32 rounding of the 5-layer cumulative
+    assert rel_tfc.max() <= 9e-5  # measured ≤ 2.98e-5 (2026-11-30): float32 rounding of the 5-layer cumulative
     # lic_jax's float32 error is no larger than TFC's own float32 error (same formula, same precision)
     assert err_lic.max() <= max(2.0 * err_tfc.max(), 1e-5)
     # tails (p ≤ 1e-6): lic_jax's sign trick keeps full relative precision there as TFC's sf/cdf switch does
@@ -275,13 +277,13 @@ def test_factorized_matches_tfc(tf, tfc, filters):
     if t.any():
         tail_err = (np.abs(p_lic - p_ref)[t] / p_ref[t]).max()
         print(f"  tails (1e-30 < p <= 1e-6, {t.sum()} points): lic vs float64 max rel {tail_err:.2e}")
-        assert tail_err <= 1e-4
+        assert tail_err <= 1e-4  # measured ≤ 5.03e-5 (2026-11-30)
 
     # with lic_jax's default floor (1e-9) the likelihood is max(TFC prob, 1e-9)
     ebb = EntropyBottleneck(EB_CHANNELS, filters=filters)
     p_lic_b = np.asarray(ebb.apply({"params": p}, jnp.asarray(x), method=ebb.likelihood))
     ref_b = np.maximum(p_ref, 1e-9)
-    assert (np.abs(p_lic_b - ref_b) / ref_b).max() <= 1e-4
+    assert (np.abs(p_lic_b - ref_b) / ref_b).max() <= 1e-4  # measured ≤ 4.84e-5 (2026-11-30)
 
     # the same function exactly: lic_jax's logits_cumulative in float64 == TFC's in float64
     with enable_x64():
@@ -292,8 +294,9 @@ def test_factorized_matches_tfc(tf, tfc, filters):
         hi = np.asarray(logits_cumulative(p64, xv + 0.5))[:, 0, :].T
     lo_t = d64.base._logits_cumulative(tf.constant(x.astype(np.float64) - 0.5)).numpy()
     hi_t = d64.base._logits_cumulative(tf.constant(x.astype(np.float64) + 0.5)).numpy()
-    np.testing.assert_allclose(lo, lo_t, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(hi, hi_t, rtol=1e-12, atol=1e-12)
+    # measured max |Δ| 2.84e-14 (2026-11-30) → 1e-13 absolute
+    np.testing.assert_allclose(lo, lo_t, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(hi, hi_t, rtol=0, atol=1e-13)
 
 
 def test_factorized_medians_match_tfc(tf, tfc):
@@ -309,7 +312,7 @@ def test_factorized_medians_match_tfc(tf, tfc):
     assert np.abs(d.base._logits_cumulative(tf.constant(med_tfc[None])).numpy()).max() < 1e-5
     print(f"medians: max |lic - TFC| {np.abs(q[:, 0, 1] - med_tfc).max():.2e} "
           f"(range {med_tfc.min():.1f}..{med_tfc.max():.1f})")
-    np.testing.assert_allclose(q[:, 0, 1], med_tfc, atol=1e-4)
+    np.testing.assert_allclose(q[:, 0, 1], med_tfc, atol=7.5e-5)  # measured 2.51e-5 (2026-11-30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -331,14 +334,14 @@ def test_gaussian_matches_tfc(tf, tfc):
     err_tfc = np.abs(p_tfc - p_ref)[m] / p_ref[m]
     print(f"gaussian: max abs {np.abs(p_lic - p_tfc).max():.2e}, max rel (p>1e-9) {rel.max():.2e}; "
           f"vs float64: lic {err_lic.max():.2e}, TFC f32 {err_tfc.max():.2e}")
-    assert np.abs(p_lic - p_tfc).max() <= 1e-6
+    assert np.abs(p_lic - p_tfc).max() <= 3.6e-7  # measured 1.19e-7 (2026-11-30)
     # measured 3.8e-5: Φ(a) − Φ(b) with both ≈ ½ at σ = 256 (p ≈ 1.6e-3) cancels in float32 in both
     assert rel.max() <= 1e-4
     assert err_lic.max() <= max(2.0 * err_tfc.max(), 1e-5)
     # with the default floor: max(p, 1e-9)
     p_lic_b = np.asarray(gaussian_likelihood(jnp.asarray(x), jnp.asarray(s), jnp.asarray(mu)))
     ref_b = np.maximum(p_ref, 1e-9)
-    assert (np.abs(p_lic_b - ref_b) / ref_b).max() <= 1e-4
+    assert (np.abs(p_lic_b - ref_b) / ref_b).max() <= 6e-5  # measured 2.00e-5 (2026-11-30)
 
     # exactly the same function in float64 (σ = float32(0.11) < 0.11 is lower-bounded by lic_jax: give
     # TFC the bounded scale)
@@ -350,7 +353,7 @@ def test_gaussian_matches_tfc(tf, tfc):
     m = p_ref > 1e-30  # (TF's and XLA's erfc differ by ~1e-5 relative only beyond ~1e-250)
     rel64 = (np.abs(p64 - p_ref)[m] / p_ref[m]).max()
     print(f"gaussian float64: lic vs TFC max rel (p>1e-30) {rel64:.2e}")
-    assert rel64 <= 1e-9
+    assert rel64 <= 1.2e-13  # measured 3.85e-14 (2026-11-30)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,7 +533,7 @@ def test_ms_ssim_min_size_same_as_tf(tf, kodak_dir):
     lic = float(ms_ssim(a[None], b[None]))
     tfv = float(tf.image.ssim_multiscale(a[None], b[None], 1.0)[0])
     print(f"161x170 crop: lic {lic:.5f} TF {tfv:.5f}")
-    assert abs(lic - tfv) <= 0.01  # odd at 4 of 5 scales, so the rules differ (measured 2e-5 on this crop)
+    assert abs(lic - tfv) <= 5e-5  # odd at 4 of 5 scales, so the rules differ (measured 1.64e-5 on this crop)
     with pytest.raises(ValueError):
         ms_ssim(a[None, :160], b[None, :160])
     with pytest.raises(Exception):  # tf.errors.InvalidArgumentError
