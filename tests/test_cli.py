@@ -115,7 +115,7 @@ def test_folders_progress_and_summary(art, tmp_path, capsys):
     cap = capsys.readouterr()
     assert sorted(os.listdir(enc)) == ["im0.lic", "im1.lic", "im2.lic"]
     assert "3 of 3 files" in cap.out and "img/s" in cap.out and "mean PSNR" in cap.out
-    assert "img" in cap.err  # tqdm progress bar with its rate unit
+    assert "%|" not in cap.err  # no progress bar when stderr is not a terminal (see test_result_lines_...)
     assert main(["decompress", str(enc), str(dec), "--checkpoint", str(art), "--original", str(src)]) == 0
     cap = capsys.readouterr()
     assert sorted(os.listdir(dec)) == ["im0.png", "im1.png", "im2.png"]
@@ -234,3 +234,134 @@ def test_compressai_checkpoint(tmp_path, capsys):
     assert main(["decompress", str(tmp_path / "x.lic"), str(tmp_path / "x2.png"), "--compressai-checkpoint", ck,
                  "--original", str(src)]) == 0
     assert "PSNR" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------
+# input conversion: pixel values against independent numpy conversions of the raw mode data
+# ------------------------------------------------------------------------------------------
+def test_input_conversion_pixel_values(art, tmp_path, capsys):
+    """Each converted mode equals a conversion computed here with numpy from the raw data the
+    file stores (not through Pillow's convert), and `lic compress` codes exactly that array."""
+    from PIL import Image
+
+    from lic_jax.coding.image_io import read_image
+
+    rng = np.random.default_rng(5)
+    h, w = 40, 56
+    rgb = S.kodak_image(15)[:h, :w].copy()
+    grey = rgb[..., 1].copy()
+    expected = {}
+    # greyscale 'L': the values themselves (header channels = 1)
+    Image.fromarray(grey, "L").save(tmp_path / "grey.png")
+    expected["grey.png"] = grey
+    # palette 'P': RGB = palette[index], from the stored palette and index plane
+    pal_im = Image.fromarray(rgb).quantize(colors=37, dither=Image.Dither.NONE)
+    pal_im.save(tmp_path / "palette.png")
+    with Image.open(tmp_path / "palette.png") as im:
+        idx = np.asarray(im)  # raw indexes ('P' mode, no conversion)
+        pal = np.asarray(im.getpalette(), np.uint8).reshape(-1, 3)
+    expected["palette.png"] = pal[idx]
+    # 16-bit greyscale: round(v / 257), from arbitrary 16-bit values (not multiples of 257)
+    g16 = rng.integers(0, 65536, (h, w), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "grey16.png")
+    expected["grey16.png"] = np.floor(g16.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    # 16-bit RGB PNG: the most significant byte of each sample
+    r16 = rng.integers(0, 65536, (h, w, 3), dtype=np.uint16)
+    _png16_rgb(tmp_path / "rgb16.png", r16)
+    expected["rgb16.png"] = (r16 >> 8).astype(np.uint8)
+    # CMYK TIFF written from raw C, M, Y, K planes: R = (255 − K) · (1 − C / 255), rounded
+    cmyk = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    Image.frombytes("CMYK", (w, h), cmyk.tobytes()).save(tmp_path / "cmyk.tif")
+    nk = 255.0 - cmyk[..., 3:4].astype(np.float64)
+    expected["cmyk.tif"] = np.round(nk - cmyk[..., :3].astype(np.float64) * nk / 255.0).astype(np.uint8)
+    # LA with an opaque alpha: the L plane
+    Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), "LA").save(tmp_path / "la.png")
+    expected["la.png"] = grey
+    codec = Codec.from_artifact(art)
+    for name, want in expected.items():
+        got = read_image(tmp_path / name, warn=lambda m: None)
+        assert got.dtype == np.uint8 and got.shape == want.shape, name
+        # measured: exact equality for every mode (Pillow's CMYK→RGB is an exact rounded product)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        out = tmp_path / (name + ".lic")
+        assert main(["compress", str(tmp_path / name), str(out), "--checkpoint", str(art), "--no-psnr", "-q"]) == 0
+        assert out.read_bytes() == codec.compress(want), name  # the CLI codes exactly this array
+    capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------------------
+# output files: permissions like `cp`, and clean lines in logs
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_output_files_get_the_umask_permissions(art, tmp_path, umask, capsys):
+    import stat
+
+    src = S.write_png(tmp_path / "x.png", S.kodak_image(3)[:40, :40])
+    old = os.umask(umask)
+    try:
+        assert main(["compress", str(src), str(tmp_path / "x.lic"), "--checkpoint", str(art), "-q"]) == 0
+        assert main(["decompress", str(tmp_path / "x.lic"), str(tmp_path / "y.png"), "--checkpoint", str(art),
+                     "-q"]) == 0
+        for p in ("x.lic", "y.png"):
+            assert stat.S_IMODE((tmp_path / p).stat().st_mode) == 0o666 & ~umask, p
+        # an existing output keeps its own mode (as cp does)
+        os.chmod(tmp_path / "y.png", 0o604)
+        assert main(["decompress", str(tmp_path / "x.lic"), str(tmp_path / "y.png"), "--checkpoint", str(art),
+                     "-q"]) == 0
+        assert stat.S_IMODE((tmp_path / "y.png").stat().st_mode) == 0o604
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+
+
+_RESULT = re.compile(r"^\S+ -> \S+: \d+x\d+, \d+ bytes, \d+\.\d{4} bpp(, PSNR [\d.]+ dB)?$")
+_SUMMARY = re.compile(r"^\d+ of \d+ files in [\d.]+ s \([\d.]+ img/s\)")
+
+
+def test_result_lines_are_clean_in_logs_and_pipes(art, tmp_path):
+    """stdout and stderr into one pipe (a log file, `2>&1 | tee`): every line is a whole result
+    line or the summary — no progress-bar fragments, no carriage returns. On a terminal the bar
+    is drawn on stderr and the result lines still arrive whole on stdout."""
+    import pty
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        S.write_png(src / f"im{i}.png", S.kodak_image(11 + i)[:40, :48])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run(_lic_cmd() + ["compress", str(src), str(tmp_path / "a"), "--checkpoint", str(art)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout
+    lines = r.stdout.splitlines()
+    assert "\r" not in r.stdout
+    assert sum(bool(_RESULT.match(x)) for x in lines) == 3 and sum(bool(_SUMMARY.match(x)) for x in lines) == 1
+    assert all(_RESULT.match(x) or _SUMMARY.match(x) for x in lines), lines
+    # stderr on a (pseudo-)terminal: the bar is drawn there, stdout stays clean
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    try:
+        p = subprocess.Popen(_lic_cmd() + ["compress", str(src), str(tmp_path / "b"), "--checkpoint", str(art)],
+                             stdout=subprocess.PIPE, stderr=slave, text=True, env=env)
+        os.close(slave)
+        slave = None
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+        out = p.stdout.read()
+        assert p.wait(timeout=600) == 0
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    assert "img" in err.decode(errors="replace")  # the bar (unit img/s) on the terminal
+    assert "\r" not in out and all(_RESULT.match(x) or _SUMMARY.match(x) for x in out.splitlines()), out
