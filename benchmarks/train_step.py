@@ -13,6 +13,10 @@ Every configuration runs in its own worker process (the number of simulated XLA 
 at import). Workers compile/warm up first, then the parent interleaves them round-robin —
 ``--rounds`` rounds of ``--steps`` timed steps each — so that load from other processes on a
 shared machine hits all of them alike. Reported: median seconds/step, images/s, and the ratio.
+Every timed round also records the CPU share used by processes outside the benchmark
+(``benchmarks/quiet.py``); the goals (lic_jax ≥ 1.0× CompressAI's images/s on one device,
+≥ 1.3× with the best layout) are judged only when that share stayed ≤ 20 % in every round of
+every configuration, else they print "not judged". The JSON records the CPU model and flags.
 
 On a GPU (``jax.default_backend() == 'gpu'``) the lic_jax workers run float32 and bfloat16 and
 report images/s and MFU = (XLA cost-analysis FLOPs per step) / (step time · peak FLOP/s).
@@ -32,6 +36,8 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quiet import THRESHOLD, Contention, cpu_info, verdict  # noqa: E402
 DEFAULT_DATA = os.path.join(os.environ.get("LIC_JAX_SHARED", os.path.join(REPO, "..", "shared")), "data", "train")
 
 # Dense peak FLOP/s (no sparsity) by device kind, for MFU (float32 = TF32 tensor cores where XLA uses them).
@@ -162,6 +168,7 @@ class Worker:
         self.p = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         self.times: list[float] = []
         self.loads: list[float] = []
+        self.contention: list[float | None] = []
         self.info = None
 
     def ready(self):
@@ -235,9 +242,12 @@ def main():
             w.ready()
             print(f"# {name} ready: {json.dumps(w.info)}", flush=True)
             workers.append(w)
+        pids = [os.getpid()] + [w.p.pid for w in workers]
         for r in range(args.rounds):
             for w in workers:
+                c = Contention(pids).start()
                 w.run(args.steps)
+                w.contention.append(c.stop())
             print(f"# round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{w.name} {statistics.median(w.times[-args.steps:]):.3f}s" for w in workers), flush=True)
     finally:
@@ -248,7 +258,8 @@ def main():
     for w in workers:
         med = statistics.median(w.times)
         res = {"median_s_per_step": med, "min_s_per_step": min(w.times), "images_per_s": args.batch / med,
-               "steps": len(w.times), "mean_loadavg": statistics.mean(w.loads), **(w.info or {})}
+               "steps": len(w.times), "mean_loadavg": statistics.mean(w.loads),
+               "others_cpu_frac_per_round": w.contention, **(w.info or {})}
         fl = res.get("flops_per_device_step")
         if fl and fl == fl:
             total = fl * res.get("devices", 1)
@@ -272,16 +283,32 @@ def main():
         mfu = f"  {100 * r['mfu']:.1f}%" if "mfu" in r else ""
         print(f"{name:<22} {r['median_s_per_step']:>16.3f} {r['min_s_per_step']:>8.3f} {r['images_per_s']:>9.2f} "
               f"{g:>11} {a:>8}{mfu}")
+    known = [c for r in results.values() for c in r["others_cpu_frac_per_round"]]
+    worst = None if (not known or any(c is None for c in known)) else max(known)
+    goals = {}
     if "compressai" in results:
         cai = results["compressai"]["images_per_s"]
+        ratios = {}
         for name, r in results.items():
             if name != "compressai":
-                print(f"ratio {name} / compressai (images/s): {r['images_per_s'] / cai:.2f}×")
+                ratios[name] = r["images_per_s"] / cai
+                print(f"ratio {name} / compressai (images/s): {ratios[name]:.2f}×")
+        one = next((n for n in ratios if n.endswith("x1") or " gpu " in n), None)
+        if one is not None:
+            goals["one_device_ge_1.0x"] = verdict(ratios[one] >= 1.0, worst)
+            print(f"goal {one} >= 1.0x CompressAI: {goals['one_device_ge_1.0x']}")
+        best = max(ratios, key=ratios.get) if ratios else None
+        if best is not None:
+            goals["best_layout_ge_1.3x"] = verdict(ratios[best] >= 1.3, worst)
+            print(f"goal best layout ({best}, {ratios[best]:.2f}x) >= 1.3x CompressAI: {goals['best_layout_ge_1.3x']}")
     print(f"mean 1-min load average during the timed steps: "
-          f"{statistics.mean([r['mean_loadavg'] for r in results.values()]):.2f} (on {os.cpu_count()} cores)")
+          f"{statistics.mean([r['mean_loadavg'] for r in results.values()]):.2f} (on {os.cpu_count()} cores); "
+          f"other processes used at most {'?' if worst is None else f'{100 * worst:.0f}%'} of the CPU in a round "
+          f"(goals are judged at <= {100 * THRESHOLD:.0f}%)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "cpu": cpu_info(), "contention_threshold": THRESHOLD,
+                       "worst_others_cpu_frac": worst, "goals": goals, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":
