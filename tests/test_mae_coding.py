@@ -70,7 +70,8 @@ def test_exact_round_trip_at_every_lambda(vr_codec):
         if lat.z_symbols is not None:
             np.testing.assert_array_equal(lat.z_symbols, enc.latents.z_symbols)
         np.testing.assert_array_equal(rec, vr_codec.reconstruct(enc.latents.y_hat, 200, 264, lmbda=lam))
-        assert 8 * enc.payload_bytes <= enc.ideal_bits * 1.01 + 64 * 8
+        # measured 3.1 … 41.8 bits above the ideal over both models × 8 λ (2026-11-30) → ≤ 125 bits (3×)
+        assert enc.ideal_bits <= 8 * enc.payload_bytes <= enc.ideal_bits + 125
         sizes.append(len(enc.data))
         recs.append(rec)
         latents.append(enc.latents.y_symbols.tobytes())
