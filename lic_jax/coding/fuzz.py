@@ -193,19 +193,21 @@ def _padded(h, multiple):
 
 
 def campaign(files, n_cases: int | None, rng: np.random.Generator, n_reach: int | None = None,
-             time_limit: float = 2.0, max_pixels: int | None = None, kinds=MUTATIONS, on_case=None) -> dict:
+             time_limit: float = 2.0, max_pixels: int | None = None, kinds=MUTATIONS, on_case=None,
+             seen: set | None = None) -> dict:
     """Run mutated cases round-robin over ``files`` = [(label, codec, valid file bytes)] until
     ``n_cases`` cases ran or ``n_reach`` of them reached an entropy decoder (whichever is given;
     both: whichever comes first). Checks every case: an image of the header's size (uint8) or a
     documented LicError with a one-line message, in < ``time_limit`` s unless the case is the
     first decode of a new padded size for its model (then XLA compiles: reported as ``cold``).
-    Any other exception propagates. Returns a JSON-able summary."""
+    Any other exception propagates. ``seen``: the (label, padded size) pairs already decoded
+    (kept across calls when a long run is split into chunks). Returns a JSON-able summary."""
     import collections
     import resource
 
     outcomes = collections.Counter()
     by_model = collections.Counter()
-    seen = set()
+    seen = set() if seen is None else seen
     n = reached = 0
     slowest = {"seconds": 0.0}
     slowest_cold = {"seconds": 0.0}
