@@ -294,7 +294,9 @@ def test_round_trip_all_kodak(name, trained, kodak_dir):
         enc, out = S.check_round_trip(codec, name, img)
         over.append(8 * enc.payload_bytes / enc.ideal_bits - 1)
     if trained:
-        assert np.mean(over) < 0.005  # measured ≈ 0.01–0.05 %
+        # mean payload overhead per model over the 24 images, measured 2026-11-30 (constriction):
+        # −0.042 % (bmshj2018-hyperprior) … +0.064 % (mbt2018) → |mean| ≤ 0.2 % (3×)
+        assert abs(np.mean(over)) < 0.002, np.mean(over)
 
 
 @pytest.mark.parametrize("name", S.ALL_MODELS)
