@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import require
 from PIL import Image
 
 from lic_jax.train.input_pipeline import (
@@ -170,7 +171,7 @@ def test_eval_batches_pad_with_zero_weight(folder):
 
 # -- tensorflow-datasets (array_record, no TensorFlow) --------------------------------------------
 def _tiny_tfds_builder(image_dir):
-    tfds = pytest.importorskip("tensorflow_datasets")
+    tfds = require("tensorflow_datasets")  # a missing peer fails under LIC_JAX_REQUIRE_PEERS=1
 
     class LicTinyImages(tfds.core.GeneratorBasedBuilder):
         """A tiny image dataset built from local PNG files (for tests)."""
