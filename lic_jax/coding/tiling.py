@@ -16,19 +16,22 @@ latents such that at **every** layer the interval the tile needs lies inside the
 value the tile keeps ever reads the crop's own zero padding. At the image border the crop
 starts at the border itself and the padding is the transform's own. Results (stride 16):
 
-====================================  ===================  ===================
-architecture (g_a, g_s)               analysis halo (L, R)  synthesis halo (L, R)
-====================================  ===================  ===================
-4 × 5×5/2 (bmshj2018, mbt2018, lee)   2, 1 (input 16j−30 … 16j+30)   1, 2
-9×9/4 + 2 × 5×5/2 (bls2017, mae-bls)  2, 1                 1, 2
-====================================  ===================  ===================
+* 4 × 5×5/2 (bmshj2018, mbt2018, lee2019, mae-hyperprior): y at latent j reads input pixels
+  16j − 30 … 16j + 30 → analysis halo (2, 1) latents (left, right); synthesis halo (1, 2);
+* 9×9/4 + 2 × 5×5/2 (bls2017, mae-bls2017): the same halos.
 
 With such halos the tiled transform equals the untiled one **mathematically** (every kept
-output is the same sum of the same products). In floating point the two can still differ if
-XLA picks another summation order for another operand shape; measured with jax 0.10.2 on
-XLA:CPU they do not (``tests/test_large_images.py``: y and the reconstruction bit-identical
-for every tile size tried, Kodak and a 24 MP image; docs/LARGE_IMAGES.md). The encoder's
-latents therefore do not depend on the tile size, and the tests check that they do not.
+output is the same sum of the same products). In float32 the two can still differ if XLA picks
+other convolution code for another operand shape: measured with jax 0.10.2 on XLA:CPU at real
+widths, tiles of ≥ 5 latents give y and x̂ bit for bit, tiles of ≤ 3 latents do not (≤ 1e-5),
+and at width 8 a few crop sizes differ by ≤ 3e-8 (``tests/test_large_images.py``,
+docs/LARGE_IMAGES.md). Therefore:
+
+* the **encoder's analysis** always uses :data:`ANALYSIS_TILE` (64) latents per tile, whatever
+  ``Tiling.tile`` says, so the coded file never depends on the tile size (only on whether the
+  image is tiled at all, where tiled and untiled files were identical in every case measured);
+* ``Tiling.tile`` sets the **synthesis** tiles (the decoder's image and the PSNR
+  reconstruction of ``lic compress``); the latents do not depend on it by construction.
 
 Crops all have one shape per axis (``min(n, tile + halo_left + halo_right)`` latents, shifted
 inward at the borders), so a whole image compiles each transform once.
