@@ -23,7 +23,9 @@ chelsea, rocket), each cell upscaled with Pillow's bicubic filter, 3:2 landscape
 
 Results are merged into ``--json`` (default ``docs/large_images_memory.json``) after every
 measurement, so an interrupted run keeps what it measured; ``--plot`` draws peak RSS and s/MP
-against megapixels.
+and CPU seconds (user + sys: less sensitive than wall time to other load on the machine) per
+megapixel against megapixels; ``--plot-only --merge A.json B.json`` merges runs and prints a
+markdown table.
 """
 
 from __future__ import annotations
@@ -218,13 +220,14 @@ def plot(doc, path):
         style = "-" if op == "encode" else "--"
         ax = axes[0] if op == "encode" else axes[1]
         ax.plot(mps, [r["peak_rss_mb"] / 1024 for r in rs], style, marker="o", label=label)
-        axes[2].plot(mps, [r["wall_s"] / (r["pixels"] / 1e6) for r in rs], style, marker="o", label=f"{label} {op}")
+        axes[2].plot(mps, [(r["user_s"] + r["sys_s"]) / (r["pixels"] / 1e6) for r in rs], style, marker="o",
+                     label=f"{label} {op}")
     for ax, title in zip(axes[:2], ("encode (lic compress, incl. PSNR reconstruction)", "decode (lic decompress)")):
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("peak RSS (GB)")
         ax.axhline(6, color="grey", lw=0.8, ls=":")
-    axes[2].set_title("wall time per megapixel (fresh process, incl. JIT)", fontsize=10)
-    axes[2].set_ylabel("s / MP")
+    axes[2].set_title("CPU time per megapixel (user + sys, fresh process, incl. JIT)", fontsize=10)
+    axes[2].set_ylabel("CPU s / MP")
     axes[2].set_yscale("log")
     for ax in axes:
         ax.set_xlabel("megapixels")
@@ -233,6 +236,21 @@ def plot(doc, path):
     axes[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def table(doc) -> str:
+    """A markdown table of the results (peak RSS in GB, wall s and s/MP, CPU s)."""
+    rows = ["| impl | model | tiling | MP | op | peak RSS (GB) | wall (s) | s/MP | CPU user+sys (s) | load |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(doc["results"], key=lambda r: (r["impl"] != "lic_jax", r["model"], r["tiling"], -r["mp"], r["op"])):
+        if r.get("rc") != 0:
+            note = r.get("skipped") or f"failed (rc {r.get('rc')}): {' '.join(r.get('stderr_tail', []))[:80]}"
+            rows.append(f"| {r['impl']} | {r['model']} | {r['tiling']} | {r['mp']} | {r['op']} | {note} | | | | |")
+            continue
+        rows.append(f"| {r['impl']} | {r['model']} | {r['tiling']} | {r['mp']} | {r['op']} | "
+                    f"{r['peak_rss_mb'] / 1024:.2f} | {r['wall_s']:.0f} | {r['wall_s'] / (r['pixels'] / 1e6):.1f} | "
+                    f"{r['user_s'] + r['sys_s']:.0f} | {r['load_avg_1min']:.0f} |")
+    return "\n".join(rows)
 
 
 def main(argv=None):
@@ -247,15 +265,20 @@ def main(argv=None):
     ap.add_argument("--workdir", default="/tmp/lic_memory_bench")
     ap.add_argument("--json", default=os.path.join(REPO, "docs", "large_images_memory.json"))
     ap.add_argument("--plot", default=os.path.join(REPO, "docs", "large_images_memory.png"))
-    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot and print a markdown table")
+    ap.add_argument("--merge", nargs="*", metavar="JSON", help="merge results of other runs into --json first")
     ap.add_argument("--compressai-worker", nargs=4, metavar=("OP", "MODEL", "PNG", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.compressai_worker:
         compressai_worker(*args.compressai_worker)
         return 0
     doc = load(args.json)
+    for extra in args.merge or []:
+        for r in load(extra)["results"]:
+            save(args.json, doc, r)
     if args.plot_only:
         plot(doc, args.plot)
+        print(table(doc))
         return 0
     os.makedirs(args.workdir, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",") if s]
