@@ -504,7 +504,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
-    c.add_argument("--tile", type=int, metavar="PIXELS", help="transform tile size in pixels (0: untiled; default: tiled above 2 MP; the file does not depend on it)")
+    c.add_argument("--tile", type=int, metavar="PIXELS",
+                   help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
     c.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
                    help=f"refuse images with more than N pixels (default {_default_max_pixels()})")
     c.add_argument("-q", "--quiet", action="store_true")
@@ -515,7 +516,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="image file (PNG) or folder")
     model_opts(d, False)
     d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
-    d.add_argument("--tile", type=int, metavar="PIXELS", help="transform tile size in pixels (0: untiled; default: tiled above 2 MP; the file does not depend on it)")
+    d.add_argument("--tile", type=int, metavar="PIXELS",
+                   help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
     d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
                    help=f"refuse files of images with more than N pixels (default {_default_max_pixels()})")
     d.add_argument("-q", "--quiet", action="store_true")

@@ -62,7 +62,8 @@ def test_receptive_field_matches_the_impulse_response(name):
     W = 256  # 16 latents
     x = rng.random((1, 32, W, 3)).astype(np.float32)
     for c in range(96, 112):  # one period of the stride-16 grid
-        predicted = {j for j in range(W // 16) if needed_intervals(ga, j, j)[0][0] <= c <= needed_intervals(ga, j, j)[0][1]}
+        predicted = {j for j in range(W // 16) 
+                     if needed_intervals(ga, j, j)[0][0] <= c <= needed_intervals(ga, j, j)[0][1]}
         assert _dependency(ana, x, c) == predicted, (name, c)
     y = rng.normal(size=(1, 2, 16, np.asarray(ana(x)).shape[-1])).astype(np.float32)
     predicted = {o for o in range(256) if needed_intervals(gs, o, o)[0][0] <= 7 <= needed_intervals(gs, o, o)[0][1]}
