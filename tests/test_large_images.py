@@ -154,7 +154,7 @@ def _codec(name, tiling):
     return Codec(*S.model_and_spec(name), S.trained_variables(name), tiling=tiling)
 
 
-@pytest.mark.parametrize("name", ("default", "mbt2018", "bls2017"))
+@pytest.mark.parametrize("name", ("mbt2018", "bls2017"))  # real width: the two tests below
 def test_codec_files_do_not_depend_on_the_tile_size(name, kodak_dir):
     """A Kodak image through Codec with synthesis tiles of 64 and 208 pixels (96 and 12 tiles)
     and tiling forced on: the file bytes and latents of the untiled codec (the analysis uses
