@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Images/s of one RD training step: lic_jax (1 and 8 simulated CPU devices) vs CompressAI.
 
-The step is bmshj2018-hyperprior, quality 3 (N=128, M=192), batch 8 of 256×256 crops from
+The step is bmshj2018-hyperprior (``--model``; also mbt2018-mean, mbt2018), quality 3, batch 8 of 256×256 crops from
 shared/data/train, λ = 1e-2 (MSE), exactly what one iteration of each library's trainer does:
 
 * lic_jax: the jitted step of ``lic_jax.train.trainer`` (RD loss + aux loss, clip 1.0,
@@ -85,7 +85,7 @@ def worker_jax(args):
     from lic_jax.train.config import get_default_config
 
     c = get_default_config()
-    c.model, c.quality, c.lmbda, c.dtype = "bmshj2018-hyperprior", 3, 1e-2, args.dtype
+    c.model, c.quality, c.lmbda, c.dtype = args.model, 3, 1e-2, args.dtype
     c.batch_size = args.batch
     mesh = parallel.make_mesh()
     model, _ = trainer.build_model(c)
@@ -126,10 +126,10 @@ def worker_compressai(args):
     torch.set_num_threads(args.threads)
     cai = import_compressai()
     from compressai.losses import RateDistortionLoss
-    from compressai.zoo import bmshj2018_hyperprior
+    from compressai.zoo import image as zoo
 
     torch.manual_seed(0)
-    net = bmshj2018_hyperprior(quality=3, pretrained=False).train()
+    net = getattr(zoo, args.model.replace("-", "_"))(quality=3, pretrained=False).train()
     params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
@@ -203,6 +203,7 @@ def main():
     ap.add_argument("--worker", choices=["jax", "compressai"], help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--model", default="bmshj2018-hyperprior", choices=["bmshj2018-hyperprior", "mbt2018-mean", "mbt2018"])
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads for torch (XLA uses all cores)")
@@ -217,7 +218,7 @@ def main():
     if args.worker == "compressai":
         return worker_compressai(args)
 
-    base = [sys.executable, os.path.abspath(__file__), "--data", args.data, "--batch", str(args.batch),
+    base = [sys.executable, os.path.abspath(__file__), "--data", args.data, "--model", args.model, "--batch", str(args.batch),
             "--size", str(args.size), "--threads", str(args.threads)]
     env = dict(os.environ, PYTHONPATH=REPO)
     # the backend, asked in a child so that this process holds no accelerator memory
@@ -273,7 +274,7 @@ def main():
                     res["peak_tflops"] = peak[res["dtype"]]
         results[w.name] = res
 
-    print(f"\nbmshj2018-hyperprior q3, batch {args.batch} × {args.size}², one RD training step "
+    print(f"\n{args.model} q3, batch {args.batch} × {args.size}², one RD training step "
           f"({args.rounds} rounds × {args.steps} steps, interleaved)")
     print(f"{'config':<22} {'s/step (median)':>16} {'min':>8} {'images/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
           f"{'  MFU' if gpu else ''}")

@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Build the compact data subset that travels to a lent GPU machine (``benchmarks/gpu_suite.sh``).
+
+The device gets the repository plus carried paths, 64 MiB in all, and never ``../shared``. This
+writes ``DEST/train`` (one 256² crop per training photo of ``shared/data/photos`` plus the
+``shared/data/train`` crops, each photo downscaled by a random factor in [0.5, 0.75] first, as
+``configs/bundled_vr.py`` trains; stored as JPEG quality 95), ``DEST/val`` (``shared/data/val``,
+PNG) and ``DEST/kodak`` (the first ``--kodak`` Kodak images, PNG, for evaluation only). The
+crops are a pure function of ``--seed``. It refuses to write more than ``--max-mib``.
+
+    .venv/bin/python scripts/make_device_subset.py --dest .device_carry/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from lic_jax.train.input_pipeline import list_images, random_scaled_crop_flip, to_rgb_uint8  # noqa: E402
+
+
+def main():
+    shared = Path(os.environ.get("LIC_JAX_SHARED", REPO.parent / "shared")) / "data"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dest", default=str(REPO / ".device_carry" / "data"))
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--kodak", type=int, default=12)
+    ap.add_argument("--quality", type=int, default=95)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-mib", type=float, default=36.0)
+    a = ap.parse_args()
+    dest = Path(a.dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    for d in ("train", "val", "kodak"):
+        (dest / d).mkdir(parents=True)
+    photos = list_images(str(shared / "photos"))
+    for i, f in enumerate(photos):
+        with Image.open(f) as im:
+            img = to_rgb_uint8(np.asarray(im.convert("RGB")))
+        crop = random_scaled_crop_flip(img, a.crop, np.random.default_rng((a.seed, i)), (0.5, 0.75), hflip=False)
+        Image.fromarray(crop).save(dest / "train" / f"p{i:04d}.jpg", quality=a.quality)
+    for f in list_images(str(shared / "train")):
+        shutil.copyfile(f, dest / "train" / Path(f).name)
+    for f in list_images(str(shared / "val")):
+        shutil.copyfile(f, dest / "val" / Path(f).name)
+    for f in sorted((shared / "kodak").glob("kodim*.png"))[: a.kodak]:
+        shutil.copyfile(f, dest / "kodak" / f.name)
+    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
+    print(f"{dest}: {len(photos)} photo crops + {len(list_images(str(shared / 'train')))} train crops, "
+          f"{a.kodak} Kodak images: {total:.1f} MiB")
+    if total > a.max_mib:
+        shutil.rmtree(dest)
+        sys.exit(f"error: the subset is {total:.1f} MiB > --max-mib {a.max_mib}; lower --kodak or --crop")
+
+
+if __name__ == "__main__":
+    main()
