@@ -32,7 +32,8 @@ stamp() { echo "== [$(( $(date +%s) - t0 )) s] $*"; }
 for mod in PIL:pillow constriction:constriction ml_collections:ml_collections yaml:PyYAML tqdm:tqdm \
            tensorboardX:tensorboardX absl:absl_py; do
   if ! $PY -c "import ${mod%%:*}" 2>/dev/null; then
-    whl=$(ls "$WHEELS"/${mod##*:}-*.whl 2>/dev/null | head -1 || true)
+    whl=$(ls "$WHEELS" 2>/dev/null | grep -i "^${mod##*:}-.*\.whl$" | head -1 || true)
+    [[ -n $whl ]] && whl=$WHEELS/$whl
     [[ -n $whl ]] || { echo "missing ${mod%%:*} and no wheel for it in $WHEELS" >&2; exit 2; }
     $PY -m pip install -q --no-index --no-deps "$whl"
   fi

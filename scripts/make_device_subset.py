@@ -2,9 +2,10 @@
 """Build the compact data subset that travels to a lent GPU machine (``benchmarks/gpu_suite.sh``).
 
 The device gets the repository plus carried paths, 64 MiB in all, and never ``../shared``. This
-writes ``DEST/train`` (one 256² crop per training photo of ``shared/data/photos`` plus the
-``shared/data/train`` crops, each photo downscaled by a random factor in [0.5, 0.75] first, as
-``configs/bundled_vr.py`` trains; stored as JPEG quality 95), ``DEST/val`` (``shared/data/val``,
+writes ``DEST/train`` (one 256² crop per training photo of ``shared/data/photos``, each photo
+downscaled by a random factor in [0.5, 0.75] first, as ``configs/bundled_vr.py`` trains; stored
+as JPEG quality 92 to fit; ``--with-train-crops`` adds the 40 MB of ``shared/data/train`` PNGs),
+``DEST/val`` (``shared/data/val``,
 PNG) and ``DEST/kodak`` (the first ``--kodak`` Kodak images, PNG, for evaluation only). The
 crops are a pure function of ``--seed``. It refuses to write more than ``--max-mib``.
 
@@ -32,30 +33,33 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dest", default=str(REPO / ".device_carry" / "data"))
     ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--kodak", type=int, default=12)
-    ap.add_argument("--quality", type=int, default=95)
+    ap.add_argument("--kodak", type=int, default=8)
+    ap.add_argument("--quality", type=int, default=92)
+    ap.add_argument("--with-train-crops", action="store_true")
+    ap.add_argument("--max-photos", type=int, default=900, help="photos used (sorted: all 400 BSDS500, then OSIE)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-mib", type=float, default=36.0)
+    ap.add_argument("--max-mib", type=float, default=31.0)
     a = ap.parse_args()
     dest = Path(a.dest)
     if dest.exists():
         shutil.rmtree(dest)
     for d in ("train", "val", "kodak"):
         (dest / d).mkdir(parents=True)
-    photos = list_images(str(shared / "photos"))
+    photos = list_images(str(shared / "photos"))[: a.max_photos]
     for i, f in enumerate(photos):
         with Image.open(f) as im:
             img = to_rgb_uint8(np.asarray(im.convert("RGB")))
         crop = random_scaled_crop_flip(img, a.crop, np.random.default_rng((a.seed, i)), (0.5, 0.75), hflip=False)
         Image.fromarray(crop).save(dest / "train" / f"p{i:04d}.jpg", quality=a.quality)
-    for f in list_images(str(shared / "train")):
-        shutil.copyfile(f, dest / "train" / Path(f).name)
+    if a.with_train_crops:
+        for f in list_images(str(shared / "train")):
+            shutil.copyfile(f, dest / "train" / Path(f).name)
     for f in list_images(str(shared / "val")):
         shutil.copyfile(f, dest / "val" / Path(f).name)
     for f in sorted((shared / "kodak").glob("kodim*.png"))[: a.kodak]:
         shutil.copyfile(f, dest / "kodak" / f.name)
     total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
-    print(f"{dest}: {len(photos)} photo crops + {len(list_images(str(shared / 'train')))} train crops, "
+    print(f"{dest}: {len(photos)} photo crops{' + the train crops' if a.with_train_crops else ''}, "
           f"{a.kodak} Kodak images: {total:.1f} MiB")
     if total > a.max_mib:
         shutil.rmtree(dest)
