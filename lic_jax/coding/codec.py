@@ -181,7 +181,11 @@ class Encoded:
     data: bytes
     latents: Latents
     header: container.Header
-    ideal_bits: float  # Σ −log2 p from the tables + bypass bits of escapes (payload lower bound)
+    # Σ −log2 p from the tables + TFC-style bypass bits of escapes: the reference the payload is held to
+    # (within 1 %, docs/FORMAT.md §4). Not a lower bound: constriction re-quantises each row's
+    # probabilities and codes escapes in n + 5 bits rather than Elias-gamma's 2n − 1, so a trained
+    # model's payload was measured up to 216 bits below it (issue 12)
+    ideal_bits: float
 
     @property
     def payload_bytes(self) -> int:
