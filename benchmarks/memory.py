@@ -213,15 +213,17 @@ def plot(doc, path):
         if r.get("rc") != 0:
             continue
         series.setdefault((r["impl"], r["model"], r["tiling"], r["op"]), []).append(r)
+    colors = {}
     for (impl, model, tiling, op), rs in sorted(series.items()):
         rs = sorted(rs, key=lambda r: r["mp"])
         mps = [r["pixels"] / 1e6 for r in rs]
         label = f"{impl} {model}" + ("" if impl != "lic_jax" else f" ({'untiled' if tiling == '0' else 'tiled > 2 MP'})")
         style = "-" if op == "encode" else "--"
+        color = colors.setdefault(label, f"C{len(colors)}")
         ax = axes[0] if op == "encode" else axes[1]
-        ax.plot(mps, [r["peak_rss_mb"] / 1024 for r in rs], style, marker="o", label=label)
+        ax.plot(mps, [r["peak_rss_mb"] / 1024 for r in rs], style, marker="o", label=label, color=color)
         axes[2].plot(mps, [(r["user_s"] + r["sys_s"]) / (r["pixels"] / 1e6) for r in rs], style, marker="o",
-                     label=f"{label} {op}")
+                     label=f"{label} {op}", color=color)
     for ax, title in zip(axes[:2], ("encode (lic compress, incl. PSNR reconstruction)", "decode (lic decompress)")):
         ax.set_title(title, fontsize=10)
         ax.set_ylabel("peak RSS (GB)")

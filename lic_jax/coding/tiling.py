@@ -1,7 +1,8 @@
 """Tiled analysis and synthesis transforms: large images in bounded memory (docs/LARGE_IMAGES.md).
 
-A 24-megapixel photo through an N = 128 synthesis holds several 3008 × 2016 × 128 float32
-activations at once (3.1 GB each); the untiled transforms need tens of GB. Here the image (or
+A 24-megapixel photo through an N = 128 synthesis produces 3008 × 2016 × 128 float32
+activations (3.1 GB each); untiled, peak memory grows by ≈ 0.4 GB per megapixel (≈ 10 GB at
+24 MP; tiled: < 2 GB, docs/LARGE_IMAGES.md). Here the image (or
 the latent) is cut into tiles on the latent grid; each tile is computed from a crop that adds a
 **halo** of latents on every side, and only the tile's own part of the crop's output is kept.
 
