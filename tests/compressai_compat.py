@@ -49,3 +49,36 @@ def import_compressai():
         sys.modules["torchvision"] = tv
         sys.modules["torchvision.transforms"] = tvt
     return importlib.import_module("compressai")
+
+
+def train_step(net, opt, aux_opt, crit, x) -> float:
+    """One iteration of CompressAI's ``examples/train.py`` ``train_one_epoch``: RD loss, global-norm
+    clipping (1.0) over ``net.parameters()``, the main Adam step, then the aux loss *after* that step
+    and its own Adam step. Returns the RD loss."""
+    import torch
+
+    opt.zero_grad()
+    aux_opt.zero_grad()
+    loss = crit(net(x), x)["loss"]
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    net.aux_loss().backward()
+    aux_opt.step()
+    return float(loss.item())
+
+
+def noise_injecting_quantize(orig, noise: dict):
+    """A replacement for ``EntropyModel.quantize`` whose 'noise' mode adds ``noise[type name]`` (a
+    tensor of the input's shape, e.g. the noise lic_jax drew) instead of drawing its own; other modes
+    call ``orig``. ``noise`` may be filled in later (it is read at call time)."""
+
+    def quantize(self, inputs, mode, means=None):
+        if mode == "noise":
+            n = noise[type(self).__name__]
+            assert tuple(n.shape) == tuple(inputs.shape)
+            return inputs + n
+        return orig(self, inputs, mode, means)
+
+    return quantize
+

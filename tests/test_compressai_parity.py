@@ -72,6 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compressai_compat import noise_injecting_quantize
 from conftest import load_rgb, require
 from scipy.stats import norm
 
@@ -479,16 +480,7 @@ def test_rd_loss_gradients(train, compressai_models, kodak_dir, monkeypatch):
             "EntropyBottleneck": torch.from_numpy(np.ascontiguousarray(nz.transpose(3, 0, 1, 2).reshape(c, 1, -1))),
             "GaussianConditional": _nchw(ny),
         }
-        orig = EntropyModel.quantize
-
-        def quantize(self, inputs, mode, means=None):
-            if mode == "noise":
-                n = noise[type(self).__name__]
-                assert tuple(n.shape) == tuple(inputs.shape)
-                return inputs + n
-            return orig(self, inputs, mode, means)
-
-        monkeypatch.setattr(EntropyModel, "quantize", quantize)
+        monkeypatch.setattr(EntropyModel, "quantize", noise_injecting_quantize(EntropyModel.quantize, noise))
         net.train()
     else:
         net.eval()

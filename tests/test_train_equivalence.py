@@ -49,6 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from compressai_compat import noise_injecting_quantize, train_step
 from conftest import require
 
 from lic_jax.convert import from_compressai
@@ -59,7 +60,6 @@ from lic_jax.train.input_pipeline import FolderSource, TrainBatches
 STEPS, BATCH, CROP, LMBDA, QUALITY = 20, 2, 64, 0.0130, 1
 PARAM_TOL = 0.02  # 3 × 6.6e-3, the worst ‖θ_jax − θ_torch‖ / ‖θ_torch − θ_0‖ measured (docstring table)
 LOSS_RTOL = 6.5e-5  # 3 × 2.13e-5, the worst per-step RD-loss difference measured
-RESULTS: dict = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,23 +73,6 @@ def _torch_one_thread():
 
 def _flat(tree):
     return {jax.tree_util.keystr(k): np.asarray(v, np.float64) for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def _torch_step(net, opt, aux_opt, x, noise, crit):
-    """One step of CompressAI's examples/train.py ``train_one_epoch``, with the given noise."""
-    import torch
-
-    opt.zero_grad()
-    aux_opt.zero_grad()
-    out = net(x)
-    loss = crit(out, x)["loss"]
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-    opt.step()
-    aux = net.aux_loss()
-    aux.backward()
-    aux_opt.step()
-    return float(loss.item())
 
 
 def run_both(arch: str, tmp_path, train_dir, optim_overrides=None):
@@ -129,13 +112,7 @@ def run_both(arch: str, tmp_path, train_dir, optim_overrides=None):
     crit = RateDistortionLoss(lmbda=LMBDA)
     noise: dict = {}
     orig = EntropyModel.quantize
-
-    def quantize(self, inputs, mode, means=None):
-        if mode == "noise":
-            n = noise[type(self).__name__]
-            assert tuple(n.shape) == tuple(inputs.shape)
-            return inputs + n
-        return orig(self, inputs, mode, means)
+    quantize = noise_injecting_quantize(orig, noise)
 
     forward = jax.jit(lambda p, x, k: model.apply({"params": p}, x, train=True, rngs={"noise": k}))
     losses = []
@@ -152,7 +129,7 @@ def run_both(arch: str, tmp_path, train_dir, optim_overrides=None):
             noise["EntropyBottleneck"] = torch.from_numpy(
                 np.ascontiguousarray(nz.transpose(3, 0, 1, 2).reshape(nz.shape[-1], 1, -1)))
             xt = torch.from_numpy(np.ascontiguousarray(np.asarray(x).transpose(0, 3, 1, 2)))
-            lt = _torch_step(net, opt, aux_opt, xt, noise, crit)
+            lt = train_step(net, opt, aux_opt, crit, xt)
             state, m = step_fn(state, parallel.global_batch(xb, mesh))
             losses.append((float(m["loss"]), lt))
     finally:
@@ -175,7 +152,6 @@ def test_twenty_steps_equal_compressai(arch, tmp_path, train_dir):
     errs, losses = run_both(arch, tmp_path, train_dir)
     worst = max(errs, key=errs.get)
     loss_err = max(abs(a - b) / abs(b) for a, b in losses)
-    RESULTS[arch] = {"param": errs[worst], "tensor": worst, "loss": loss_err, "n": len(errs)}
     print(f"\n{arch}: {len(errs)} tensors moved; worst ‖Δθ‖/‖θ−θ0‖ = {errs[worst]:.3g} ({worst}); "
           f"median {np.median(list(errs.values())):.3g}; worst per-step loss difference {loss_err:.3g}; "
           f"losses {losses[0][1]:.4f} → {losses[-1][1]:.4f}")

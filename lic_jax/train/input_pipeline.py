@@ -173,6 +173,16 @@ def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
     return img
 
 
+def _random_flips(out: np.ndarray, rng: np.random.Generator, hflip: bool, vflip: bool) -> np.ndarray:
+    """Flip a crop horizontally / vertically by one draw of two coins (drawn whether used or not)."""
+    flips = rng.integers(0, 2, size=2)
+    if hflip and flips[0]:
+        out = out[:, ::-1]
+    if vflip and flips[1]:
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
 def random_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator, hflip: bool = True,
                      vflip: bool = False) -> np.ndarray:
     """A uniformly placed ``size``² crop (symmetric padding if the image is smaller), random flips."""
@@ -181,12 +191,7 @@ def random_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator, hflip
     top = int(rng.integers(0, h - size + 1))
     left = int(rng.integers(0, w - size + 1))
     out = img[top: top + size, left: left + size]
-    flips = rng.integers(0, 2, size=2)
-    if hflip and flips[0]:
-        out = out[:, ::-1]
-    if vflip and flips[1]:
-        out = out[::-1]
-    return np.ascontiguousarray(out)
+    return _random_flips(out, rng, hflip, vflip)
 
 
 def parse_scale(spec) -> tuple[float, float] | None:
@@ -224,12 +229,7 @@ def random_scaled_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator
     left = int(rng.integers(0, w - r + 1))
     win = np.ascontiguousarray(img[top: top + r, left: left + r])
     out = np.asarray(Image.fromarray(win).resize((size, size), Image.LANCZOS))
-    flips = rng.integers(0, 2, size=2)
-    if hflip and flips[0]:
-        out = out[:, ::-1]
-    if vflip and flips[1]:
-        out = out[::-1]
-    return np.ascontiguousarray(out)
+    return _random_flips(out, rng, hflip, vflip)
 
 
 def center_crop(img: np.ndarray, size: int) -> np.ndarray:
