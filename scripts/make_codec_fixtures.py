@@ -1,0 +1,109 @@
+"""Write the committed codec fixtures (tests/data/codec_fixtures/, issue 11).
+
+For every registered model: a small artifact (random initialisation, seed 0, narrow N / M so
+that it weighs a few kB), one or two ``.lic`` files of a generated 45×38 image (odd sides, so
+the padding rule is exercised; one grey file) and what the decoder returned when they were
+written: the integer symbols and the uint8 image (``expected.npz``). ``tests/test_codec_fixtures.py``
+decodes the files with the current code and requires the very same symbols and pixels, so a
+refactoring of the coding path that changes a single decoded bit fails.
+
+    .venv/bin/python scripts/make_codec_fixtures.py      # rewrites the fixtures: only on purpose
+
+The fixtures were written by commit 1a2b0c4 + this script (the code before the issue-11 redesign).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from lic_jax.artifact import save_artifact  # noqa: E402
+from lic_jax.coding import Codec  # noqa: E402
+from lic_jax.models import get_model  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "codec_fixtures")
+
+CASES = {  # name: (hparams, [λ or None per file])
+    "bmshj2018-factorized": ({"N": 8, "M": 12}, [None]),
+    "bmshj2018-hyperprior": ({"N": 8, "M": 12}, [None]),
+    "mbt2018-mean": ({"N": 8, "M": 12}, [None]),
+    "mbt2018": ({"N": 8, "M": 12}, [None]),
+    "bls2017": ({"N": 8}, [None]),
+    "lee2019": ({"N": 8, "M": 12}, [None]),
+    "mae-bls2017": ({"N": 8}, [0.0035, 0.025]),
+    "mae-hyperprior": ({"N": 8, "M": 12}, [0.0035, 0.025]),
+}
+
+
+def image(grey: bool) -> np.ndarray:
+    """A generated 45×38 test image: smooth gradients + a disc + texture (seeded)."""
+    h, w = 45, 38
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(7)
+    r = 0.5 + 0.4 * np.sin(xx / 6.0) * np.cos(yy / 9.0)
+    g = (xx + yy) / (h + w)
+    b = ((xx - 19) ** 2 + (yy - 22) ** 2 < 150).astype(np.float32) * 0.7 + 0.1
+    x = np.stack([r, g, b], -1) + rng.normal(0, 0.05, (h, w, 3))
+    x = np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+    return x.mean(-1).round().astype(np.uint8) if grey else x
+
+
+def energise(params):
+    """Random initialisation codes almost every latent as 0: scale the last analysis and
+    hyper-analysis convolutions (and the context model) so that y and z span many symbols."""
+    params = jax.tree_util.tree_map(np.asarray, dict(params))
+    for prefix, gain in (("g_a_", 40.0), ("h_a_", 8.0)):
+        convs = [k for k in params if k.startswith(prefix) and "kernel" in params[k]]
+        if not convs:
+            continue
+        last = max(convs, key=lambda k: int(k[4:]))
+        params[last] = {**params[last], "kernel": params[last]["kernel"] * np.float32(gain)}
+    for k in ("context_prediction", "window"):
+        if k in params:
+            params[k] = jax.tree_util.tree_map(lambda a: a * np.float32(4.0), params[k])
+    return params
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    os.makedirs(OUT)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    index = {"written_by": commit, "jax": jax.__version__, "cases": {}}
+    for name, (hp, lams) in CASES.items():
+        model, spec = get_model(name, **hp)
+        x0 = np.zeros((1, 64, 64, 3), np.float32)
+        args = (x0, np.float32(lams[0])) if lams[0] is not None else (x0,)
+        variables = {"params": energise(model.init(jax.random.PRNGKey(0), *args)["params"])}
+        d = os.path.join(OUT, name)
+        save_artifact(os.path.join(d, "artifact"), spec, variables, tables=False)  # tables rebuilt on load
+        codec = Codec.from_artifact(os.path.join(d, "artifact"))
+        expected, files = {}, []
+        for i, lam in enumerate(lams):
+            for grey in ((False, True) if i == 0 else (False,)):
+                tag = f"{i}{'_grey' if grey else ''}"
+                data = codec.compress(image(grey), lmbda=lam)
+                img, lat, _ = codec.decode(data)
+                with open(os.path.join(d, f"{tag}.lic"), "wb") as f:
+                    f.write(data)
+                expected[f"{tag}_image"] = img
+                expected[f"{tag}_y_symbols"] = lat.y_symbols
+                if lat.z_symbols is not None:
+                    expected[f"{tag}_z_symbols"] = lat.z_symbols
+                files.append({"file": f"{tag}.lic", "lmbda": lam, "grey": grey, "bytes": len(data)})
+        np.savez_compressed(os.path.join(d, "expected.npz"), **expected)
+        index["cases"][name] = {"hparams": hp, "files": files}
+        print(name, [f["bytes"] for f in files], "max |y symbol|", int(np.abs(expected["0_y_symbols"]).max()),
+              "nonzero", float(np.mean(expected["0_y_symbols"] != 0)))
+    with open(os.path.join(OUT, "index.json"), "w") as f:
+        json.dump(index, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
