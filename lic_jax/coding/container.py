@@ -5,7 +5,7 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128, minimal length
     magic        3 bytes  b"LIC"
     version      u8       1
     flags        u8       bits 0-2 coder id (1 constriction, 2 tfc), bit 3 λ present, bits 4-7 zero
-    model id     u8       architecture (MODEL_IDS; 0 = unlisted, identified by fingerprint only)
+    model id     u8       architecture (the registry's ModelRecord.model_id; 0 = none, read only)
     quality      u8       0 = none / custom hyper-parameters
     fingerprint  8 bytes  first 8 bytes of the SHA-256 of the exact weights (params.msgpack)
     height       varint   1 … 65535 (unpadded image)
@@ -26,6 +26,7 @@ import dataclasses
 import struct
 import zlib
 
+from ..models import registry as _registry
 from .errors import CorruptFileError, NotALicFileError, TruncatedFileError, UnsupportedVersionError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "MODEL_IDS", "MODEL_NAMES", "Header", "pack", "unpack", "read_header",
@@ -37,16 +38,8 @@ MAX_SIDE = 65535
 MAX_STREAMS = 8
 # magic 3, version, flags, model, quality, fingerprint 8, sides 2 × 3, pixel format, λ 4, count, 8 × 5 lengths
 MAX_HEADER_SIZE = 3 + 4 + 8 + 6 + 1 + 4 + 1 + MAX_STREAMS * 5
-MODEL_IDS = {
-    "bmshj2018-factorized": 1,
-    "bmshj2018-hyperprior": 2,
-    "mbt2018-mean": 3,
-    "mbt2018": 4,
-    "bls2017": 5,
-    "lee2019": 6,
-    "mae-bls2017": 7,  # variable-rate: λ field required
-    "mae-hyperprior": 8,
-}
+# architecture ids: one per registered model (lic_jax.models.registry.ModelRecord.model_id)
+MODEL_IDS = {name: r.model_id for name, r in _registry.REGISTRY.items()}
 MODEL_NAMES = {v: k for k, v in MODEL_IDS.items()}
 CODER_IDS = (1, 2)
 _LAMBDA_FLAG = 0x08

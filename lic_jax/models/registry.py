@@ -20,26 +20,39 @@ from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 
-__all__ = ["MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS", "LAMBDA_PRESETS", "ModelSpec", "get_model",
+__all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS", "LAMBDA_PRESETS", "ModelSpec", "get_model",
            "model_names", "variable_rate_model_names", "is_variable_rate", "lmbda_for"]
 
-MODELS = {
-    "bmshj2018-factorized": FactorizedPrior,
-    "bmshj2018-hyperprior": ScaleHyperprior,
-    "mbt2018-mean": MeanScaleHyperprior,
-    "mbt2018": JointAutoregressiveHierarchicalPriors,
-    "bls2017": Bls2017,
-    "lee2019": Lee2019,
-}
 
-# Variable-rate models (one network for a continuous range of λ; ``__call__(x, lmbda, ...)``).
-# They have no quality index: their hyper-parameters are N (M), the training λ set ``lmbdas``
-# (CompressAI scale, or a preset name of LAMBDA_PRESETS) and the modulation ``activation``.
-VARIABLE_RATE_MODELS = {
-    "mae-bls2017": ModulatedBls2017,
-    "mae-hyperprior": ModulatedHyperprior,
-}
-MODELS.update(VARIABLE_RATE_MODELS)
+@dataclasses.dataclass(frozen=True)
+class ModelRecord:
+    """Everything lic_jax knows about one model family, in one place (issue 11).
+
+    Attributes:
+      name: registry name (``get_model(name, …)``, the artifact's spec, the CLI).
+      cls: the Flax module class.
+      model_id: container id (1 … 255, unique; written in every ``.lic`` header).
+      coder: the latent coder (``lic_jax.coding.latent_coders``): 'factorized', 'hyperprior',
+        'autoregressive', 'external', or a ``LatentCoder`` subclass for a new entropy structure.
+      qualities: quality → hyper-parameters (CompressAI's table); None for models without one.
+      lambdas: quality → λ (``LAMBDAS['mse']`` for CompressAI's families); None without qualities.
+      variable_rate: the forward pass and the transforms take λ (``mae-*``).
+      compressai: the CompressAI zoo architecture whose ``state_dict`` converts into this model
+        (``lic_jax.convert``), or None.
+      decoders: the model's synthesis methods; the first is the default decoder. The container
+        records which one a file asks for (docs/FORMAT.md).
+    """
+
+    name: str
+    cls: type
+    model_id: int
+    coder: Any
+    qualities: dict | None = None
+    lambdas: dict | None = None
+    variable_rate: bool = False
+    compressai: str | None = None
+    decoders: tuple = ("synthesis",)
+
 
 _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
 QUALITY_HPARAMS: dict[str, dict[int, dict[str, int]]] = {
@@ -56,6 +69,51 @@ LAMBDAS = {
     "mse": {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800},
     "ms-ssim": {1: 2.40, 2: 4.58, 3: 8.73, 4: 16.64, 5: 31.73, 6: 60.50, 7: 115.37, 8: 220.00},
 }
+
+
+def _records():
+    mse = LAMBDAS["mse"]
+    q = QUALITY_HPARAMS
+    return [
+        ModelRecord("bmshj2018-factorized", FactorizedPrior, 1, "factorized", q["bmshj2018-factorized"], mse,
+                    compressai="bmshj2018-factorized"),
+        ModelRecord("bmshj2018-hyperprior", ScaleHyperprior, 2, "hyperprior", q["bmshj2018-hyperprior"], mse,
+                    compressai="bmshj2018-hyperprior"),
+        ModelRecord("mbt2018-mean", MeanScaleHyperprior, 3, "hyperprior", q["mbt2018-mean"], mse,
+                    compressai="mbt2018-mean"),
+        ModelRecord("mbt2018", JointAutoregressiveHierarchicalPriors, 4, "autoregressive", q["mbt2018"], mse,
+                    compressai="mbt2018"),
+        ModelRecord("bls2017", Bls2017, 5, "factorized", q["bls2017"], mse),
+        ModelRecord("lee2019", Lee2019, 6, "autoregressive", q["lee2019"], mse),
+        ModelRecord("mae-bls2017", ModulatedBls2017, 7, "factorized", variable_rate=True),
+        ModelRecord("mae-hyperprior", ModulatedHyperprior, 8, "hyperprior", variable_rate=True),
+    ]
+
+
+REGISTRY: dict[str, ModelRecord] = {r.name: r for r in _records()}
+MODELS = {n: r.cls for n, r in REGISTRY.items()}
+VARIABLE_RATE_MODELS = {n: r.cls for n, r in REGISTRY.items() if r.variable_rate}
+
+
+def record(name: str) -> ModelRecord:
+    """The record of a registered model name (a clear error for an unknown one)."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}") from None
+
+
+def record_for(model_or_spec) -> ModelRecord:
+    """The record of a module instance, a ``ModelSpec`` or a name; unregistered → ValueError."""
+    if isinstance(model_or_spec, str):
+        return record(model_or_spec)
+    if isinstance(model_or_spec, ModelSpec):
+        return record(model_or_spec.name)
+    for r in REGISTRY.values():
+        if type(model_or_spec) is r.cls:
+            return r
+    raise ValueError(f"{type(model_or_spec).__name__} is not a registered lic_jax model "
+                     f"(add a ModelRecord to lic_jax.models.registry)")
 
 
 @dataclasses.dataclass(frozen=True)
