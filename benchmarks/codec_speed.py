@@ -69,10 +69,10 @@ def lic_setup(name, quality, coder, img):
 
 def lic_run(st, img):
     codec = st["codec"]
-    data, te, ce = _timed(lambda: codec.compress(img))
-    enc_stats = dict(codec.stats)
-    out, td, cd = _timed(lambda: codec.decompress(data))
-    dec_stats = dict(codec.stats)
+    enc, te, ce = _timed(lambda: codec.encode(img))
+    data, enc_stats = enc.data, enc.stats
+    dec, td, cd = _timed(lambda: codec.decode(data))
+    dec_stats = dec.stats
     return {"enc": te, "dec": td, "bytes": len(data), "enc_coder_s": enc_stats["coder_s"],
             "dec_coder_s": dec_stats["coder_s"], "symbols": dec_stats["symbols"], "others": [ce, cd]}
 

@@ -1,7 +1,8 @@
 """Import CompressAI weights (``state_dict`` or checkpoint files) into lic_jax variables.
 
-Supported architectures: ``bmshj2018-factorized``, ``bmshj2018-hyperprior``, ``mbt2018-mean``,
-``mbt2018`` (the four lic_jax shares with CompressAI). Accepted inputs:
+Supported architectures: the registered models whose ``ModelRecord.compressai`` names a CompressAI
+zoo architecture (``bmshj2018-factorized``, ``bmshj2018-hyperprior``, ``mbt2018-mean``, ``mbt2018``:
+the four lic_jax shares with CompressAI; :func:`supported_architectures`). Accepted inputs:
 
 * a ``state_dict`` (mapping name → torch tensor or numpy array);
 * a file saved by ``torch.save``: a bare ``state_dict`` (the zoo's ``*.pth.tar``) or a training
@@ -27,8 +28,10 @@ import numpy as np
 
 from .layers import Conv, ConvTranspose, MaskedConv
 from .models import get_model
+from .models import registry as _registry
 
-__all__ = ["from_compressai", "load_compressai_state_dict", "infer_compressai_architecture", "CompressAIImportError"]
+__all__ = ["from_compressai", "load_compressai_state_dict", "infer_compressai_architecture", "CompressAIImportError",
+           "supported_architectures"]
 
 
 class CompressAIImportError(ValueError):
@@ -39,7 +42,11 @@ _IGNORED = re.compile(
     r"(\._offset|\._quantized_cdf|\._cdf_length|\.target|\.scale_table|\.scale_bound|\.bound|\.pedestal|\.mask)$"
 )
 _OLD_EB = re.compile(r"^entropy_bottleneck\._(matrix|bias|factor)(\d+)$")
-_SUPPORTED = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018")
+
+
+def supported_architectures() -> dict[str, str]:
+    """CompressAI architecture → lic_jax registry name, from the records' ``compressai`` field."""
+    return {r.compressai: r.name for r in _registry.REGISTRY.values() if r.compressai}
 
 
 def _to_numpy(v):
@@ -75,7 +82,8 @@ def load_compressai_state_dict(src) -> dict[str, np.ndarray]:
 
 
 def infer_compressai_architecture(sd: Mapping[str, np.ndarray]) -> tuple[str, dict[str, int]]:
-    """(registry name, {'N', 'M'}) from the keys and shapes of a CompressAI state_dict."""
+    """(CompressAI architecture, {'N', 'M'}) from the keys and shapes of a CompressAI state_dict (the
+    four CompressAI names are also the lic_jax registry names; :func:`supported_architectures` maps them)."""
     if "g_a.0.weight" not in sd or "g_a.6.weight" not in sd:
         raise CompressAIImportError("not a CompressAI bmshj2018/mbt2018 state_dict (no g_a.0.weight / g_a.6.weight)")
     hp = {"N": int(sd["g_a.0.weight"].shape[0]), "M": int(sd["g_a.6.weight"].shape[0])}
@@ -125,10 +133,12 @@ def from_compressai(src, name: str | None = None, quality: int | None = None) ->
     """
     sd = load_compressai_state_dict(src)
     inferred, hp = infer_compressai_architecture(sd)
-    name = name or inferred
-    if name not in _SUPPORTED:
-        raise CompressAIImportError(f"CompressAI import supports {', '.join(_SUPPORTED)}; got {name!r}")
-    if name != inferred:
+    supported = supported_architectures()
+    by_name = {v: k for k, v in supported.items()}
+    name = name or supported.get(inferred, inferred)
+    if name not in by_name:
+        raise CompressAIImportError(f"CompressAI import supports {', '.join(sorted(by_name))}; got {name!r}")
+    if by_name[name] != inferred:
         raise CompressAIImportError(f"state_dict holds a {inferred} model (N={hp['N']}, M={hp['M']}), not {name}")
     model, spec = get_model(name, None, **hp)
     if quality is not None:

@@ -41,6 +41,7 @@ import urllib.error
 import urllib.request
 
 from .coding.errors import LicError
+from .models import registry as _registry
 
 __all__ = ["ZooError", "DownloadError", "HashMismatchError", "ROOT_URL", "PRETRAINED", "PRETRAINED_HPARAMS", "METRICS",
            "pretrained_names", "zoo_filename", "zoo_url", "cache_dir", "download", "fetch_weights",
@@ -78,18 +79,13 @@ PRETRAINED = types.MappingProxyType({
 })
 
 
-def _sizes(last_small: int, small: tuple, large: tuple):
-    return types.MappingProxyType({q: dict(zip("NM", small if q <= last_small else large)) for q in range(1, 9)})
-
-
-# (N, M) of each published file: CompressAI 1.2.8's ``cfgs`` (compressai/zoo/image.py), checked by
-# tests/test_zoo.py. Note mbt2018-mean switches to (192, 320) at quality 5, one quality earlier
-# than the factorized and scale-hyperprior models.
+# (N, M) of each published file: the registry's quality tables (``ModelRecord.qualities``) of the
+# models converted from CompressAI (``ModelRecord.compressai``) — CompressAI 1.2.8's ``cfgs``
+# (compressai/zoo/image.py), checked by tests/test_zoo.py. Note mbt2018-mean switches to (192, 320)
+# at quality 5, one quality earlier than the factorized and scale-hyperprior models.
 PRETRAINED_HPARAMS = types.MappingProxyType({
-    "bmshj2018-factorized": _sizes(5, (128, 192), (192, 320)),
-    "bmshj2018-hyperprior": _sizes(5, (128, 192), (192, 320)),
-    "mbt2018-mean": _sizes(4, (128, 192), (192, 320)),
-    "mbt2018": _sizes(4, (192, 192), (192, 320)),
+    r.name: types.MappingProxyType({q: dict(hp) for q, hp in r.qualities.items()})
+    for r in _registry.REGISTRY.values() if r.compressai and r.qualities
 })
 
 _FILE_RE = re.compile(r"^[A-Za-z0-9_.-]+-([0-9a-f]{8,64})\.pth(?:\.tar)?$")

@@ -11,7 +11,7 @@ Format and guarantees: docs/FORMAT.md.
 """
 
 from .backends import available_backends, get_backend
-from .codec import Codec, Encoded, Latents, to_uint8, weights_fingerprint
+from .codec import Codec, Decoded, Encoded, Latents, to_uint8, weights_fingerprint
 from .rate_control import RateControlResult, encode_at_bpp
 from .container import FORMAT_VERSION, MODEL_IDS, Header
 from .errors import (
@@ -32,6 +32,7 @@ from .tables import PRECISION, CdfTable, build_tables
 __all__ = [
     "Codec",
     "Encoded",
+    "Decoded",
     "Latents",
     "encode_at_bpp",
     "RateControlResult",

@@ -39,8 +39,8 @@ MAX_STREAMS = 8
 # magic 3, version, flags, model, quality, fingerprint 8, sides 2 × 3, pixel format, λ 4, count, 8 × 5 lengths
 MAX_HEADER_SIZE = 3 + 4 + 8 + 6 + 1 + 4 + 1 + MAX_STREAMS * 5
 # architecture ids: one per registered model (lic_jax.models.registry.ModelRecord.model_id)
-MODEL_IDS = {name: r.model_id for name, r in _registry.REGISTRY.items()}
-MODEL_NAMES = {v: k for k, v in MODEL_IDS.items()}
+MODEL_IDS = _registry.MODEL_IDS  # live read-only views: a model added by registry.register() is seen here
+MODEL_NAMES = _registry.MODEL_NAMES
 CODER_IDS = (1, 2)
 _LAMBDA_FLAG = 0x08
 
@@ -61,7 +61,8 @@ class Header:
 
     @property
     def model_name(self) -> str:
-        return MODEL_NAMES.get(self.model_id, "unlisted" if self.model_id == 0 else f"unknown({self.model_id})")
+        name = _registry.name_for_id(self.model_id)
+        return name if name is not None else ("unlisted" if self.model_id == 0 else f"unknown({self.model_id})")
 
     @property
     def header_size(self) -> int:

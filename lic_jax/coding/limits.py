@@ -52,6 +52,7 @@ __all__ = [
     "check_image",
     "latent_shapes",
     "stream_bounds",
+    "stream_bound",
     "check_streams",
     "check_decode",
     "pad_streams",
@@ -137,29 +138,18 @@ def latent_shapes(codec, hp: int, wp: int):
 
 
 def stream_bounds(codec, height: int, width: int) -> list[StreamBound]:
-    """The bounds of the streams a file of this size has for ``codec``'s model (z first, then y)."""
+    """The bounds of the streams a file of this size has for ``codec``'s model, in stream order
+    (each latent coder states its own: ``LatentCoder.stream_bounds``)."""
     from ..models.base import pad_amounts
+    from .latent_coders import LatentShapes
 
     (t, b), (l, r) = pad_amounts(int(height), int(width), codec.downsampling)
     y_shape, z_shape = latent_shapes(codec, int(height) + t + b, int(width) + l + r)
-    out = []
-    if z_shape is not None:
-        hz, wz, cz = z_shape
-        m = row_min_bits(codec.tables["z"])
-        n = hz * wz * cz
-        # z rows are the channels (factorized EB or Lee's per-channel Gaussian): exact per channel
-        out.append(_bound("z", n, float(hz * wz) * float(np.sum(m[:cz]))))
-    hy, wy, cy = y_shape
-    m = row_min_bits(codec.tables["y"])
-    n = hy * wy * cy
-    if z_shape is None:  # factorized: row = channel
-        out.append(_bound("y", n, float(hy * wy) * float(np.sum(m[:cy]))))
-    else:  # Gaussian rows picked by the hyper-decoder: the cheapest row of the table
-        out.append(_bound("y", n, float(n) * float(np.min(m))))
-    return out
+    return codec.latent_coder.stream_bounds(LatentShapes(y_shape, z_shape))
 
 
-def _bound(name, n, min_bits):
+def stream_bound(name, n, min_bits) -> StreamBound:
+    """A stream of ``n`` symbols needing at least ``min_bits``; at most MAX_BITS_PER_SYMBOL each."""
     return StreamBound(name, int(n), float(min_bits), int(n) * MAX_BITS_PER_SYMBOL // 8 + STREAM_SLACK_BYTES)
 
 

@@ -293,19 +293,11 @@ def gaussian_scale_tables(precision: int = PRECISION) -> CdfTable:
 # per model
 # ------------------------------------------------------------------------------------------
 def model_kind(model) -> str:
-    """'factorized' (one latent, EB), 'hyperprior' (z + Gaussian y) or 'autoregressive'."""
-    if hasattr(model, "ctx_kernel") and hasattr(model, "gaussian_params_at"):
-        return "autoregressive"
-    if hasattr(model, "hyper_synthesis"):
-        return "hyperprior"
-    if hasattr(model, "analysis") and hasattr(model, "synthesis"):
-        return "factorized"
-    raise TableError(f"{type(model).__name__} is not a model lic_jax can code")
+    """The kind of latent coder a registered model declares ('factorized', 'hyperprior',
+    'autoregressive', 'external'): its record's ``coder`` (``lic_jax.models.registry``)."""
+    from .latent_coders import coder_class
 
-
-def z_model(model) -> str:
-    """How z is coded: 'factorized' (entropy bottleneck) or 'gaussian' (Lee 2019 per-channel σ)."""
-    return getattr(model, "z_model", "factorized")
+    return coder_class(model).kind
 
 
 def _np_tree(x):
@@ -314,18 +306,14 @@ def _np_tree(x):
     return np.asarray(x)
 
 
-def build_tables(model, variables, precision: int = PRECISION) -> dict[str, CdfTable]:
-    """All coding tables of a model: ``{'y': …}`` or ``{'z': …, 'y': …}``. Pure function of the
-    parameters (and of ``precision`` / :data:`TABLES_VERSION`)."""
+def build_tables(model, variables) -> dict[str, CdfTable]:
+    """All coding tables of a model (``{'y': …}``, ``{'z': …, 'y': …}``, or ``{}`` for an
+    external payload), built by its latent coder. Pure function of the parameters (and of
+    :data:`PRECISION` / :data:`TABLES_VERSION`)."""
+    from .latent_coders import coder_class
+
     params = _np_tree(variables["params"] if "params" in variables else variables)
-    kind = model_kind(model)
-    if kind == "factorized":
-        return {"y": factorized_table(params["entropy_bottleneck"], precision)}
-    if z_model(model) == "gaussian":
-        z = gaussian_table(np.abs(np.asarray(params["z_scale"], np.float32)), TAIL_MASS, precision)
-    else:
-        z = factorized_table(params["entropy_bottleneck"], precision)
-    return {"z": z, "y": gaussian_scale_tables(precision)}
+    return coder_class(model).build_tables(model, params)
 
 
 def tables_to_arrays(tables: Mapping[str, CdfTable]) -> dict[str, np.ndarray]:

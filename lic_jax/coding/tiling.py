@@ -229,10 +229,13 @@ def tiled_apply(fn: Callable, x: np.ndarray, unit_in: int, unit_out: int, tile: 
 class TiledTransforms:
     """The jitted pieces a ``Codec`` needs for tiling one architecture (one instance per codec)."""
 
-    def __init__(self, model, variables):
-        from ..models.registry import is_variable_rate
+    def __init__(self, model, variables, conditioned: bool | None = None, hyper: bool | None = None):
+        if conditioned is None or hyper is None:  # from the model's record
+            from ..models.registry import record_for
+            from .latent_coders import coder_class
 
-        lam_args = (lambda lam: (lam,)) if is_variable_rate(model) else (lambda lam: ())
+            conditioned, hyper = bool(record_for(model).variable_rate), coder_class(model).hyper
+        lam_args = (lambda lam: (lam,)) if conditioned else (lambda lam: ())
         self.analysis_geom = transform_geometry(model, variables, "analysis")
         self.synthesis_geom = transform_geometry(model, variables, "synthesis")
         self.stride = stride_of(self.analysis_geom)
@@ -242,8 +245,7 @@ class TiledTransforms:
         self.analysis_halo = required_halo(self.analysis_geom)
         self.synthesis_halo = required_halo(self.synthesis_geom)
         self.analysis = jax.jit(lambda v, x, lam=None: model.apply(v, x, *lam_args(lam), method="analysis"))
-        self.hyper_analysis = (jax.jit(lambda v, y: model.apply(v, y, method="hyper_analysis"))
-                               if hasattr(model, "hyper_analysis") else None)
+        self.hyper_analysis = jax.jit(lambda v, y: model.apply(v, y, method="hyper_analysis")) if hyper else None
 
     def tile_latents(self, tiling: Tiling) -> int:
         return max(1, int(tiling.tile) // self.stride)
@@ -257,7 +259,8 @@ def _transforms(codec, height: int, width: int):
         return None
     if codec._tiled is None:
         try:
-            codec._tiled = TiledTransforms(codec.model, codec._cpu_vars)
+            codec._tiled = TiledTransforms(codec.model, codec._cpu_vars, codec.variable_rate,
+                                           codec.latent_coder.hyper)
         except TilingUnsupported:
             if tiling.mode == "on":
                 raise
@@ -274,19 +277,20 @@ def analyse(codec, x: np.ndarray, lam=None):
         return codec._fns.encode_transform(codec._dev_vars, jax.device_put(x, codec._dev), lam)
     v = codec._dev_vars
     y = tiled_apply(lambda c: tt.analysis(v, c, lam), x, tt.stride, 1, ANALYSIS_TILE, tt.analysis_halo, codec._dev)
-    if tt.hyper_analysis is None or codec.kind == "factorized":
+    if tt.hyper_analysis is None:
         return y, None
     return y, tt.hyper_analysis(v, jax.device_put(y, codec._dev))
 
 
-def synthesise(codec, y_hat: np.ndarray, lam=None) -> np.ndarray:
-    """The synthesis of ŷ (H', W', M) → (1, Hp, Wp, 3) numpy, tiled when ``codec.tiling`` says so."""
+def synthesise(codec, y_hat: np.ndarray, lam=None, method: str = "synthesis") -> np.ndarray:
+    """The synthesis ``method`` (a decoder of the model) of ŷ (H', W', M) → (1, Hp, Wp, 3) numpy,
+    tiled when ``codec.tiling`` says so."""
     y = np.asarray(y_hat)[None]
     tiling = codec.tiling
     s = LATENT_STRIDE
     tt = _transforms(codec, y.shape[1] * s, y.shape[2] * s)
     if tt is None:
-        return np.asarray(codec._fns.synthesis(codec._dev_vars, jax.device_put(y, codec._dev), lam))
-    v = codec._dev_vars
-    return tiled_apply(lambda c: codec._fns.synthesis(v, c, lam), y, 1, tt.stride, tt.tile_latents(tiling),
+        return np.asarray(codec._fns.synthesis(method)(codec._dev_vars, jax.device_put(y, codec._dev), lam))
+    v, synthesis = codec._dev_vars, codec._fns.synthesis(method)
+    return tiled_apply(lambda c: synthesis(v, c, lam), y, 1, tt.stride, tt.tile_latents(tiling),
                        tt.synthesis_halo, codec._dev)

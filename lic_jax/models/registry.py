@@ -11,7 +11,9 @@ lmbdas='compressai')`` — their spec always records the λ set and the modulati
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from .bls2017 import Bls2017
@@ -20,8 +22,10 @@ from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 
-__all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS", "LAMBDA_PRESETS", "ModelSpec", "get_model",
-           "model_names", "variable_rate_model_names", "is_variable_rate", "lmbda_for"]
+__all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "register", "unregister", "registered", "model_id",
+           "name_for_id", "MODEL_IDS", "MODEL_NAMES", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS",
+           "LAMBDA_PRESETS", "ModelSpec", "get_model", "model_names", "variable_rate_model_names", "is_variable_rate",
+           "lmbda_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,21 +94,100 @@ def _records():
     ]
 
 
-REGISTRY: dict[str, ModelRecord] = {r.name: r for r in _records()}
-MODELS = {n: r.cls for n, r in REGISTRY.items()}
-VARIABLE_RATE_MODELS = {n: r.cls for n, r in REGISTRY.items() if r.variable_rate}
+class _Live(Mapping):
+    """A read-only mapping recomputed from :data:`REGISTRY` on every access, so that a model added by
+    :func:`register` / :func:`registered` is seen everywhere (``MODELS``, ``container.MODEL_IDS``, …)."""
+
+    def __init__(self, fn, doc):
+        self._fn = fn
+        self.__doc__ = doc
+
+    def __getitem__(self, key):
+        return self._fn()[key]
+
+    def __iter__(self):
+        return iter(self._fn())
+
+    def __len__(self):
+        return len(self._fn())
+
+    def __repr__(self):
+        return repr(self._fn())
+
+
+REGISTRY: dict[str, ModelRecord] = {}
+MODELS = _Live(lambda: {n: r.cls for n, r in REGISTRY.items()}, "registry name → module class")
+VARIABLE_RATE_MODELS = _Live(lambda: {n: r.cls for n, r in REGISTRY.items() if r.variable_rate},
+                             "registry name → module class of the variable-rate models")
+MODEL_IDS = _Live(lambda: {n: r.model_id for n, r in REGISTRY.items()}, "registry name → container id")
+MODEL_NAMES = _Live(lambda: {r.model_id: n for n, r in REGISTRY.items()}, "container id → registry name")
+
+
+def _check(rec: ModelRecord):
+    if not isinstance(rec, ModelRecord):
+        raise TypeError(f"expected a ModelRecord, got {type(rec).__name__}")
+    if not isinstance(rec.name, str) or not rec.name:
+        raise ValueError(f"a model name must be a non-empty string, got {rec.name!r}")
+    if isinstance(rec.model_id, bool) or not isinstance(rec.model_id, int) or not 1 <= rec.model_id <= 255:
+        raise ValueError(f"{rec.name}: model_id must be an integer in 1..255 (0 means 'none' in the container), "
+                         f"got {rec.model_id!r}")
+    if rec.name in REGISTRY:
+        raise ValueError(f"model name {rec.name!r} is already registered")
+    for other in REGISTRY.values():
+        if other.model_id == rec.model_id:
+            raise ValueError(f"{rec.name}: model_id {rec.model_id} is already used by {other.name}")
+        if other.cls is rec.cls:
+            raise ValueError(f"{rec.name}: class {rec.cls.__name__} is already registered as {other.name}")
+    if (rec.qualities is None) != (rec.lambdas is None):
+        raise ValueError(f"{rec.name}: qualities and lambdas go together (both tables or neither)")
+    if rec.qualities is not None and set(rec.qualities) != set(rec.lambdas):
+        raise ValueError(f"{rec.name}: qualities {sorted(rec.qualities)} and λ table {sorted(rec.lambdas)} differ")
+    if rec.variable_rate and rec.qualities is not None:
+        raise ValueError(f"{rec.name}: a variable-rate model has no quality table")
+    if not rec.decoders or not all(isinstance(d, str) for d in rec.decoders):
+        raise ValueError(f"{rec.name}: decoders must be a non-empty tuple of method names")
+
+
+def register(rec: ModelRecord) -> ModelRecord:
+    """Add a model to the registry (name, container id and class must be new; id in 1..255)."""
+    _check(rec)
+    REGISTRY[rec.name] = rec
+    return rec
+
+
+def unregister(name: str) -> ModelRecord:
+    """Remove a registered model (for :func:`registered`; the built-in models stay registered)."""
+    return REGISTRY.pop(record(name).name)
+
+
+@contextlib.contextmanager
+def registered(rec: ModelRecord):
+    """``with registered(ModelRecord(...)):`` — a temporary registration (test-only toy models). The
+    name, id and class are checked as :func:`register`; the record is removed on exit, even on error."""
+    register(rec)
+    try:
+        yield rec
+    finally:
+        if REGISTRY.get(rec.name) is rec:
+            del REGISTRY[rec.name]
+
+
+for _r in _records():
+    register(_r)
+del _r
 
 
 def record(name: str) -> ModelRecord:
     """The record of a registered model name (a clear error for an unknown one)."""
     try:
         return REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(REGISTRY))}") from None
 
 
 def record_for(model_or_spec) -> ModelRecord:
-    """The record of a module instance, a ``ModelSpec`` or a name; unregistered → ValueError."""
+    """The record of a module instance, a ``ModelSpec`` or a name; an unregistered model is a ValueError
+    (never a silent id 0)."""
     if isinstance(model_or_spec, str):
         return record(model_or_spec)
     if isinstance(model_or_spec, ModelSpec):
@@ -113,7 +196,20 @@ def record_for(model_or_spec) -> ModelRecord:
         if type(model_or_spec) is r.cls:
             return r
     raise ValueError(f"{type(model_or_spec).__name__} is not a registered lic_jax model "
-                     f"(add a ModelRecord to lic_jax.models.registry)")
+                     f"(add a ModelRecord to lic_jax.models.registry, or use registry.registered(...) in a test)")
+
+
+def model_id(name: str) -> int:
+    """The container id of a registered model name (ValueError for an unknown one, never 0)."""
+    return record(name).model_id
+
+
+def name_for_id(model_id: int) -> str | None:
+    """The registered name of a container id, or None (0 = 'no model' and unknown ids)."""
+    for r in REGISTRY.values():
+        if r.model_id == model_id:
+            return r.name
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +221,7 @@ class ModelSpec:
     hparams: dict[str, Any]
 
     def build(self):
-        return MODELS[self.name](**self.hparams)
+        return record(self.name).cls(**self.hparams)
 
     def to_dict(self):
         return {"name": self.name, "quality": self.quality, "hparams": dict(self.hparams)}
@@ -137,48 +233,57 @@ class ModelSpec:
 
 def model_names():
     """The fixed-rate, quality-indexed models (CompressAI's family); see also :func:`variable_rate_model_names`."""
-    return sorted(k for k in MODELS if k not in VARIABLE_RATE_MODELS)
+    return sorted(n for n, r in REGISTRY.items() if not r.variable_rate)
 
 
 def variable_rate_model_names():
     """The variable-rate (λ-conditioned) models: ``mae-bls2017``, ``mae-hyperprior``."""
-    return sorted(VARIABLE_RATE_MODELS)
+    return sorted(n for n, r in REGISTRY.items() if r.variable_rate)
 
 
 def is_variable_rate(model_or_name) -> bool:
     """True for a variable-rate model (name, ModelSpec or module): its forward pass takes λ."""
-    if isinstance(model_or_name, str):
-        return model_or_name in VARIABLE_RATE_MODELS
-    if isinstance(model_or_name, ModelSpec):
-        return model_or_name.name in VARIABLE_RATE_MODELS
+    if isinstance(model_or_name, (str, ModelSpec)):
+        name = model_or_name if isinstance(model_or_name, str) else model_or_name.name
+        return name in REGISTRY and REGISTRY[name].variable_rate
     return bool(getattr(model_or_name, "variable_rate", False))
 
 
-def lmbda_for(quality: int, metric: str = "mse") -> float:
+def lmbda_for(quality: int, metric: str = "mse", model: str | None = None) -> float:
+    """λ of a quality: CompressAI's table for ``metric``; with ``model``, that model's record's table
+    (``ModelRecord.lambdas``, the MSE one) for ``metric='mse'``."""
     if metric not in LAMBDAS:
         raise ValueError(f"metric must be one of {sorted(LAMBDAS)}, got {metric!r}")
-    if quality not in LAMBDAS[metric]:
-        raise ValueError(f"quality must be 1..8, got {quality!r}")
-    return LAMBDAS[metric][quality]
+    table = LAMBDAS[metric]
+    if model is not None:
+        rec = record(model)
+        if rec.lambdas is None:
+            raise ValueError(f"{model} has no quality → λ table (variable-rate model: give λ directly)")
+        if metric == "mse":
+            table = rec.lambdas
+    if quality not in table:
+        raise ValueError(f"quality must be {min(table)}..{max(table)}, got {quality!r}")
+    return table[quality]
 
 
 def get_model(name: str, quality: int | None = None, **hparams):
-    """Return ``(module, spec)``. ``quality`` picks CompressAI's (N, M); ``hparams`` override them."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    """Return ``(module, spec)``. ``quality`` picks the record's (CompressAI's) (N, M); ``hparams`` override them."""
+    rec = record(name)
     base: dict[str, Any] = {}
-    if name in VARIABLE_RATE_MODELS:
+    if rec.variable_rate:
         if quality is not None:
             raise ValueError(f"{name} is a variable-rate model: it has no quality; set N (M), lmbdas and activation")
-        cls = VARIABLE_RATE_MODELS[name]
+        cls = rec.cls
         # the λ set (it normalises λ), the activation and the λ input always go into the spec / artifact
         hparams = {**hparams, "lmbdas": resolve_lmbdas(hparams.get("lmbdas", cls.lmbdas)),
                    "activation": hparams.get("activation", cls.activation),
                    "lmbda_input": hparams.get("lmbda_input", cls.lmbda_input)}
     if quality is not None:
-        if quality not in QUALITY_HPARAMS[name]:
-            raise ValueError(f"quality must be 1..8 for {name}, got {quality!r}")
-        base.update(QUALITY_HPARAMS[name][quality])
+        if rec.qualities is None:
+            raise ValueError(f"{name} has no quality table; give its hyper-parameters")
+        if quality not in rec.qualities:
+            raise ValueError(f"quality must be {min(rec.qualities)}..{max(rec.qualities)} for {name}, got {quality!r}")
+        base.update(rec.qualities[quality])
     base.update(hparams)
     spec = ModelSpec(name, quality, base)
     return spec.build(), spec

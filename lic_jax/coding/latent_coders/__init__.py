@@ -1,0 +1,41 @@
+"""Latent coders: one object per entropy structure (issue 11; docs/ARCHITECTURE.md).
+
+=================  ==========================================  =======================
+name               structure                                    models
+=================  ==========================================  =======================
+``factorized``     one latent, per-channel factorized density   bmshj2018-factorized, bls2017, mae-bls2017
+``hyperprior``     z (factorized / Gaussian) → σ (μ) of y       bmshj2018-hyperprior, mbt2018-mean, mae-hyperprior
+``autoregressive`` hyperprior + causal context, wavefronts      mbt2018, lee2019
+``external``       an opaque standard stream (JPEG / PNG)       JPEG-payload models (seed 004)
+=================  ==========================================  =======================
+
+A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
+:class:`LatentCoder` subclass for a new structure (a progressive multi-iteration coder codes one
+stream per iteration through the same :class:`SymbolIO`).
+"""
+
+from __future__ import annotations
+
+from .autoregressive import AutoregressiveCoder
+from .base import DecoderIO, EncoderIO, LatentCoder, Latents, LatentShapes, SymbolIO
+from .external import ExternalCoder
+from .factorized import FactorizedCoder
+from .hyperprior import HyperpriorCoder
+
+__all__ = ["CODERS", "coder_class", "LatentCoder", "Latents", "LatentShapes", "SymbolIO", "EncoderIO", "DecoderIO",
+           "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder"]
+
+CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder)}
+
+
+def coder_class(model_or_spec) -> type:
+    """The LatentCoder class a registered model declares (its record's ``coder``)."""
+    from ...models.registry import record_for
+
+    c = record_for(model_or_spec).coder
+    if isinstance(c, type) and issubclass(c, LatentCoder):
+        return c
+    try:
+        return CODERS[c]
+    except KeyError:
+        raise ValueError(f"unknown latent coder {c!r}; available: {', '.join(sorted(CODERS))}") from None
