@@ -1,23 +1,10 @@
-"""Ballé et al. 2017, factorized density (`bls2017`).
+"""``configs/model.py:bls2017`` under its old name: ``configs/bls2017.py[:ARG]`` ≡ ``configs/model.py:bls2017[,ARG]`` (quality, ms-ssim)."""
 
-    python train.py --config configs/bls2017.py --workdir runs/bls2017-q3
-    python train.py --config configs/bls2017.py:5 ...            # quality 5 (its (N, M) and λ)
-    python train.py --config configs/bls2017.py:3,ms-ssim ...    # MS-SSIM distortion, quality 3's λ
-    python train.py --config configs/bls2017.py --config.lmbda=0.01 ...   # explicit λ
-"""
+import os
+import runpy
 
-from lic_jax.train.config import get_default_config
+_get_config = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "model.py"))["get_config"]
 
 
 def get_config(arg: str = ""):
-    c = get_default_config()
-    c.model = "bls2017"
-    c.quality = 3
-    for part in filter(None, (arg or "").split(",")):
-        if part.isdigit():
-            c.quality = int(part)
-        elif part in ("mse", "ms-ssim"):
-            c.metric = part
-        else:
-            raise ValueError(f"config argument must be a quality and/or 'mse' / 'ms-ssim', got {part!r}")
-    return c
+    return _get_config(f"bls2017,{arg}")
