@@ -50,19 +50,21 @@ def main(argv):
 
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every save at INFO through absl
     logging.getLogger("lic_jax").setLevel(logging.INFO)
-    from lic_jax.train import parallel
+    from lic_jax.train import jax_setup, parallel
 
+    jax_setup.configure_jax()  # process-wide JAX settings belong to the entry point
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                                     FLAGS.cpu_collectives)
-    from lic_jax.train import trainer
+    from lic_jax.train.export import export_from_workdir
+    from lic_jax.train.loop import NonFiniteError, train_and_evaluate
 
     if FLAGS.mode == "export":
-        path = trainer.export_from_workdir(FLAGS.config, FLAGS.workdir, FLAGS.export_dir)
+        path = export_from_workdir(FLAGS.config, FLAGS.workdir, FLAGS.export_dir)
         print(path)
         return
     try:
-        res = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except trainer.NonFiniteError as e:
+        res = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except NonFiniteError as e:
         print(f"train.py: stopped: {e}", file=sys.stderr)
         sys.exit(3)
     if res.artifact:

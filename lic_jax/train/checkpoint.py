@@ -16,6 +16,10 @@ Layout under the work directory::
   CRC-32. At restore, the newest checkpoint whose manifest matches and which orbax restores
   without error is used; a damaged or half-written one is reported with a warning, moved to
   ``corrupt_checkpoints/`` and the previous one is tried.
+* **Train state**: a :class:`~lic_jax.train.state.TrainState` is stored as its checkpoint tree
+  (``{'step', 'params', 'opt_state'}`` [+ ``'extra'``], the layout of earlier versions) and
+  restored as a TrainState; restoring a state with extra parameter groups from a checkpoint
+  written without them keeps the target's groups.
 * The orbax form used is the ``args``-based API (``ocp.args.StandardSave`` / ``Composite``;
   orbax ≥ 0.11.23: the ``.venv`` stack and the GPU box). orbax 0.4.x (the TFC environment)
   lacks it: importing works there, constructing a :class:`Checkpointer` raises a clear error.
@@ -193,8 +197,10 @@ class _Manager:
             self.mgr.close()
             self._open()
 
-    def restore_latest(self, target, max_step: int | None = None):
-        """(step, state, meta) of the newest intact checkpoint, or None. Damaged ones are skipped."""
+    def restore_latest(self, target, max_step: int | None = None, adapt=None):
+        """(step, state, meta) of the newest intact checkpoint, or None. Damaged ones are skipped.
+
+        ``adapt(step_dir, target) → target`` may fit the restore target to what a checkpoint holds."""
         ocp = self.ocp
         bad, reasons = [], {}
         for name in self._half_written():
@@ -210,7 +216,8 @@ class _Manager:
             reason = verify_manifest(self.step_dir(step))
             if reason is None:
                 try:
-                    r = self.mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                    tgt = adapt(self.step_dir(step), target) if adapt is not None else target
+                    r = self.mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(tgt),
                                                                         meta=ocp.args.JsonRestore()))
                     result = (step, r["state"], dict(r["meta"] or {}))
                 except Exception as e:  # orbax/tensorstore raise many types for damaged data
@@ -258,7 +265,7 @@ class Checkpointer:
                         log.warning("cannot read best-checkpoint record %s: %s", self.best.step_dir(step), e)
 
     def save(self, step: int, state, meta: dict | None = None) -> bool:
-        return self.latest.save(step, state, dict(meta or {}, step=int(step)))
+        return self.latest.save(step, _to_tree(state), dict(meta or {}, step=int(step)))
 
     def save_best(self, step: int, state, value: float, meta: dict | None = None) -> bool:
         if self.best is None or not (value == value):  # NaN never becomes the best
@@ -266,17 +273,17 @@ class Checkpointer:
         if self.best_value is not None and value >= self.best_value:
             return False
         self.best_value, self.best_step = float(value), int(step)
-        return self.best.save(step, state, dict(meta or {}, step=int(step), best_value=float(value)))
+        return self.best.save(step, _to_tree(state), dict(meta or {}, step=int(step), best_value=float(value)))
 
     def latest_step(self):
         steps = self.latest.all_steps()
         return steps[-1] if steps else None
 
     def restore(self, target, max_step: int | None = None):
-        return self.latest.restore_latest(target, max_step)
+        return _restore(self.latest, target, max_step)
 
     def restore_best(self, target):
-        return None if self.best is None else self.best.restore_latest(target)
+        return None if self.best is None else _restore(self.best, target)
 
     def wait(self):
         self.latest.wait()
@@ -287,3 +294,41 @@ class Checkpointer:
         self.latest.close()
         if self.best is not None:
             self.best.close()
+
+
+def _to_tree(state):
+    from .state import TrainState
+
+    return state.to_checkpoint() if isinstance(state, TrainState) else state
+
+
+def saved_top_keys(step_dir: str):
+    """The top-level keys of the state saved in a checkpoint directory (None if unknown)."""
+    import ast
+
+    try:
+        with open(os.path.join(step_dir, "state", "_METADATA")) as f:
+            tree = json.load(f)["tree_metadata"]
+        return {ast.literal_eval(k)[0] for k in tree}
+    except Exception:
+        return None
+
+
+def _restore(manager: _Manager, target, max_step: int | None = None):
+    """Restore into a TrainState (via its checkpoint tree) or into a plain pytree."""
+    from .state import TrainState
+
+    if not isinstance(target, TrainState):
+        return manager.restore_latest(target, max_step)
+
+    def adapt(step_dir, tree):
+        keys = saved_top_keys(step_dir)
+        if "extra" in tree and keys is not None and "extra" not in keys:  # written without extra groups
+            return {k: v for k, v in tree.items() if k != "extra"}
+        return tree
+
+    r = manager.restore_latest(target.to_checkpoint(), max_step, adapt=adapt)
+    if r is None:
+        return None
+    step, tree, meta = r
+    return step, TrainState.from_checkpoint(tree, like=target), meta
