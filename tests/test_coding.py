@@ -237,7 +237,7 @@ def test_wavefront_slope_respects_the_context_window(name, slope):
     k, (ah, aw) = model.ctx_kernel, model.ctx_anchor
     assert wavefront_slope(k, (ah, aw)) == slope
     codec = S.codec_for(name)
-    feats = np.asarray(codec._hyper_cpu(np.zeros((2, 2, model.N), np.float32)))
+    feats = np.asarray(codec.latent_coder.hyper_features(np.zeros((2, 2, model.N), np.float32)))
     f = feats[:1, 0]
     rng = np.random.default_rng(0)
     base = rng.normal(size=(1, k, k, model.M)).astype(np.float32)
@@ -277,7 +277,7 @@ def test_wavefront_parameters_match_the_full_tensor_context(name):
     np.testing.assert_allclose(lat.y_hat - lat.y_symbols, mu, atol=2e-4)
     idx = np.asarray(scale_indexes(np.asarray(sig[0])))
     assert np.mean(idx == lat.y_indexes) > 0.999
-    y = codec._analyse(img)[2]
+    y = codec.analyse(img)[0]
     assert np.mean(np.rint(y - mu) == lat.y_symbols) > 0.999
 
 

@@ -221,14 +221,21 @@ class Codec:
     # ---------------------------------------------------------------------------------------
     # encoding
     # ---------------------------------------------------------------------------------------
-    def _code(self, img, backend, lam, stats):
-        """Analyse, then let the latent coder quantise and (if ``backend``) code: (image, channels, io, latents)."""
+    def _analyse(self, img, lam):
         limits.check_image(np.shape(img), self.max_pixels)
         a, channels = pixels.prepare(img)
         y, z = _tiling.analyse(self, pixels.pad(a, self.downsampling), lam)  # untiled unless tiling applies
         y = np.asarray(y[0])
         check_finite(y, "latents")
-        z = None if z is None else np.asarray(z[0])
+        return a, channels, y, (None if z is None else np.asarray(z[0]))
+
+    def analyse(self, img, lmbda: float | None = None):
+        """(y, z or None): the unquantised latents (H', W', C) float32 of a uint8 image, as coded."""
+        return self._analyse(img, self._lam(lmbda))[2:]
+
+    def _code(self, img, backend, lam, stats):
+        """Analyse, then let the latent coder quantise and (if ``backend``) code: (image, channels, io, latents)."""
+        a, channels, y, z = self._analyse(img, lam)
         io = EncoderIO(backend, stats, (backend or get_backend(self.coder)).overflow_bits)
         shapes = LatentShapes(tuple(y.shape), None if z is None else tuple(z.shape))
         lat = self.latent_coder.run(io, shapes, y, z)

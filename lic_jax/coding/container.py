@@ -4,7 +4,8 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128, minimal length
 
     magic        3 bytes  b"LIC"
     version      u8       1
-    flags        u8       bits 0-2 coder id (1 constriction, 2 tfc), bit 3 λ present, bits 4-7 zero
+    flags        u8       bits 0-2 coder id (1 constriction, 2 tfc), bit 3 λ present,
+                          bits 4-5 decoder (index into the model's decoders; 0 = default), bits 6-7 zero
     model id     u8       architecture (the registry's ModelRecord.model_id; 0 = none, read only)
     quality      u8       0 = none / custom hyper-parameters
     fingerprint  8 bytes  first 8 bytes of the SHA-256 of the exact weights (params.msgpack)
@@ -43,6 +44,8 @@ MODEL_IDS = _registry.MODEL_IDS  # live read-only views: a model added by regist
 MODEL_NAMES = _registry.MODEL_NAMES
 CODER_IDS = (1, 2)
 _LAMBDA_FLAG = 0x08
+_DECODER_SHIFT, MAX_DECODER = 4, 3  # flags bits 4-5: the decoder the file asks for
+_RESERVED_FLAGS = 0xC0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Header:
     lmbda: float | None = None
     stream_lengths: tuple = ()
     version: int = FORMAT_VERSION
+    decoder: int = 0  # index into the model record's decoders (0: its default synthesis)
 
     @property
     def model_name(self) -> str:
@@ -128,7 +132,9 @@ def _pack_header(h: Header) -> bytes:
         raise ValueError("channels must be 1 or 3, bit depth 1 … 16")
     if not 1 <= len(h.stream_lengths) <= MAX_STREAMS:
         raise ValueError(f"1 … {MAX_STREAMS} streams")
-    flags = h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0)
+    if not 0 <= h.decoder <= MAX_DECODER:
+        raise ValueError(f"decoder index must be 0 … {MAX_DECODER}")
+    flags = h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0) | (h.decoder << _DECODER_SHIFT)
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, flags, h.model_id, h.quality])
     out += h.fingerprint
@@ -192,6 +198,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         lmbda=lmbda,
         stream_lengths=lengths,
         version=version,
+        decoder=(flags >> _DECODER_SHIFT) & MAX_DECODER,
     )
     return header, r.pos
 
@@ -207,6 +214,11 @@ def _validate(h: Header):
         raise CorruptFileError(f"corrupt header: unsupported bit depth {h.bit_depth}")
     if h.lmbda is not None and not (h.lmbda == h.lmbda and abs(h.lmbda) != float("inf")):
         raise CorruptFileError("corrupt header: λ is not finite")
+    if h.decoder:
+        name = _registry.name_for_id(h.model_id)
+        n = len(_registry.record(name).decoders) if name is not None else 1
+        if h.decoder >= n:
+            raise CorruptFileError(f"corrupt header: decoder {h.decoder}, the model has {n}")
 
 
 def check_declared_size(header: Header, header_size: int, file_size: int):
@@ -230,7 +242,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
     if zlib.crc32(body) & 0xFFFFFFFF != crc:
         raise CorruptFileError("corrupt file: CRC-32 checksum mismatch")
-    if flags & 0xF0:
+    if flags & _RESERVED_FLAGS:
         raise CorruptFileError("corrupt header: reserved flag bits set")
     _validate(header)
     streams, p = [], pos

@@ -80,10 +80,15 @@ class AutoregressiveCoder(LatentCoder):
             self._plans[(H, W)] = (jax.device_put(pos, cpu()), pos, counts)
         return self._plans[(H, W)]
 
+    def hyper_features(self, z_hat: np.ndarray):
+        """ẑ (H'', W'', N) → the context-free features of every y position (CPU device array)."""
+        with jax.default_device(cpu()):
+            return self.programs.hyper_features(self.cpu_vars, jax.device_put(z_hat[None], cpu()))[0]
+
     def run(self, io, shapes: LatentShapes, y=None, z=None) -> Latents:
         qz, z_hat = self.z.run(io, self.tables["z"], shapes.z, z)
+        feats = self.hyper_features(z_hat)
         with jax.default_device(cpu()):
-            feats = self.programs.hyper_features(self.cpu_vars, jax.device_put(z_hat[None], cpu()))[0]
             io.open(self.tables["y"])
             y_hat, q, idx = self._wavefronts(io, feats, shapes.y, y)
             io.close()
