@@ -146,15 +146,6 @@ def make_classical(codec: str, quality: float) -> PillowCodec:
 
 # ---------------------------------------------------------------- learned (lic_jax)
 
-PAD_MULTIPLE = 64
-_FWD_CACHE: dict = {}  # jitted eval-mode forward per architecture (weights are an argument)
-
-
-def _arch_key(model) -> str:
-    import dataclasses as dc
-
-    fields = [(f.name, getattr(model, f.name)) for f in dc.fields(model) if f.name not in ("parent", "name")]
-    return f"{type(model).__module__}.{type(model).__qualname__}{fields!r}"
 
 
 class LearnedCodec:
@@ -217,21 +208,23 @@ class LearnedCodec:
     # -- entropy estimation
     def _forward(self):
         if self._fwd is None:
-            key = _arch_key(self.model)
-            if key not in _FWD_CACHE:
-                import jax
+            import jax
 
-                model = self.model
-                vr = self.variable_rate
+            from lic_jax.coding.programs import cached
 
+            model, vr = self.model, self.variable_rate
+
+            def build():
                 def fwd(variables, x, lam):
                     # variable-rate models: λ is a traced float32 scalar (one compilation for every λ)
                     out = model.apply(variables, x, lam, train=False) if vr else model.apply(variables, x, train=False)
                     bits = sum(jax.numpy.sum(-jax.numpy.log2(lik)) for lik in out["likelihoods"].values())
                     return out["x_hat"], bits
 
-                _FWD_CACHE[key] = jax.jit(fwd)
-            self._fwd = _FWD_CACHE[key]
+                return jax.jit(fwd)
+
+            # one compile cache for the coding and evaluation programs (jitted per architecture)
+            self._fwd = cached(model, f"eval-forward:{vr}", build)
         return self._fwd
 
     def _estimate(self, img):
@@ -240,7 +233,8 @@ class LearnedCodec:
         from lic_jax.models import crop_image, pad_image
 
         h, w = img.shape[:2]
-        x = pad_image(img[None].astype(np.float32) / 255.0, PAD_MULTIPLE)
+        # the codec's padding rule: centred zeros to the model's downsampling (pixels.pad)
+        x = pad_image(img[None].astype(np.float32) / 255.0, int(self.model.downsampling))
         fwd = self._forward()
         t0 = time.perf_counter()
         x_hat, bits = fwd(self.variables, x, self.lmbda)
