@@ -20,7 +20,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["quant_modes", "pad_amounts", "pad_image", "crop_image", "leaky_relu", "total_bits", "bpp"]
+from ..layers import Conv
+
+__all__ = ["quant_modes", "pad_amounts", "pad_image", "crop_image", "leaky_relu", "total_bits", "bpp", "run",
+           "window_dot", "dense_run"]
 
 
 def quant_modes(train: bool, quant: str | None):
@@ -59,6 +62,44 @@ def crop_image(x, h: int, w: int):
 
 def leaky_relu(x):
     return jnp.where(x >= 0, x, 0.01 * x)
+
+
+def run(layers, x):
+    """Apply a list of layers / activations in order (the models' ``g_a``, ``g_s``, ``h_a``, ``h_s``)."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+# -- the autoregressive models' per-position parameter arithmetic (mbt2018, lee2019) -------------
+def _dot(x, w, dtype=None):
+    dtype = dtype or x.dtype
+    return jnp.dot(x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
+
+
+def window_dot(patches, kernel, mask, dtype=None):
+    """Σ over the unmasked taps of a (K, k, k, C) window × (k, k, C, F) kernel → (K, F): the
+    masked k×k 'valid' convolution of one output pixel (masked taps contribute exactly 0 and are
+    skipped)."""
+    k, C = kernel.shape[0], kernel.shape[2]
+    taps = np.flatnonzero(np.asarray(mask).ravel())
+    x = patches.reshape(patches.shape[0], k * k * C)
+    w = kernel.reshape(k * k * C, -1)
+    if np.array_equal(taps, np.arange(taps.size)):  # causal masks: the taps are a prefix (a slice)
+        return _dot(x[:, : taps.size * C], w[: taps.size * C], dtype)
+    idx = (taps[:, None] * C + np.arange(C)[None, :]).ravel()
+    return _dot(x[:, idx], w[idx], dtype)
+
+
+def dense_run(layers, h, dtype=None):
+    """Run 1×1 ``Conv`` layers (and activations) on (K, C) rows as matrix products."""
+    for layer in layers:
+        if isinstance(layer, Conv):
+            p = layer.variables["params"]
+            h = _dot(h, p["kernel"][0, 0], dtype) + p["bias"]
+        else:
+            h = layer(h)
+    return h
 
 
 def total_bits(likelihoods):

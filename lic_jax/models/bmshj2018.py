@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from ..layers import GDN, Conv, ConvTranspose
-from .base import crop_image, pad_image, quant_modes
+from .base import crop_image, pad_image, quant_modes, run
 
 __all__ = ["FactorizedModel", "FactorizedPrior", "ScaleHyperprior", "analysis_transform", "synthesis_transform"]
 
@@ -29,12 +29,6 @@ def synthesis_transform(N, out_ch=3, dtype=None, simplified_gdn=False, impl="aut
     g = lambda: GDN(inverse=True, simplified=simplified_gdn, dtype=dtype)  # noqa: E731
     t = lambda c: ConvTranspose(c, 5, 2, impl=impl, dtype=dtype)  # noqa: E731
     return [t(N), g(), t(N), g(), t(N), g(), t(out_ch)]
-
-
-def run(layers, x):
-    for layer in layers:
-        x = layer(x)
-    return x
 
 
 class FactorizedModel(nn.Module):

@@ -32,9 +32,9 @@ import numpy as np
 
 from ..entropy_models import EntropyBottleneck, GaussianConditional, gaussian_likelihood, quantize
 from ..layers import Conv, ConvTranspose, conv2d
-from .base import leaky_relu
-from .bmshj2018 import analysis_transform, run, synthesis_transform
-from .mbt2018 import JointAutoregressiveHierarchicalPriors, _dense_run, _window_dot
+from .base import dense_run, leaky_relu, run, window_dot
+from .bmshj2018 import analysis_transform, synthesis_transform
+from .mbt2018 import JointAutoregressiveHierarchicalPriors
 
 __all__ = ["Lee2019", "lee_window_mask"]
 
@@ -130,6 +130,6 @@ class Lee2019(JointAutoregressiveHierarchicalPriors):
         """(σ, μ) of shape (K, M) from hyper features (K, F) and ŷ windows (K, 4, 4, M), as matrix
         products (the same arithmetic as ``gaussian_params`` at K positions)."""
         kernel = self.window.variables["params"]["kernel"][:, :, : patches.shape[-1]]
-        out = _window_dot(patches, kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor), self.dtype) + features
-        scales, means = jnp.split(_dense_run(self.entropy_parameters, out, self.dtype), 2, axis=-1)
+        out = window_dot(patches, kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor), self.dtype) + features
+        scales, means = jnp.split(dense_run(self.entropy_parameters, out, self.dtype), 2, axis=-1)
         return jnp.exp(scales), means

@@ -32,8 +32,7 @@ import jax.numpy as jnp
 
 from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from ..layers import GDN, Conv, ConvTranspose
-from .base import crop_image, pad_image, quant_modes
-from .bmshj2018 import run
+from .base import crop_image, pad_image, quant_modes, run
 
 __all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS", "resolve_lmbdas"]
 

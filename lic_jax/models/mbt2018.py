@@ -6,44 +6,16 @@ autoregressive + hierarchical model (``mbt2018``), in CompressAI's layer layout.
 from __future__ import annotations
 
 import jax.numpy as jnp
-import numpy as np
 
 from ..entropy_models import quantize
 from ..layers import Conv, ConvTranspose, MaskedConv, causal_mask
-from .base import crop_image, leaky_relu, pad_image, quant_modes
-from .bmshj2018 import ScaleHyperprior, run
+from .base import crop_image, dense_run, leaky_relu, pad_image, quant_modes, run, window_dot
+from .bmshj2018 import ScaleHyperprior
 
 __all__ = ["MeanScaleHyperprior", "JointAutoregressiveHierarchicalPriors"]
 
-
-def _dot(x, w, dtype=None):
-    dtype = dtype or x.dtype
-    return jnp.dot(x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
-
-
-def _window_dot(patches, kernel, mask, dtype=None):
-    """Σ over the unmasked taps of a (K, k, k, C) window × (k, k, C, F) kernel → (K, F): the
-    masked k×k 'valid' convolution of one output pixel (masked taps contribute exactly 0 and are
-    skipped)."""
-    k, C = kernel.shape[0], kernel.shape[2]
-    taps = np.flatnonzero(np.asarray(mask).ravel())
-    x = patches.reshape(patches.shape[0], k * k * C)
-    w = kernel.reshape(k * k * C, -1)
-    if np.array_equal(taps, np.arange(taps.size)):  # causal masks: the taps are a prefix (a slice)
-        return _dot(x[:, : taps.size * C], w[: taps.size * C], dtype)
-    idx = (taps[:, None] * C + np.arange(C)[None, :]).ravel()
-    return _dot(x[:, idx], w[idx], dtype)
-
-
-def _dense_run(layers, h, dtype=None):
-    """Run 1×1 ``Conv`` layers (and activations) on (K, C) rows as matrix products."""
-    for layer in layers:
-        if isinstance(layer, Conv):
-            p = layer.variables["params"]
-            h = _dot(h, p["kernel"][0, 0], dtype) + p["bias"]
-        else:
-            h = layer(h)
-    return h
+# the old private names of the shared helpers (now lic_jax.models.base.window_dot / dense_run)
+_window_dot, _dense_run = window_dot, dense_run
 
 
 class MeanScaleHyperprior(ScaleHyperprior):
@@ -112,9 +84,9 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
         (one output pixel of a k×k 'valid' convolution is a dot product; XLA:CPU runs these
         dots ~4× faster than the equivalent tiny convolutions)."""
         p = self.context_prediction.variables["params"]
-        ctx = _window_dot(patches, p["kernel"], causal_mask(self.ctx_kernel, "A"), self.dtype) + p["bias"]
+        ctx = window_dot(patches, p["kernel"], causal_mask(self.ctx_kernel, "A"), self.dtype) + p["bias"]
         h = jnp.concatenate([features, ctx], axis=-1)
-        scales, means = jnp.split(_dense_run(self.entropy_parameters, h, self.dtype), 2, axis=-1)
+        scales, means = jnp.split(dense_run(self.entropy_parameters, h, self.dtype), 2, axis=-1)
         return scales, means
 
     def __call__(self, x, train: bool = False, quant: str | None = None):
