@@ -2,7 +2,7 @@
 
 Three analysis stages (9×9/4, 5×5/2, 5×5/2, each conv + GDN) and the mirrored synthesis
 (IGDN + 5×5↑2, IGDN + 5×5↑2, IGDN + 9×9↑4), latent stride 16, N channels throughout, and a
-per-channel factorized density on ŷ (``shared/docs/SYSTEMS.md`` §2).
+per-channel factorized density on ŷ (Ballé et al. 2017, §2 and Fig. 1; ``docs/SYSTEMS_NOTES.md``).
 
 Choices where the sources disagree (all configurable):
 * ``last_gdn=True``: GDN after the third analysis stage and IGDN before the first synthesis

@@ -1,5 +1,5 @@
 """Lee, Cho, Beack: "Context-adaptive entropy model for end-to-end optimized image
-compression", ICLR 2019 (``shared/docs/SYSTEMS.md`` §5).
+compression", ICLR 2019, §3 (summary: ``docs/SYSTEMS_NOTES.md``).
 
 ŷ ~ N(μ, σ²) ∗ U where (μ, σ) at latent position (h, w) are predicted from two contexts read
 through the same 4×4 window (rows h−3…h, columns w−2…w+1, as the reference decoder's
@@ -9,7 +9,7 @@ through the same 4×4 window (rows h−3…h, columns w−2…w+1, as the refere
 The parameter network P: 4×4 window conv on concat(c″, c′) → LReLU → 1×1 → LReLU → 1×1 → 2M,
 split into (log σ, μ), σ = exp(·) ≥ 0.11.
 
-Choices (the released code is a frozen graph; see SYSTEMS.md §5 — all configurable):
+Choices (the authors' release is a frozen inference graph, not the training code — all configurable):
 * transforms: the bmshj2018 g_a / g_s (5×5, stride 2, GDN), N = M = 192 (base model, q1–5);
 * h_a / h_s: the mbt2018 hyper networks with h_s ending in M channels (c′ has M channels);
 * P widths: 10M/3 → 8M/3 → 2M (mbt2018's entropy-parameter widths);

@@ -3,7 +3,8 @@
 
 Every analysis layer's channels are scaled by a modulation vector m_k(λ) and every synthesis
 layer's by a demodulation vector d_k(λ); each is its own MLP Dense(1→50) → ReLU → Dense(50→C)
-→ exp (or sigmoid), fed with λ normalised by the largest training λ (``SYSTEMS.md`` §6).
+→ exp (or sigmoid), fed with λ normalised by the largest training λ (Yang et al. 2020, §II;
+``docs/SYSTEMS_NOTES.md``).
 
 λ uses CompressAI's convention throughout lic_jax: loss = bpp + λ·255²·MSE on [0, 1] images
 (seed 001's {64, 256, 1024, 4096} on the MSE₀₁ scale are λ/255² here: :data:`LAMBDA_PRESETS`).
