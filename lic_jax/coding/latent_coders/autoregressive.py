@@ -17,12 +17,10 @@ import numpy as np
 from jax import lax
 
 from ...entropy_models.gaussian import scale_indexes
-from .. import limits
-from ..programs import cached, cpu, cpu_model
-from ..tables import gaussian_scale_tables
+from ..programs import cpu, cpu_model
 from ..wavefront import wavefront_positions, wavefront_slope
-from .base import LatentCoder, Latents, LatentShapes
-from .hyperprior import ZCoding
+from .base import Latents, LatentShapes
+from .hyperprior import HyperpriorCoder
 
 __all__ = ["AutoregressiveCoder"]
 
@@ -56,22 +54,15 @@ class _ARPrograms:
         self.ar_step = jax.jit(ar_step, donate_argnums=(1,))
 
 
-class AutoregressiveCoder(LatentCoder):
+class AutoregressiveCoder(HyperpriorCoder):
+    """The hyperprior coder's tables, z stream and bounds; y coded by wavefronts."""
+
     kind = "autoregressive"
-    hyper = True
+    programs_class = _ARPrograms
 
     def __init__(self, model, cpu_vars, tables):
         super().__init__(model, cpu_vars, tables)
-        self.z = ZCoding(model, cpu_vars["params"])
-        self.programs = cached(model, "autoregressive", lambda: _ARPrograms(model))
         self._plans: dict = {}
-
-    @classmethod
-    def build_tables(cls, model, params):
-        return {"z": ZCoding.table(model, params), "y": gaussian_scale_tables()}
-
-    def num_streams(self):
-        return 2
 
     def _plan(self, H: int, W: int):
         if (H, W) not in self._plans:
@@ -122,8 +113,3 @@ class AutoregressiveCoder(LatentCoder):
             sym[:n] = qq
         state, _, _ = step(v, state, feats, pos_dev, np.int32(len(counts)), sym, mu)
         return np.asarray(state[ah : ah + H, aw : aw + W]), sym_all, idx_all
-
-    def stream_bounds(self, shapes: LatentShapes):
-        n = int(np.prod(shapes.y))
-        m = limits.row_min_bits(self.tables["y"])
-        return [self.z.bound(self.tables["z"], shapes.z), limits.stream_bound("y", n, float(n) * float(np.min(m)))]

@@ -64,13 +64,16 @@ class _HyperPrograms:
 
 
 class HyperpriorCoder(LatentCoder):
+    """Also the base of the autoregressive coder: same tables, z coding and stream bounds."""
+
     kind = "hyperprior"
     hyper = True
+    programs_class = _HyperPrograms
 
     def __init__(self, model, cpu_vars, tables):
         super().__init__(model, cpu_vars, tables)
         self.z = ZCoding(model, cpu_vars["params"])
-        self.programs = cached(model, "hyperprior", lambda: _HyperPrograms(model))
+        self.programs = cached(model, self.kind, lambda: self.programs_class(model))
 
     @classmethod
     def build_tables(cls, model, params):
