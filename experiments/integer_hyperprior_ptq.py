@@ -208,7 +208,8 @@ def main(argv=None):
     print(f"{'w':>3} {'act':>4} {'in':>3} {'σ':>3} {'calib':>6}  {'shifts':<16} {'max |acc| bound':>16} "
           f"{'idx mismatch %':>15} {'|Δidx|>1 %':>10} {'y rate +%':>10} {'z clipped':>9}")
     for r in results:
-        head = f"{r['weight_bits']:>3} {r['act_bits']:>4} {r['input_bits']:>3} {r['sigma_bits']:>3} {r['calibration']:>6}  "
+        head = (f"{r['weight_bits']:>3} {r['act_bits']:>4} {r['input_bits']:>3} {r['sigma_bits']:>3} "
+                f"{r['calibration']:>6}  ")
         if "refused" in r:
             print(head + "refused by check_bounds: " + r["refused"])
             continue

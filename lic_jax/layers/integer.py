@@ -105,9 +105,9 @@ def round_shift_per_channel(x, n):
     """:func:`round_shift` with one shift per channel (last axis); ``n``: static int array (C,).
 
     Vectorised and exact: ``where(n > 0, (x + half) >> max(n, 0), x << max(−n, 0))`` with
-    ``half = where(n > 0, 2**(n−1), 0)``; both branches are integer ops on the same int32 values
-    (the discarded branch of the ``where`` can only be evaluated on channels whose own bound
-    covers it, since ``half`` and the left shift are 0 there).
+    ``half = where(n > 0, 2**(n−1), 0)``. Both branches are evaluated on every channel, but the
+    discarded one is the identity there (``x << 0`` where n > 0, ``(x + 0) >> 0`` where n ≤ 0), so
+    neither can overflow beyond what :func:`check_bounds` already covers.
     """
     n = np.asarray(n, np.int64)
     if n.ndim != 1:
@@ -323,8 +323,9 @@ def check_bounds(layers: Sequence[IntegerConv], in_max: int) -> list[int]:
     intermediate result overflows, and since integer addition without overflow is exact,
     associative and commutative, every evaluation order gives the one mathematical sum: the
     result is independent of summation order, tiling, fusion, threading, vectorisation and XLA
-    flags (fast-math only licenses float reassociation, which is exact here). (Even two's-complement
-    wrap-around would be harmless for the final sum, but the shift and clip need the true value.)
+    flags (fast-math only licenses float reassociation; integer sums without overflow are exact
+    in any order). Float evaluation would not be: above 2**24 float32 partial sums round, and
+    the rounding depends on the order.
     The rounding offset and the shift are then exact integer ops, the nonlinearity clips to a
     known range, which bounds the next layer's input (qrelu: 2**bits − 1, leaky: 2**(bits−1),
     none: ceil(B / 2**n)); induction over the layers completes the proof.
