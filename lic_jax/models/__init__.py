@@ -6,8 +6,9 @@ from .bmshj2018 import FactorizedModel, FactorizedPrior, ScaleHyperprior
 from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
-from .registry import (LAMBDAS, MODELS, QUALITY_HPARAMS, VARIABLE_RATE_MODELS, ModelSpec, get_model, is_variable_rate,
-                       lmbda_for, model_names, variable_rate_model_names)
+from .registry import (LAMBDAS, MODELS, QUALITY_HPARAMS, REGISTRY, VARIABLE_RATE_MODELS, ModelRecord, ModelSpec, get_model,
+                       is_variable_rate, lmbda_for, model_names, record, record_for, register, registered,
+                       variable_rate_model_names)
 
 __all__ = [
     "Bls2017",
@@ -25,6 +26,12 @@ __all__ = [
     "is_variable_rate",
     "variable_rate_model_names",
     "MODELS",
+    "REGISTRY",
+    "ModelRecord",
+    "record",
+    "record_for",
+    "register",
+    "registered",
     "QUALITY_HPARAMS",
     "LAMBDAS",
     "ModelSpec",
