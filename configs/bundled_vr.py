@@ -16,7 +16,7 @@ The run lives outside the repository and resumes exactly whenever it is restarte
 
 import os
 
-from lic_jax.train.config import apply_variable_rate_args, get_default_config
+from lic_jax.train.config import apply_variable_rate_args, get_default_config, set_recipe
 
 _SHARED = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 
@@ -36,21 +36,8 @@ def get_config(arg: str = ""):
     c.data.train = f"{data}/photos,{data}/train"
     c.data.val = f"{data}/val"
     c.data.scale = "0.5,0.75"
-    c.data.crop = 128
-    c.data.val_crop = 256
-    c.data.cache = True
     c.data.workers = 2
-    c.batch_size = 8
-    c.val_batch_size = 8
-    c.num_steps = 300_000
-    c.optim.lr = 2e-4
-    c.optim.schedule = "constant_then_cosine"
-    c.optim.decay_start = 0.85
-    c.optim.final_lr_factor = 0.05
-    c.log_every = 100
-    c.eval_every = 2000
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    c.progress_bar = False
+    set_recipe(c, steps=300_000, lr=2e-4, batch=8, crop=128, val_crop=256, schedule="constant_then_cosine",
+               decay_start=0.85, final_lr_factor=0.05, log_every=100, eval_every=2000, checkpoint_every=500)
     c.export.which = "best"
     return apply_variable_rate_args(c, arg)

@@ -8,7 +8,7 @@ constant for half the run, then a cosine decay to 2.5e-5.
     nice -n 15 python train.py --config configs/default_model.py --workdir runs/default-hp
 """
 
-from lic_jax.train.config import get_default_config
+from lic_jax.train.config import get_default_config, set_recipe
 from lic_jax.utils.paths import shared_data
 
 
@@ -19,20 +19,7 @@ def get_config():
     c.metric = "mse"
     c.data.train = shared_data("train")  # $LIC_JAX_SHARED/data/train (default <repo>/../shared)
     c.data.val = shared_data("val")
-    c.data.crop = 128
-    c.data.val_crop = 256
-    c.data.cache = True
-    c.batch_size = 8
-    c.val_batch_size = 8
-    c.num_steps = 2000
-    c.optim.lr = 5e-4
-    c.optim.schedule = "constant_then_cosine"
-    c.optim.decay_start = 0.5
-    c.optim.final_lr_factor = 0.05
-    c.log_every = 25
-    c.eval_every = 250
-    c.checkpoint_every = 250
-    c.keep_checkpoints = 2
-    c.progress_bar = False
+    set_recipe(c, steps=2000, lr=5e-4, batch=8, crop=128, val_crop=256, schedule="constant_then_cosine",
+               decay_start=0.5, final_lr_factor=0.05, log_every=25, eval_every=250, checkpoint_every=250)
     c.export.which = "best"
     return c

@@ -118,3 +118,29 @@ def apply_variable_rate_args(c: ml_collections.ConfigDict, arg: str) -> ml_colle
             raise ValueError(f"config argument parts must be a λ preset ({', '.join(sorted(LAMBDA_PRESETS))}), "
                              f"'all'/'sample', 'exp'/'sigmoid', 'linear'/'log' or 'mse'/'ms-ssim', got {part!r}")
     return c
+
+
+def set_recipe(c: ml_collections.ConfigDict, *, steps: int, lr: float, batch: int = 8, crop: int = 128,
+               val_crop: int | None = None, schedule: str = "constant", decay_start: float | None = None,
+               final_lr_factor: float | None = None, log_every: int = 100, eval_every: int = 1000,
+               checkpoint_every: int = 500, keep_checkpoints: int = 2, cache: bool = True,
+               **extra) -> ml_collections.ConfigDict:
+    """The training recipe in one call (batch, crops, steps, learning-rate schedule, cadence), so
+    that configs state only their values. ``extra``: further top-level fields (e.g. ``tb_images``)."""
+    c.batch_size = c.val_batch_size = batch
+    c.data.crop = crop
+    c.data.val_crop = crop if val_crop is None else val_crop
+    c.data.cache = cache
+    c.num_steps = steps
+    c.optim.lr = lr
+    c.optim.schedule = schedule
+    if decay_start is not None:
+        c.optim.decay_start = decay_start
+    if final_lr_factor is not None:
+        c.optim.final_lr_factor = final_lr_factor
+    c.log_every, c.eval_every, c.checkpoint_every = log_every, eval_every, checkpoint_every
+    c.keep_checkpoints = keep_checkpoints
+    c.progress_bar = False
+    for k, v in extra.items():
+        c[k] = v
+    return c
