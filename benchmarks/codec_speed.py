@@ -85,7 +85,7 @@ def lic_synthesis_time(st, runs=3):
     codec = st["codec"]
     lat = codec.decompress(codec.compress(st["img"]), output="latents")
     y = jax.device_put(lat.y_hat[None], codec._dev)
-    f = codec._fns.synthesis
+    f = codec._fns.synthesis(codec.decoders[0])  # the default decoder, jitted
     f(codec._dev_vars, y).block_until_ready()
     ts = []
     for _ in range(runs):
