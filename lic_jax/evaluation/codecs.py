@@ -14,7 +14,7 @@ Learned codecs
   is the rate ``bpp``; ``decompress`` gives the reconstruction. Encode/decode times are the wall
   times of those calls. Where the codec reports them, the payload size without the container
   (``bpp-payload``, what CompressAI counts) and the ideal Σ −log2 p of the coded symbols
-  (``bpp-estimate``) are recorded too (SYSTEMS.md §12.1).
+  (``bpp-estimate``) are recorded too (docs/EVALUATION.md).
 * ``entropy_estimation=True``: one forward pass in eval mode (rounding), rate
   ``Σ −log2 p`` over all latents (CompressAI's ``inference_entropy_estimation``); the forward time is
   split half/half into encode/decode time, as CompressAI does.
