@@ -9,7 +9,8 @@ refactoring of the coding path that changes a single decoded bit fails.
 
     .venv/bin/python scripts/make_codec_fixtures.py      # rewrites the fixtures: only on purpose
 
-The fixtures were written by commit 1a2b0c4 + this script (the code before the issue-11 redesign).
+The fixtures were written by the code before the issue-11 redesign: the commit recorded as
+``written_by`` in index.json, plus this script.
 """
 
 from __future__ import annotations
