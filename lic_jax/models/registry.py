@@ -18,6 +18,7 @@ from typing import Any
 
 from .bls2017 import Bls2017
 from .bmshj2018 import FactorizedPrior, ScaleHyperprior
+from .jiang2017 import ComCNNJpeg
 from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
@@ -91,6 +92,8 @@ def _records():
         ModelRecord("lee2019", Lee2019, 6, "autoregressive", q["lee2019"], mse),
         ModelRecord("mae-bls2017", ModulatedBls2017, 7, "factorized", variable_rate=True),
         ModelRecord("mae-hyperprior", ModulatedHyperprior, 8, "hyperprior", variable_rate=True),
+        # Jiang et al. 2017 (seed 004): ComCNN → standard JPEG payload → RecCNN (docs/COMCNN.md)
+        ModelRecord("comcnn-jpeg", ComCNNJpeg, 9, "external"),
     ]
 
 
