@@ -7,6 +7,7 @@
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
                                   [--original IMG]
     lic info IN.lic [--json]
+    lic restore IN.jpg OUT.png [--model arcnn|arcnn-aspp] [--qf Q] [--original IMG]
 
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
 Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the
@@ -458,6 +459,41 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_restore(args) -> int:
+    """``lic restore IN.jpg OUT.png``: ARCNN / ARCNN+ASPP artifact removal of any baseline JPEG
+    (lic_jax.restoration.restore; docs/RESTORATION.md)."""
+    from .restoration.restore import restore_file, write_png_atomic
+
+    if os.path.isdir(args.input):
+        raise CliError(f"{args.input} is a folder; restore takes one JPEG file")
+    if os.path.isdir(args.output):
+        raise CliError(f"{args.output} is a folder; give the output PNG file name")
+    t = time.time()
+    decoded, out, info = restore_file(args.input, args.model, args.qf, args.weights_dir)
+    ref = None
+    if args.original:
+        import numpy as np
+        from PIL import Image
+
+        from .evaluation.image_metrics import psnr
+
+        with Image.open(args.original) as im:
+            ref = np.asarray(im.convert("L" if out.ndim == 2 else "RGB"))
+        if ref.shape != out.shape:
+            raise CliError(f"--original has shape {ref.shape}, the JPEG decodes to {out.shape}")
+    write_png_atomic(out, args.output)
+    print(f"lic: restore: model {info['model']} (file QF {info['qf']} {info['qf_source']})", file=sys.stderr)
+    if info["note"]:
+        _warn(info["note"])
+    if not args.quiet:
+        line = (f"{args.input} -> {args.output}: {info['width']}x{info['height']} "
+                f"{'grey' if info['mode'] == 'L' else 'RGB'}, QF {info['qf']}, {info['model']}, {time.time() - t:.1f} s")
+        if ref is not None:
+            line += f", PSNR {psnr(ref, decoded):.2f} -> {psnr(ref, out):.2f} dB"
+        print(line)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------
 def _default_max_pixels() -> int:
     from .coding.limits import DEFAULT_MAX_PIXELS
@@ -527,6 +563,18 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("input")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
+
+    rs = sub.add_parser("restore", help="remove JPEG artifacts: baseline JPEG -> PNG (ARCNN, docs/RESTORATION.md)")
+    rs.add_argument("input", help="baseline JPEG file (grey or YCbCr colour)")
+    rs.add_argument("output", help="PNG file to write")
+    rs.add_argument("--model", choices=("arcnn", "arcnn-aspp"), default="arcnn",
+                    help="restoration network (default arcnn)")
+    rs.add_argument("--qf", type=int, metavar="Q",
+                    help="use the model trained nearest to quality Q (default: the file's QF from its tables)")
+    rs.add_argument("--original", metavar="PATH", help="original image to report PSNR against")
+    rs.add_argument("--weights-dir", metavar="DIR", help=argparse.SUPPRESS)
+    rs.add_argument("-q", "--quiet", action="store_true")
+    rs.set_defaults(func=cmd_restore)
     return p
 
 
