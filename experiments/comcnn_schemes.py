@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""ComCNN + JPEG + RecCNN: the paper's straight-through scheme vs the official approximate gradient
+(SYSTEMS.md §9; issue 16; docs/COMCNN.md records a run).
+
+    nice -n 10 python experiments/comcnn_schemes.py --out ~/lic_runs/comcnn          # train + evaluate (resumable)
+    nice -n 10 python experiments/comcnn_schemes.py --out ~/lic_runs/comcnn --stage eval
+
+1. ``common``: the phases both schemes share (ComCNN init onto the bicubic downscale, the first
+   RecCNN phase), trained once in OUT/common.
+2. ``st`` and ``approx``: each copies common's checkpoint and continues the same schedule with its
+   own ComCNN update (OUT/st, OUT/approx). Every stage resumes from its checkpoint.
+3. ``eval``: the grey classic images (/work/shared/data/classic, RGB ones converted to Pillow 'L')
+   through ``Codec`` (comcnn-jpeg, real .lic bytes) for each trained state vs plain JPEG at the
+   same QF → OUT/results.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from configs.comcnn_jpeg import get_config  # noqa: E402
+from lic_jax.restoration import comcnn_train as ct  # noqa: E402
+
+
+def _prefix_steps(cfg):
+    """Steps of the shared prefix: init + the first RecCNN phase."""
+    s = ct.schedule(cfg)
+    return sum(n for _, n in s[:2])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval"])
+    ap.add_argument("--qf", type=int, default=10)
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
+    ap.add_argument("--images", default="/work/shared/data/classic")
+    a = ap.parse_args(argv)
+    out = os.path.expanduser(a.out)
+    os.makedirs(out, exist_ok=True)
+    if a.stage in ("all", "train"):
+        base = get_config("st", a.qf)
+        n0 = _prefix_steps(base)
+        common = os.path.join(out, "common")
+        ct.train(get_config("st", a.qf), common, a.minutes, stop_at=n0)
+        for scheme in ("st", "approx"):
+            d = os.path.join(out, scheme)
+            os.makedirs(d, exist_ok=True)
+            if not os.path.exists(os.path.join(d, "ckpt.msgpack")):
+                shutil.copy(os.path.join(common, "ckpt.msgpack"), os.path.join(d, "ckpt.msgpack"))
+            ct.train(get_config(scheme, a.qf), d, a.minutes)
+    if a.stage in ("all", "eval"):
+        imgs = {}
+        for f in sorted(glob.glob(os.path.join(a.images, "*.png"))):
+            with Image.open(f) as im:
+                imgs[os.path.basename(f)[:-4]] = np.asarray(im.convert("L"), np.uint8)
+        results = {}
+        for name in ("common", "st", "approx"):
+            d = os.path.join(out, name)
+            if not os.path.exists(os.path.join(d, "ckpt.msgpack")):
+                continue
+            cfg = get_config("st" if name == "common" else name, a.qf)
+            tr = ct.Trainer(cfg)
+            st = tr.restore(os.path.join(d, "ckpt.msgpack"), __import__("jax").random.PRNGKey(0))
+            results[name] = {"step": int(st["step"]),
+                             "rows": ct.evaluate_grey(ct.export(st, tr), imgs, a.qf, cfg.N, cfg.depth)}
+            m = results[name]["rows"]["mean"]
+            print(f"{name:7s} step {int(st['step']):5d}  ComCNN+JPEG+RecCNN {m['comcnn_psnr']:.2f} dB "
+                  f"{m['comcnn_bpp']:.3f} bpp (payload {m['comcnn_payload_bpp']:.3f}) | JPEG QF{a.qf} "
+                  f"{m['jpeg_psnr']:.2f} dB {m['jpeg_bpp']:.3f} bpp", flush=True)
+        with open(os.path.join(out, "results.json"), "w") as f:
+            json.dump({"qf": a.qf, "images": sorted(imgs), "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
