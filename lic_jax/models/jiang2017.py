@@ -184,7 +184,9 @@ class RecCNN(nn.Module):
     depth: int = 20
     bn_collection: str = "batch_stats"
 
+    @nn.compact
     def residual(self, u, train: bool = False):
+        """The predicted residual r(u) (the 20-layer DnCNN-style body)."""
         h = nn.relu(nn.Conv(self.N, (3, 3), padding="SAME", kernel_init=_he_init(self.c), name="conv1")(u))
         for i in range(2, self.depth):
             h = nn.Conv(self.N, (3, 3), padding="SAME", use_bias=False, kernel_init=_he_init(self.N),
@@ -192,7 +194,6 @@ class RecCNN(nn.Module):
             h = nn.relu(_bn(self.bn_collection, f"bn{i}")(h, train))
         return nn.Conv(self.c, (3, 3), padding="SAME", kernel_init=_he_init(self.N), name=f"conv{self.depth}")(h)
 
-    @nn.compact
     def __call__(self, u, train: bool = False):
         if u.ndim != 4 or u.shape[-1] != self.c:
             raise ValueError(f"RecCNN takes (B, H, W, {self.c}), got {u.shape}")
