@@ -20,5 +20,15 @@ def short(scheme: str = "st", qf: int = 10) -> ComCNNTrainConfig:
                              ckpt_every=20)
 
 
-def get_config(scheme: str = "st", qf: int = 10) -> ComCNNTrainConfig:
-    return short(scheme, qf)
+def short_zero_init(scheme: str = "st", qf: int = 10) -> ComCNNTrainConfig:
+    """``short()`` with RecCNN's last convolution zero at init (x̂ = bicubic↑ at step 0)."""
+    c = short(scheme, qf)
+    c.rec_zero_init = True
+    return c
+
+
+CONFIGS = {"short": short, "short_zero_init": short_zero_init, "paper": paper}
+
+
+def get_config(scheme: str = "st", qf: int = 10, name: str = "short") -> ComCNNTrainConfig:
+    return CONFIGS[name](scheme, qf)

@@ -45,20 +45,21 @@ def main(argv=None):
     ap.add_argument("--qf", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
     ap.add_argument("--images", default="/work/shared/data/classic")
+    ap.add_argument("--config", default="short", help="configs/comcnn_jpeg.py: short | short_zero_init | paper")
     a = ap.parse_args(argv)
     out = os.path.expanduser(a.out)
     os.makedirs(out, exist_ok=True)
     if a.stage in ("all", "train"):
-        base = get_config("st", a.qf)
+        base = get_config("st", a.qf, a.config)
         n0 = _prefix_steps(base)
         common = os.path.join(out, "common")
-        ct.train(get_config("st", a.qf), common, a.minutes, stop_at=n0)
+        ct.train(get_config("st", a.qf, a.config), common, a.minutes, stop_at=n0)
         for scheme in ("st", "approx"):
             d = os.path.join(out, scheme)
             os.makedirs(d, exist_ok=True)
             if not os.path.exists(os.path.join(d, "ckpt.msgpack")):
                 shutil.copy(os.path.join(common, "ckpt.msgpack"), os.path.join(d, "ckpt.msgpack"))
-            ct.train(get_config(scheme, a.qf), d, a.minutes)
+            ct.train(get_config(scheme, a.qf, a.config), d, a.minutes)
     if a.stage in ("all", "eval"):
         imgs = {}
         for f in sorted(glob.glob(os.path.join(a.images, "*.png"))):
@@ -69,7 +70,7 @@ def main(argv=None):
             d = os.path.join(out, name)
             if not os.path.exists(os.path.join(d, "ckpt.msgpack")):
                 continue
-            cfg = get_config("st" if name == "common" else name, a.qf)
+            cfg = get_config("st" if name == "common" else name, a.qf, a.config)
             tr = ct.Trainer(cfg)
             st = tr.restore(os.path.join(d, "ckpt.msgpack"), __import__("jax").random.PRNGKey(0))
             results[name] = {"step": int(st["step"]),

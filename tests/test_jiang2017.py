@@ -94,6 +94,8 @@ def test_reccnn_is_residual():
     p = jax.tree_util.tree_map(lambda a: a, v["params"])
     p["conv4"] = jax.tree_util.tree_map(jnp.zeros_like, p["conv4"])
     np.testing.assert_array_equal(np.asarray(m.apply({**v, "params": p}, u)), np.asarray(u))
+    mz = RecCNN(**TINY, zero_init_last=True)  # the optional zero init of the last conv: x̂ = u at step 0
+    np.testing.assert_array_equal(np.asarray(mz.apply(mz.init(jax.random.PRNGKey(0), u), u)), np.asarray(u))
 
 
 def _conv(x, kv):

@@ -183,6 +183,7 @@ class RecCNN(nn.Module):
     c: int = 1
     depth: int = 20
     bn_collection: str = "batch_stats"
+    zero_init_last: bool = False  # ours, optional: r(u) = 0 at init (x̂ = u), not the official init
 
     @nn.compact
     def residual(self, u, train: bool = False):
@@ -192,7 +193,8 @@ class RecCNN(nn.Module):
             h = nn.Conv(self.N, (3, 3), padding="SAME", use_bias=False, kernel_init=_he_init(self.N),
                         name=f"conv{i}")(h)
             h = nn.relu(_bn(self.bn_collection, f"bn{i}")(h, train))
-        return nn.Conv(self.c, (3, 3), padding="SAME", kernel_init=_he_init(self.N), name=f"conv{self.depth}")(h)
+        last_init = nn.initializers.zeros if self.zero_init_last else _he_init(self.N)
+        return nn.Conv(self.c, (3, 3), padding="SAME", kernel_init=last_init, name=f"conv{self.depth}")(h)
 
     def __call__(self, u, train: bool = False):
         if u.ndim != 4 or u.shape[-1] != self.c:

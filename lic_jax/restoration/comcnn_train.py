@@ -63,6 +63,7 @@ class ComCNNTrainConfig:
     lr_init: float = 1e-3
     lr_rec: float = 1e-3
     lr_com: float = 1e-4
+    rec_zero_init: bool = False  # RecCNN's last conv zero at init (x̂ = bicubic↑ at step 0); official: False
     seed: int = 0
     data: str = "/work/shared/data/train"
     max_images: int = 0  # 0: all
@@ -147,7 +148,7 @@ class Trainer:
     def __init__(self, cfg: ComCNNTrainConfig):
         self.cfg = cfg
         self.com = ComCNN(cfg.N, 1, False, "batch_stats")
-        self.rec = RecCNN(cfg.N, 1, cfg.depth, "batch_stats")
+        self.rec = RecCNN(cfg.N, 1, cfg.depth, "batch_stats", cfg.rec_zero_init)
         self.opt_init = optax.adam(cfg.lr_init)
         self.opt_rec = optax.adam(cfg.lr_rec)
         self.opt_com = optax.adam(cfg.lr_com)
