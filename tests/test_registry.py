@@ -22,6 +22,7 @@ from conftest import require
 from lic_jax.artifact import load_artifact, save_artifact
 from lic_jax.coding import Codec, container
 from lic_jax.models import FactorizedPrior, registry
+from lic_jax.models.portable import portable_spec
 from lic_jax.models.registry import REGISTRY, ModelRecord
 
 NAMES = sorted(REGISTRY)
@@ -48,7 +49,11 @@ def _build(name):
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
     args = (model.lmbda_max,) if rec.variable_rate else ()
     v = model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x, *args, train=True)
-    return rec, model, spec, {"params": v["params"]}
+    variables = {"params": v["params"]}
+    if rec.portable_of:  # a portable twin codes only once its integer h_s is calibrated (issue 13)
+        spec = portable_spec(spec, variables, [_image(64, 64, seed=1) / np.float32(255)])
+        model = spec.build()
+    return rec, model, spec, variables
 
 
 @pytest.mark.parametrize("name", NAMES)

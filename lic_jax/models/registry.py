@@ -22,6 +22,7 @@ from .jiang2017 import ComCNNJpeg
 from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
+from .portable import PortableMeanScaleHyperprior, PortableScaleHyperprior
 
 __all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "register", "unregister", "registered", "model_id",
            "name_for_id", "MODEL_IDS", "MODEL_NAMES", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS",
@@ -46,6 +47,8 @@ class ModelRecord:
         (``lic_jax.convert``), or None.
       decoders: the model's synthesis methods; the first is the default decoder. The container
         records which one a file asks for (docs/FORMAT.md).
+      portable_of: for a portable model (integer entropy path, ``lic_jax.models.portable``), the
+        float model whose parameters it shares (``lic compress --portable`` maps one to the other).
     """
 
     name: str
@@ -57,6 +60,7 @@ class ModelRecord:
     variable_rate: bool = False
     compressai: str | None = None
     decoders: tuple = ("synthesis",)
+    portable_of: str | None = None
 
 
 _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
@@ -94,6 +98,11 @@ def _records():
         ModelRecord("mae-hyperprior", ModulatedHyperprior, 8, "hyperprior", variable_rate=True),
         # Jiang et al. 2017 (seed 004): ComCNN → standard JPEG payload → RecCNN (docs/COMCNN.md)
         ModelRecord("comcnn-jpeg", ComCNNJpeg, 9, "external"),
+        # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
+        ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
+                    q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
+        ModelRecord("mbt2018-mean-int", PortableMeanScaleHyperprior, 21, "hyperprior-int", q["mbt2018-mean"], mse,
+                    portable_of="mbt2018-mean"),
     ]
 
 
@@ -224,7 +233,9 @@ class ModelSpec:
     hparams: dict[str, Any]
 
     def build(self):
-        return record(self.name).cls(**self.hparams)
+        # JSON gives lists; module fields are hashable tuples (int_shifts, eb_filters, …)
+        hp = {k: tuple(v) if isinstance(v, list) else v for k, v in self.hparams.items()}
+        return record(self.name).cls(**hp)
 
     def to_dict(self):
         return {"name": self.name, "quality": self.quality, "hparams": dict(self.hparams)}

@@ -7,6 +7,7 @@ name               structure                                    models
 ``hyperprior``     z (factorized / Gaussian) → σ (μ) of y       bmshj2018-hyperprior, mbt2018-mean, mae-hyperprior
 ``autoregressive`` hyperprior + causal context, wavefronts      mbt2018, lee2019
 ``external``       an opaque standard stream (JPEG / PNG)       JPEG-payload models (seed 004)
+``hyperprior-int`` hyperprior, σ/μ from an integer h_s          bmshj2018-hyperprior-int, mbt2018-mean-int
 =================  ==========================================  =======================
 
 A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
@@ -21,11 +22,13 @@ from .base import DecoderIO, EncoderIO, LatentCoder, Latents, LatentShapes, Symb
 from .external import ExternalCoder
 from .factorized import FactorizedCoder
 from .hyperprior import HyperpriorCoder
+from .portable import PortableHyperpriorCoder
 
 __all__ = ["CODERS", "coder_class", "LatentCoder", "Latents", "LatentShapes", "SymbolIO", "EncoderIO", "DecoderIO",
-           "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder"]
+           "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder", "PortableHyperpriorCoder"]
 
-CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder)}
+CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder,
+                              PortableHyperpriorCoder)}
 
 
 def coder_class(model_or_spec) -> type:

@@ -164,10 +164,13 @@ class DecoderIO(SymbolIO):
 
 class LatentCoder:
     """Base class. Subclasses set ``kind``, ``hyper`` (the model has a hyper-analysis whose z
-    is coded first) and implement :meth:`build_tables`, :meth:`run`, :meth:`stream_bounds`."""
+    is coded first) and implement :meth:`build_tables`, :meth:`run`, :meth:`stream_bounds`.
+    ``portable``: every coding distribution comes from integer arithmetic, so a file decodes
+    exactly on any platform (docs/FORMAT.md §7)."""
 
     kind = "?"
     hyper = False
+    portable = False
 
     def __init__(self, model, cpu_vars, tables: dict):
         self.model, self.cpu_vars, self.tables = model, cpu_vars, tables

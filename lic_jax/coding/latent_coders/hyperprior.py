@@ -82,14 +82,15 @@ class HyperpriorCoder(LatentCoder):
     def num_streams(self):
         return 2
 
-    def _hyper(self, z_hat):
+    def _hyper(self, z_symbols, z_hat):
+        """(table indexes, μ) of y from ẑ (float path; the portable coder uses the integer symbols)."""
         with jax.default_device(cpu()):
             idx, mu = self.programs.hyper_params(self.cpu_vars, jax.device_put(z_hat[None], cpu()))
             return np.asarray(idx[0]), np.asarray(mu[0])
 
     def run(self, io, shapes: LatentShapes, y=None, z=None) -> Latents:
         qz, z_hat = self.z.run(io, self.tables["z"], shapes.z, z)
-        idx, mu = self._hyper(z_hat)
+        idx, mu = self._hyper(qz, z_hat)
         io.open(self.tables["y"])
         q = io.code(idx, y, mu) if io.encoding else io.code(idx)  # μ = 0 for scale-only: round(y − 0)
         io.close()
