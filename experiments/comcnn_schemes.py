@@ -41,7 +41,7 @@ def _prefix_steps(cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", default="all", choices=["all", "train", "eval"])
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report"])
     ap.add_argument("--qf", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
     ap.add_argument("--images", default="/work/shared/data/classic")
@@ -49,6 +49,9 @@ def main(argv=None):
     a = ap.parse_args(argv)
     out = os.path.expanduser(a.out)
     os.makedirs(out, exist_ok=True)
+    if a.stage == "report":
+        print(report(out, a.images))
+        return
     if a.stage in ("all", "train"):
         base = get_config("st", a.qf, a.config)
         n0 = _prefix_steps(base)
@@ -61,10 +64,7 @@ def main(argv=None):
                 shutil.copy(os.path.join(common, "ckpt.msgpack"), os.path.join(d, "ckpt.msgpack"))
             ct.train(get_config(scheme, a.qf, a.config), d, a.minutes)
     if a.stage in ("all", "eval"):
-        imgs = {}
-        for f in sorted(glob.glob(os.path.join(a.images, "*.png"))):
-            with Image.open(f) as im:
-                imgs[os.path.basename(f)[:-4]] = np.asarray(im.convert("L"), np.uint8)
+        imgs = _images(a.images)
         results = {}
         for name in ("common", "st", "approx"):
             d = os.path.join(out, name)
@@ -79,8 +79,64 @@ def main(argv=None):
             print(f"{name:7s} step {int(st['step']):5d}  ComCNN+JPEG+RecCNN {m['comcnn_psnr']:.2f} dB "
                   f"{m['comcnn_bpp']:.3f} bpp (payload {m['comcnn_payload_bpp']:.3f}) | JPEG QF{a.qf} "
                   f"{m['jpeg_psnr']:.2f} dB {m['jpeg_bpp']:.3f} bpp", flush=True)
+        base = ct.bicubic_jpeg_baseline(imgs, a.qf)
+        print(f"no CNN: bicubic down + JPEG QF{a.qf} + bicubic up {base['mean']['bicubic_psnr']:.2f} dB "
+              f"{base['mean']['bicubic_bpp']:.3f} bpp (payload)")
         with open(os.path.join(out, "results.json"), "w") as f:
-            json.dump({"qf": a.qf, "images": sorted(imgs), "results": results}, f, indent=1)
+            json.dump({"qf": a.qf, "images": sorted(imgs), "results": results, "bicubic_baseline": base}, f, indent=1)
+
+
+def _images(folder):
+    imgs = {}
+    for f in sorted(glob.glob(os.path.join(folder, "*.png"))):
+        with Image.open(f) as im:
+            imgs[os.path.basename(f)[:-4]] = np.asarray(im.convert("L"), np.uint8)
+    return imgs
+
+
+def report(out: str, images: str | None = None) -> str:
+    """Markdown: per-phase loss / gradient norm of each stage's log.jsonl, and results.json."""
+    lines = ["| run | phase | steps | loss first 10 → last 10 | bicubic↑ JPEG MSE (last 10) | grad norm first 10 → last 10 "
+             "| cos(st, approx) mean |", "|---|---|---|---|---|---|---|"]
+    for name in ("common", "st", "approx"):
+        p = os.path.join(out, name, "log.jsonl")
+        if not os.path.exists(p):
+            continue
+        recs = [json.loads(line) for line in open(p)]
+        start = 0
+        for r in recs:
+            if "phase_end" not in r:
+                continue
+            cos = [q["cos_st_approx"] for q in recs if "cos_st_approx" in q and q.get("phase_index") == r["phase_index"]]
+            jm = f"{r['last10_jpeg_mse']:.5f}" if "last10_jpeg_mse" in r else ""
+            lines.append(f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
+                         f"{r['first10_loss']:.5f} → {r['last10_loss']:.5f} | {jm} | "
+                         f"{r['first10_gnorm']:.3g} → {r['last10_gnorm']:.3g} | "
+                         f"{np.mean(cos):.3f} |" if cos else
+                         f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
+                         f"{r['first10_loss']:.5f} → {r['last10_loss']:.5f} | {jm} | "
+                         f"{r['first10_gnorm']:.3g} → {r['last10_gnorm']:.3g} | |")
+            start = r["step"]
+    p = os.path.join(out, "results.json")
+    if os.path.exists(p):
+        res = json.load(open(p))
+        lines += ["", f"| state | step | ComCNN+JPEG+RecCNN PSNR | bpp (file) | bpp (JPEG payload) | JPEG QF{res['qf']} PSNR "
+                  "| JPEG bpp | JPEG at ≤ equal bpp |", "|---|---|---|---|---|---|---|---|"]
+        imgs = _images(images) if images else {}
+        for name, r in res["results"].items():
+            m = r["rows"]["mean"]
+            same = ""
+            if imgs:  # plain JPEG at the largest QF with ≤ the same bits, per image
+                eq = [ct.jpeg_at_bpp(imgs[k], v["comcnn_bpp"]) for k, v in r["rows"].items() if k in imgs]
+                same = (f" {np.mean([e['psnr'] for e in eq]):.2f} dB @ {np.mean([e['bpp'] for e in eq]):.3f} bpp "
+                        f"(QF {min(e['qf'] for e in eq)}–{max(e['qf'] for e in eq)}) |")
+            lines.append(f"| {name} | {r['step']} | {m['comcnn_psnr']:.2f} dB | {m['comcnn_bpp']:.3f} | "
+                         f"{m['comcnn_payload_bpp']:.3f} | {m['jpeg_psnr']:.2f} dB | {m['jpeg_bpp']:.3f} |{same}")
+        if "bicubic_baseline" in res:
+            b = res["bicubic_baseline"]["mean"]
+            lines.append(f"| no CNN (bicubic↓ JPEG bicubic↑) | – | {b['bicubic_psnr']:.2f} dB | – | {b['bicubic_bpp']:.3f} | "
+                         f"| | |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -341,6 +341,38 @@ def evaluate_grey(exported_variables, images: dict, qf: int, N: int = 64, depth:
     return rows
 
 
+def bicubic_jpeg_baseline(images: dict, qf: int) -> dict:
+    """No CNN: Pillow bicubic ↓2 → JPEG (same QF, 4:4:4) → bicubic ↑2, per grey image (even sides)
+    and the mean: what ComCNN + RecCNN start from (the ``init`` phase makes ComCNN ≈ bicubic ↓2)."""
+    from ..models.jiang2017 import jpeg_roundtrip
+
+    rows = {}
+    for name, img in images.items():
+        H, W = img.shape
+        small = np.asarray(Image.fromarray(img).resize((W // 2, H // 2), Image.BICUBIC), np.uint8)
+        dec, nbytes = jpeg_roundtrip(small[:, :, None], qf)
+        up = np.asarray(Image.fromarray(dec[:, :, 0]).resize((W, H), Image.BICUBIC), np.uint8)
+        rows[name] = {"bicubic_psnr": float(_psnr(up, img)), "bicubic_bpp": 8 * nbytes / (H * W)}
+    rows["mean"] = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("bicubic_psnr", "bicubic_bpp")}
+    return rows
+
+
+def jpeg_at_bpp(img: np.ndarray, bpp: float) -> dict:
+    """Plain JPEG (4:4:4) of a grey image at the largest QF whose file is ≤ ``bpp`` (QF 1 if none is):
+    the equal-rate comparison."""
+    from ..models.jiang2017 import jpeg_roundtrip
+
+    H, W = img.shape
+    best = None
+    for qf in range(1, 101):
+        dec, nbytes = jpeg_roundtrip(img[:, :, None], qf)
+        if best is None or 8 * nbytes / (H * W) <= bpp:
+            best = {"qf": qf, "psnr": float(_psnr(dec[:, :, 0], img)), "bpp": 8 * nbytes / (H * W)}
+        else:
+            break
+    return best
+
+
 def export(st_or_vars, trainer: Trainer | None = None) -> dict:
     """Exported ``{'params'}`` (frozen BN) of a training state or training variables."""
     v = trainer.variables(st_or_vars) if trainer is not None else st_or_vars
