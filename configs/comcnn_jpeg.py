@@ -27,7 +27,13 @@ def short_zero_init(scheme: str = "st", qf: int = 10) -> ComCNNTrainConfig:
     return c
 
 
-CONFIGS = {"short": short, "short_zero_init": short_zero_init, "paper": paper}
+def smoke(scheme: str = "st", qf: int = 10) -> ComCNNTrainConfig:
+    """Seconds: N = 8, depth 4, a few steps on 3 images (checks the command end to end)."""
+    return ComCNNTrainConfig(scheme=scheme, qf=qf, N=8, depth=4, batch=2, init_steps=2, rec_steps=2, com_steps=3,
+                             cycles=1, max_images=3, log_every=1, ckpt_every=2)
+
+
+CONFIGS = {"short": short, "short_zero_init": short_zero_init, "paper": paper, "smoke": smoke}
 
 
 def get_config(scheme: str = "st", qf: int = 10, name: str = "short") -> ComCNNTrainConfig:

@@ -41,16 +41,19 @@ def _prefix_steps(cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report"])
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report", "rd"])
     ap.add_argument("--qf", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
     ap.add_argument("--images", default="/work/shared/data/classic")
+    ap.add_argument("--rd-qfs", default="5,10,20,30,40,50", help="--stage rd: QFs of the payload")
+    ap.add_argument("--rd-names", default="", help="--stage rd: image names (default: all of --images)")
+    ap.add_argument("--rd-states", default="st,approx", help="--stage rd: trained states to sweep")
     ap.add_argument("--config", default="short", help="configs/comcnn_jpeg.py: short | short_zero_init | paper")
     a = ap.parse_args(argv)
     out = os.path.expanduser(a.out)
     os.makedirs(out, exist_ok=True)
     if a.stage == "report":
-        print(report(out, a.images))
+        print(report(out, a.images, a.config, a.qf))
         return
     if a.stage in ("all", "train"):
         base = get_config("st", a.qf, a.config)
@@ -63,6 +66,9 @@ def main(argv=None):
             if not os.path.exists(os.path.join(d, "ckpt.msgpack")):
                 shutil.copy(os.path.join(common, "ckpt.msgpack"), os.path.join(d, "ckpt.msgpack"))
             ct.train(get_config(scheme, a.qf, a.config), d, a.minutes)
+    if a.stage == "rd":
+        rd(out, a)
+        return
     if a.stage in ("all", "eval"):
         imgs = _images(a.images)
         results = {}
@@ -86,6 +92,49 @@ def main(argv=None):
             json.dump({"qf": a.qf, "images": sorted(imgs), "results": results, "bicubic_baseline": base}, f, indent=1)
 
 
+def rd(out, a):
+    """RD curves: each trained state (trained at --qf) with its payload at every --rd-qfs, plain
+    JPEG at QF 1…95, on the grey images; BD-rate / BD-PSNR (PCHIP) against JPEG on the overlap.
+    Means over images of bpp and PSNR per QF → OUT/rd.json."""
+    import jax
+
+    from lic_jax.evaluation.bd import bd_quality, bd_rate
+    from lic_jax.models.jiang2017 import jpeg_roundtrip
+
+    imgs = _images(a.images)
+    if a.rd_names:
+        imgs = {k: imgs[k] for k in a.rd_names.split(",")}
+    qfs = [int(q) for q in a.rd_qfs.split(",")]
+    jpeg = {"qf": [], "bpp": [], "psnr": []}
+    for q in list(range(1, 10)) + list(range(10, 100, 5)):
+        r = [jpeg_roundtrip(i[:, :, None], q) for i in imgs.values()]
+        jpeg["qf"].append(q)
+        jpeg["bpp"].append(float(np.mean([8 * n / i.size for (_, n), i in zip(r, imgs.values())])))
+        jpeg["psnr"].append(float(np.mean([ct._psnr(d[:, :, 0], i) for (d, _), i in zip(r, imgs.values())])))
+    res = {"images": sorted(imgs), "jpeg": jpeg, "states": {}}
+    for name in a.rd_states.split(","):
+        d = os.path.join(out, name)
+        cfg = get_config("st" if name == "common" else name, a.qf, a.config)
+        tr = ct.Trainer(cfg)
+        st = tr.restore(os.path.join(d, "ckpt.msgpack"), jax.random.PRNGKey(0))
+        ev = ct.export(st, tr)
+        curve = {"qf": qfs, "bpp": [], "psnr": [], "step": int(st["step"])}
+        for q in qfs:
+            m = ct.evaluate_grey(ev, imgs, q, cfg.N, cfg.depth)["mean"]
+            curve["bpp"].append(m["comcnn_bpp"])
+            curve["psnr"].append(m["comcnn_psnr"])
+            print(f"{name} QF{q}: {m['comcnn_psnr']:.2f} dB {m['comcnn_bpp']:.3f} bpp", flush=True)
+        for k, f in (("bd_rate_pct", bd_rate), ("bd_psnr_db", bd_quality)):
+            try:
+                curve[k] = float(f(jpeg["bpp"], jpeg["psnr"], curve["bpp"], curve["psnr"]))
+            except Exception as e:  # no overlap / non-monotone: say so
+                curve[k] = f"{type(e).__name__}: {e}"
+        print(name, "BD-rate vs JPEG:", curve["bd_rate_pct"], "BD-PSNR:", curve["bd_psnr_db"], flush=True)
+        res["states"][name] = curve
+    with open(os.path.join(out, "rd.json"), "w") as f:
+        json.dump(res, f, indent=1)
+
+
 def _images(folder):
     imgs = {}
     for f in sorted(glob.glob(os.path.join(folder, "*.png"))):
@@ -94,7 +143,7 @@ def _images(folder):
     return imgs
 
 
-def report(out: str, images: str | None = None) -> str:
+def report(out: str, images: str | None = None, config: str = "short", qf: int = 10) -> str:
     """Markdown: per-phase loss / gradient norm of each stage's log.jsonl, and results.json."""
     lines = ["| run | phase | steps | loss first 10 → last 10 | bicubic↑ JPEG MSE (last 10) | grad norm first 10 → last 10 "
              "| cos(st, approx) mean |", "|---|---|---|---|---|---|---|"]
@@ -103,10 +152,11 @@ def report(out: str, images: str | None = None) -> str:
         if not os.path.exists(p):
             continue
         recs = [json.loads(line) for line in open(p)]
-        start = 0
+        sched = ct.schedule(get_config("st", qf, config))
         for r in recs:
             if "phase_end" not in r:
                 continue
+            start = sum(n for _, n in sched[:r["phase_index"]])
             cos = [q["cos_st_approx"] for q in recs if "cos_st_approx" in q and q.get("phase_index") == r["phase_index"]]
             jm = f"{r['last10_jpeg_mse']:.5f}" if "last10_jpeg_mse" in r else ""
             lines.append(f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
@@ -116,7 +166,6 @@ def report(out: str, images: str | None = None) -> str:
                          f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
                          f"{r['first10_loss']:.5f} → {r['last10_loss']:.5f} | {jm} | "
                          f"{r['first10_gnorm']:.3g} → {r['last10_gnorm']:.3g} | |")
-            start = r["step"]
     p = os.path.join(out, "results.json")
     if os.path.exists(p):
         res = json.load(open(p))
