@@ -87,14 +87,30 @@ def _read_config(d: str) -> dict:
         return {}
 
 
-def _codec_from_dir(path: str, coder):
+def _codec_from_dir(path: str, coder, float_twin: bool = False):
+    """The codec of a model directory; ``float_twin``: a portable model's float twin (same weights), which
+    decodes the files written before the model was made portable (docs/FORMAT.md §7)."""
+    import dataclasses
+
     from .artifact import load_artifact
     from .coding import Codec
+    from .models.portable import float_spec
 
     if os.path.isfile(path):
         raise CliError(f"{path} is a file; --checkpoint takes a lic_jax model directory "
                        f"(use --compressai-checkpoint for CompressAI .pth files)")
-    return Codec.from_artifact(load_artifact(path), coder=coder)
+    art = load_artifact(path)
+    if float_twin:
+        art = dataclasses.replace(art, spec=float_spec(art.spec))
+    return Codec.from_artifact(art, coder=coder)
+
+
+def _float_twin_name(d: str):
+    """The float model a shipped portable directory also serves (None for a float directory)."""
+    from .models.registry import REGISTRY
+
+    rec = REGISTRY.get(_read_config(d).get("model", {}).get("name"))
+    return rec.portable_of if rec is not None else None
 
 
 def _codec_from_compressai(path: str, coder):
@@ -158,8 +174,12 @@ def _encoder_codec(args):
             raise CliError("--quality needs --model")
         for d in _shipped_model_dirs():
             m = _read_config(d).get("model", {})
-            if m.get("name") == args.model and (args.quality is None or m.get("quality") == args.quality):
+            if args.quality is not None and m.get("quality") != args.quality:
+                continue
+            if m.get("name") == args.model:
                 return _codec_from_dir(d, coder)
+            if _float_twin_name(d) == args.model:  # a portable directory serves its float twin too (same weights)
+                return _codec_from_dir(d, coder, float_twin=not getattr(args, "portable", False))
         from .models import MODELS
 
         if args.model not in MODELS:
@@ -181,22 +201,24 @@ class _DecoderModels:
 
     def __init__(self, args):
         self.args = args
-        self.cache: dict[bytes, object] = {}
-        self.explicit = None
+        self.cache: dict[tuple, object] = {}
+        self.explicit: dict[bool, object] = {}  # float twin? → the --checkpoint codec
         _check_zoo_args(args)
 
     def for_header(self, header):
         from .coding import ModelMismatchError
 
         fp = header.fingerprint
-        if fp in self.cache:
-            return self.cache[fp]
+        key = (fp, header.model_id)  # a portable model and its float twin share the weights' fingerprint
+        if key in self.cache:
+            return self.cache[key]
         a = self.args
         if a.checkpoint or a.compressai_checkpoint:
-            if self.explicit is None:
-                self.explicit = (_codec_from_dir(a.checkpoint, None) if a.checkpoint
-                                 else _codec_from_compressai(a.compressai_checkpoint, None))
-            codec = self.explicit
+            twin = bool(a.checkpoint) and _float_twin_name(a.checkpoint) == header.model_name
+            if twin not in self.explicit:
+                self.explicit[twin] = (_codec_from_dir(a.checkpoint, None, float_twin=twin) if a.checkpoint
+                                       else _codec_from_compressai(a.compressai_checkpoint, None))
+            codec = self.explicit[twin]
             if codec.fingerprint8 != fp:
                 raise ModelMismatchError(
                     f"the file was encoded with other weights ({header.model_name}, fingerprint {fp.hex()}) "
@@ -206,7 +228,8 @@ class _DecoderModels:
             codec = None
             for d in _shipped_model_dirs():
                 if bytes.fromhex(_read_config(d).get("fingerprint", "")[:16] or "00")[:8] == fp:
-                    codec = _codec_from_dir(d, None)
+                    # a portable directory also decodes its float twin's files (same weights)
+                    codec = _codec_from_dir(d, None, float_twin=_float_twin_name(d) == header.model_name)
                     break
             if codec is None:
                 codec = _zoo_codec_for_header(header, a)
@@ -217,7 +240,7 @@ class _DecoderModels:
                     f"{'' if a.pretrained else 'cached '}pretrained one; pass --checkpoint DIR with the encoder's weights"
                     f"{'' if a.pretrained else ' (or --pretrained if it was made with CompressAI weights)'}"
                 )
-        self.cache[fp] = codec
+        self.cache[key] = codec
         return codec
 
 
@@ -342,6 +365,13 @@ def cmd_compress(args) -> int:
 
     pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
     codec = _encoder_codec(args)
+    if args.portable and not codec.latent_coder.portable:
+        from .models.registry import REGISTRY
+
+        twins = ", ".join(sorted(r.name for r in REGISTRY.values() if r.portable_of))
+        raise CliError(f"--portable: {codec.spec.name if codec.spec else codec.record.name} has a float entropy path "
+                       f"(its files decode only under the encoder's jax/CPU); portable models: {twins} — make one "
+                       f"from a float model directory with scripts/make_portable.py DIR")
     _set_tiling(codec, args)
     if args.max_pixels is not None:
         codec.max_pixels = args.max_pixels
@@ -452,7 +482,8 @@ def cmd_info(args) -> int:
             lam = f", lambda {d['lambda']:g}" if d["lambda"] is not None else ""
             print(f"{p}: .lic v{d['format_version']}, {d['model']}{q}{lam} (weights {d['fingerprint']}), "
                   f"{d['width']}x{d['height']} {'grey' if d['channels'] == 1 else 'RGB'} {d['bit_depth']}-bit, "
-                  f"coder {d['coder']}, streams {d['stream_lengths']} bytes, {d['file_bytes']} bytes "
+                  f"coder {d['coder']}, {'portable' if d['portable'] else 'not portable (float entropy path)'}, "
+                  f"streams {d['stream_lengths']} bytes, {d['file_bytes']} bytes "
                   f"({d['container_bytes']} container), {d['bpp']:.4f} bpp")
     if args.json:
         print(json.dumps(out if len(out) != 1 or os.path.isdir(args.input) else out[0], indent=2))
@@ -538,6 +569,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target-bpp", type=float, metavar="B", help="variable-rate models: per-image rate control to B bpp")
     c.add_argument("--rtol", type=float, default=0.03, metavar="R", help="--target-bpp tolerance (default 0.03)")
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
+    c.add_argument("--portable", action="store_true",
+                   help="require a portable file (integer entropy path: decodes exactly on every platform; "
+                        "the shipped default is portable; docs/FORMAT.md §7)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
     c.add_argument("--tile", type=int, metavar="PIXELS",

@@ -365,3 +365,32 @@ def test_result_lines_are_clean_in_logs_and_pipes(art, tmp_path):
             os.close(slave)
     assert "img" in err.decode(errors="replace")  # the bar (unit img/s) on the terminal
     assert "\r" not in out and all(_RESULT.match(x) or _SUMMARY.match(x) for x in out.splitlines()), out
+
+
+def test_portable_default_float_twin_and_info(other_art, tmp_path, capsys):
+    """Issue 13: the shipped default writes portable files (``lic info`` says so); ``--model
+    bmshj2018-hyperprior`` writes its float twin's files (same weights), which the same shipped
+    directory decodes; ``--portable`` refuses a float model with a one-line error and no output."""
+    from lic_jax.coding import container
+
+    src = tmp_path / "a.png"
+    S.write_png(src, S.kodak_image(3)[:64, :96])
+    p, f = tmp_path / "p.lic", tmp_path / "f.lic"
+    assert main(["compress", str(src), str(p), "--no-psnr", "--portable"]) == 0
+    assert main(["compress", str(src), str(f), "--no-psnr", "--model", "bmshj2018-hyperprior"]) == 0
+    hp, _ = container.unpack(p.read_bytes())
+    hf, _ = container.unpack(f.read_bytes())
+    assert (hp.model_name, hf.model_name) == ("bmshj2018-hyperprior-int", "bmshj2018-hyperprior")
+    assert hp.fingerprint == hf.fingerprint  # one weights file serves both
+    capsys.readouterr()
+    assert main(["info", str(p)]) == 0 and main(["info", str(f)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert ", portable," in out[0] and "not portable" in out[1]
+    for x in (p, f):
+        assert main(["decompress", str(x), str(x.with_suffix(".png")), "-q"]) == 0
+    np.testing.assert_array_equal(_read(p.with_suffix(".png")), _read(f.with_suffix(".png")))
+    capsys.readouterr()
+    assert main(["compress", str(src), str(tmp_path / "o.lic"), "--checkpoint", str(other_art), "--portable"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--portable" in err[0] and "float entropy path" in err[0], err
+    assert not (tmp_path / "o.lic").exists()

@@ -86,9 +86,12 @@ def real_width(name: str):
         from lic_jax.artifact import load_artifact
         from lic_jax.default_model import default_model_path
 
+        from lic_jax.models.portable import float_spec
+
         art = load_artifact(default_model_path())
-        assert art.spec.name == name and art.spec.hparams["N"] == 128 and art.spec.hparams["M"] == 192
-        return art.spec.build(), art.spec, art.variables
+        spec = float_spec(art.spec)  # the bundled default is portable (issue 13); its float twin, same weights
+        assert spec.name == name and spec.hparams["N"] == 128 and spec.hparams["M"] == 192
+        return spec.build(), spec, art.variables
     model, spec = get_model(name) if name.startswith("mae-") else get_model(name, 3)
     lam = MAE_LAMBDA if name.startswith("mae-") else None
     x0 = jnp.zeros((1, 64, 64, 3), jnp.float32)

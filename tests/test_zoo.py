@@ -173,11 +173,14 @@ def zoo_file():
     from lic_jax.artifact import load_artifact
     from lic_jax.default_model import default_model_path
 
+    from lic_jax.models.portable import float_spec
+
     art = load_artifact(default_model_path())
-    assert art.spec.name == ARCH and art.spec.hparams == {"N": 128, "M": 192}
+    spec = float_spec(art.spec)  # the bundled default is portable (issue 13); its float twin, same weights
+    assert spec.name == ARCH and spec.hparams == {"N": 128, "M": 192}
     torch.manual_seed(0)
     net = cz.bmshj2018_hyperprior(quality=QUALITY, pretrained=False)
-    sd = _to_compressai(art.variables, art.model, net.state_dict())
+    sd = _to_compressai(art.variables, spec.build(), net.state_dict())
     sd["g_s.6.bias"] = sd["g_s.6.bias"] + 1e-3  # its own weights: not the shipped model's fingerprint
     net.load_state_dict(sd)
     net.update(force=True)  # CDF buffers in the file, as in CompressAI's published files

@@ -377,4 +377,15 @@ def info_dict(header: container.Header, file_size: int) -> dict[str, Any]:
     }
     if header.decoder:
         out["decoder"] = header.decoder
+    out["portable"] = _portable(header.model_name)
     return out
+
+
+def _portable(name) -> bool:
+    """Whether a model's files decode exactly on every platform (integer entropy path, FORMAT.md §7)."""
+    from .latent_coders import coder_class
+
+    try:
+        return bool(coder_class(name).portable)
+    except ValueError:  # an unknown model id: nothing is known about it
+        return False

@@ -1,0 +1,52 @@
+"""Child process of tests/test_portable.py: encode or decode .lic files in *this* Python environment.
+
+    python tests/cross_env_child.py encode MODEL_DIR OUT_DIR IMAGE...
+    python tests/cross_env_child.py decode MODEL_DIR OUT_DIR FILE.lic...
+
+encode: writes OUT_DIR/<stem>.lic and OUT_DIR/<stem>.enc.npz (the encoder's y and z symbols).
+decode: decodes the latents of each file (no synthesis) and writes OUT_DIR/<stem>.dec.npz, or
+records the one-line error. Prints one JSON line: {"jax": version, "results": {stem: "ok" | error}}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv):
+    mode, model_dir, out_dir, *paths = argv
+    import jax
+    import numpy as np
+
+    from lic_jax.artifact import load_artifact
+    from lic_jax.coding import Codec
+    from lic_jax.coding.image_io import read_image
+
+    codec = Codec.from_artifact(load_artifact(model_dir))
+    results = {}
+    for p in paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if mode == "encode":
+            enc = codec.encode(read_image(p))
+            with open(os.path.join(out_dir, stem + ".lic"), "wb") as f:
+                f.write(enc.data)
+            lat = enc.latents
+            np.savez(os.path.join(out_dir, stem + ".enc.npz"), y=lat.y_symbols, z=lat.z_symbols)
+            results[stem] = "ok"
+        else:
+            with open(p, "rb") as f:
+                data = f.read()
+            try:
+                lat = codec.decode(data, output="latents").latents
+            except Exception as e:  # what a user would see: the one-line error
+                results[stem] = f"{type(e).__name__}: {e}".splitlines()[0]
+                continue
+            np.savez(os.path.join(out_dir, stem + ".dec.npz"), y=lat.y_symbols, z=lat.z_symbols)
+            results[stem] = "ok"
+    print(json.dumps({"jax": jax.__version__, "results": results}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
