@@ -143,29 +143,47 @@ def _images(folder):
     return imgs
 
 
+def _logged(out, name):
+    """The per-step records of a stage's log.jsonl, one per step (a resumed run redoes the steps
+    since its last checkpoint: the last record wins)."""
+    p = os.path.join(out, name, "log.jsonl")
+    if not os.path.exists(p):
+        return []
+    by_step = {}
+    for line in open(p):
+        r = json.loads(line)
+        if "phase_end" not in r:
+            by_step[r["step"]] = r
+    return [by_step[k] for k in sorted(by_step)]
+
+
 def report(out: str, images: str | None = None, config: str = "short", qf: int = 10) -> str:
-    """Markdown: per-phase loss / gradient norm of each stage's log.jsonl, and results.json."""
-    lines = ["| run | phase | steps | loss first 10 → last 10 | bicubic↑ JPEG MSE (last 10) | grad norm first 10 → last 10 "
-             "| cos(st, approx) mean |", "|---|---|---|---|---|---|---|"]
-    for name in ("common", "st", "approx"):
-        p = os.path.join(out, name, "log.jsonl")
-        if not os.path.exists(p):
-            continue
-        recs = [json.loads(line) for line in open(p)]
-        sched = ct.schedule(get_config("st", qf, config))
-        for r in recs:
-            if "phase_end" not in r:
+    """Markdown: per phase (from the logged steps, every ``log_every``), loss and gradient norm of
+    the first and last 3 logged steps; the paired st / approx ComCNN losses (same batches); results."""
+    sched = ct.schedule(get_config("st", qf, config))
+    lines = ["| run | phase | steps | loss (first 3 logged → last 3) | loss / MSE(bicubic↑ JPEG) (same batches) | grad norm (same) "
+             "| cos(st, approx) |", "|---|---|---|---|---|---|---|"]
+    logs = {n: _logged(out, n) for n in ("common", "st", "approx")}
+    for name, recs in logs.items():
+        for pi, (ph, n) in enumerate(sched):
+            rs = [r for r in recs if r["phase_index"] == pi]
+            if not rs:
                 continue
-            start = sum(n for _, n in sched[:r["phase_index"]])
-            cos = [q["cos_st_approx"] for q in recs if "cos_st_approx" in q and q.get("phase_index") == r["phase_index"]]
-            jm = f"{r['last10_jpeg_mse']:.5f}" if "last10_jpeg_mse" in r else ""
-            lines.append(f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
-                         f"{r['first10_loss']:.5f} → {r['last10_loss']:.5f} | {jm} | "
-                         f"{r['first10_gnorm']:.3g} → {r['last10_gnorm']:.3g} | "
-                         f"{np.mean(cos):.3f} |" if cos else
-                         f"| {name} | {r['phase_end']} #{r['phase_index']} | {start}–{r['step']} | "
-                         f"{r['first10_loss']:.5f} → {r['last10_loss']:.5f} | {jm} | "
-                         f"{r['first10_gnorm']:.3g} → {r['last10_gnorm']:.3g} | |")
+            start = sum(m for _, m in sched[:pi])
+            a, b = rs[:3], rs[-3:]
+            mean = lambda xs, k: float(np.mean([x[k] for x in xs]))  # noqa: E731
+            rat = lambda xs: float(np.mean([x["loss"] / x["jpeg_mse"] for x in xs]))  # noqa: E731
+            jm = f"{rat(a):.3f} → {rat(b):.3f}" if "jpeg_mse" in rs[0] else ""
+            cos = f"{mean(a, 'cos_st_approx'):.3f} → {mean(b, 'cos_st_approx'):.3f}" if "cos_st_approx" in rs[0] else ""
+            lines.append(f"| {name} | {ph} #{pi} | {start}–{rs[-1]['step']} | {mean(a, 'loss'):.5f} → {mean(b, 'loss'):.5f} "
+                         f"| {jm} | {mean(a, 'gnorm'):.3g} → {mean(b, 'gnorm'):.3g} | {cos} |")
+    st = {r["step"]: r for r in logs["st"]}
+    pairs = [(st[r["step"]]["loss"], r["loss"]) for r in logs["approx"]
+             if r["phase"] == "com" and r["step"] in st and st[r["step"]]["phase"] == "com"]
+    if pairs:
+        ratio = np.array([a / b for a, b in pairs])
+        lines += ["", f"Paired ComCNN-phase losses (same step = same batch, {len(pairs)} logged steps): "
+                      f"st / approx mean {ratio.mean():.4f}, st lower on {int((ratio < 1).sum())} of {len(pairs)}."]
     p = os.path.join(out, "results.json")
     if os.path.exists(p):
         res = json.load(open(p))
