@@ -25,6 +25,9 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.quant = "noise"  # training quantisation proxy: 'noise' | 'ste' | 'mixed'
     c.ms_ssim_small = "error"  # MS-SSIM on crops ≤ 160 px: 'shrink' the window (or 'error')
     c.dtype = "float32"  # compute dtype: 'float32' or 'bfloat16' (parameters stay float32)
+    c.init_from = ""  # a lic_jax model directory to start from (fine-tuning; same architecture)
+    c.integer_entropy = False  # train the portable twin: integer hyper-synthesis, fake-quant (train/portable.py)
+    c.integer_calib = 16  # training images whose centre crops calibrate its activation scales
 
     # -- variable-rate models (mae-bls2017, mae-hyperprior; docs/MAE.md) ----------------------
     # The loss is Σ_λ w_λ·(bpp_λ + λ·255²·MSE_λ) over a λ set (CompressAI scale). Ignored by

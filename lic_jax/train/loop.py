@@ -114,6 +114,19 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     key = jax.random.PRNGKey(int(config.seed))
     init_key, noise_key, lmbda_key = (jax.random.fold_in(key, i) for i in range(3))
     state = create_train_state(model, tx, init_key, mesh)
+    if config.get("init_from", ""):
+        from .portable import load_init_params
+
+        p0 = jax.device_put(load_init_params(config.init_from, state.params), parallel.replicated(mesh))
+        state = state.replace(params=p0, opt_state=jax.jit(tx.init, out_shardings=parallel.replicated(mesh))(p0))
+    if config.get("integer_entropy", False):
+        from .portable import calibrate_run
+
+        d0 = config.data
+        calib_src = make_source(d0.train, default_split="train", tfds_data_dir=d0.tfds_data_dir or None,
+                                image_key=d0.image_key, manual_dir=d0.tfds_manual_dir or None)
+        # from the initial parameters (init_from / the seed's init): a resumed run gets the same scales
+        model, spec = calibrate_run(model, spec, state.params, calib_src, int(config.integer_calib), int(d0.crop))
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(state.params))
 
     ckpt = None

@@ -58,7 +58,12 @@ def build_model(config):
                 raise ValueError(f"variable_rate.lmbdas {lm} and model_hparams.lmbdas "
                                  f"{resolve_lmbdas(hparams['lmbdas'])} disagree (set one of them)")
             hparams["lmbdas"] = lm
-    model, spec = get_model(config.model, quality if quality else None, **hparams)
+    name = config.model
+    if config.get("integer_entropy", False):
+        from .portable import portable_model_name
+
+        name = portable_model_name(name)  # quantisation-aware training of the integer entropy path
+    model, spec = get_model(name, quality if quality else None, **hparams)
     dtype_name = str(config.get("dtype", "float32"))
     if dtype_name not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype_name!r}")
