@@ -41,7 +41,7 @@ def _prefix_steps(cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report", "rd"])
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report", "rd", "diag"])
     ap.add_argument("--qf", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
     ap.add_argument("--images", default="/work/shared/data/classic")
@@ -68,6 +68,9 @@ def main(argv=None):
             ct.train(get_config(scheme, a.qf, a.config), d, a.minutes)
     if a.stage == "rd":
         rd(out, a)
+        return
+    if a.stage == "diag":
+        diagnose(out, a)
         return
     if a.stage in ("all", "eval"):
         imgs = _images(a.images)
@@ -133,6 +136,31 @@ def rd(out, a):
         res["states"][name] = curve
     with open(os.path.join(out, "rd.json"), "w") as f:
         json.dump(res, f, indent=1)
+
+
+def diagnose(out, a):
+    """The compact image of each trained state against the bicubic downscale, and the MSE with and
+    without RecCNN, on 64 held-out 40×40 patches (/work/shared/data/val) and on camera."""
+    import jax
+    import jax.numpy as jnp
+
+    from lic_jax.models.jiang2017 import bicubic_down2, bicubic_up2, jpeg_np
+
+    val = ct.PatchSampler(ct.load_grey_images("/work/shared/data/val", 20), 40).batch(123, 0, 64)
+    cam = _images(a.images)["camera"].astype(np.float32)[None, :, :, None] / 255
+    for name in ("common", "st", "approx"):
+        cfg = get_config("st" if name == "common" else name, a.qf, a.config)
+        tr = ct.Trainer(cfg)
+        st = tr.restore(os.path.join(out, name, "ckpt.msgpack"), jax.random.PRNGKey(0))
+        for lab, x in (("val 40x40", val), ("camera", cam)):
+            y = np.asarray(tr.com.apply({"params": st["pc"]}, x))
+            d = np.asarray(bicubic_down2(jnp.asarray(x)))
+            u = bicubic_up2(jnp.asarray(jpeg_np(y, a.qf)))
+            o = np.asarray(tr.rec.apply({"params": st["pr"], "batch_stats": st["bs"]}, u))
+            mse = lambda p, q: float(np.mean((np.clip(p, 0, 1) - q) ** 2))  # noqa: E731
+            print(f"{name:6s} {lab:9s} MSE with RecCNN {mse(o, x):.5f}, bicubic-up only {mse(np.asarray(u), x):.5f} | "
+                  f"compact − bicubic-down: mean {y.mean() - d.mean():+.4f} rms {np.sqrt(np.mean((y - d) ** 2)):.4f}; "
+                  f"clipped {np.mean((y < 0) | (y > 1)):.4f}; std {y.std():.4f} (bicubic-down {d.std():.4f})", flush=True)
 
 
 def _images(folder):
