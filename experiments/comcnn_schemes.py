@@ -115,7 +115,19 @@ def rd(out, a):
         jpeg["bpp"].append(float(np.mean([8 * n / i.size for (_, n), i in zip(r, imgs.values())])))
         jpeg["psnr"].append(float(np.mean([ct._psnr(d[:, :, 0], i) for (d, _), i in zip(r, imgs.values())])))
     res = {"images": sorted(imgs), "jpeg": jpeg, "states": {}}
-    for name in a.rd_states.split(","):
+    bic = {"qf": qfs, "bpp": [], "psnr": []}  # no CNN: bicubic ↓ + JPEG + bicubic ↑ (payload bytes only)
+    for q in qfs:
+        m = ct.bicubic_jpeg_baseline(imgs, q)["mean"]
+        bic["bpp"].append(m["bicubic_bpp"])
+        bic["psnr"].append(m["bicubic_psnr"])
+    for k, f in (("bd_rate_pct", bd_rate), ("bd_psnr_db", bd_quality)):
+        try:
+            bic[k] = float(f(jpeg["bpp"], jpeg["psnr"], bic["bpp"], bic["psnr"]))
+        except Exception as e:
+            bic[k] = f"{type(e).__name__}: {e}"
+    print("no CNN (bicubic) BD-rate vs JPEG:", bic["bd_rate_pct"], "BD-PSNR:", bic["bd_psnr_db"], flush=True)
+    res["bicubic"] = bic
+    for name in [n for n in a.rd_states.split(",") if n]:
         d = os.path.join(out, name)
         cfg = get_config("st" if name == "common" else name, a.qf, a.config)
         tr = ct.Trainer(cfg)
