@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from lic_jax.artifact import save_artifact  # noqa: E402
 from lic_jax.coding import Codec  # noqa: E402
-from lic_jax.models import get_model  # noqa: E402
+from lic_jax.models import get_model, registry  # noqa: E402
+from lic_jax.models.portable import portable_spec  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "data", "codec_fixtures")
 
@@ -40,6 +41,10 @@ CASES = {  # name: (hparams, [λ or None per file])
     "lee2019": ({"N": 8, "M": 12}, [None]),
     "mae-bls2017": ({"N": 8}, [0.0035, 0.025]),
     "mae-hyperprior": ({"N": 8, "M": 12}, [0.0035, 0.025]),
+    # issue 13 (portable twins: calibrated on the fixture image) and seed 004's JPEG-payload model
+    "bmshj2018-hyperprior-int": ({"N": 8, "M": 12}, [None]),
+    "mbt2018-mean-int": ({"N": 8, "M": 12}, [None]),
+    "comcnn-jpeg": ({}, [None]),
 }
 
 
@@ -72,16 +77,31 @@ def energise(params):
     return params
 
 
-def main():
-    shutil.rmtree(OUT, ignore_errors=True)
-    os.makedirs(OUT)
+def main(argv=None):
+    """No arguments: rewrite every case. ``--add NAME …``: write only these cases and keep the others (files
+    written by earlier versions must stay as they were: that is what the fixtures pin)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--add", nargs="*", default=None, help="only (re)write these cases")
+    args_ = ap.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    index = {"written_by": commit, "jax": jax.__version__, "cases": {}}
+    if args_.add is None:
+        shutil.rmtree(OUT, ignore_errors=True)
+        os.makedirs(OUT)
+        index = {"written_by": commit, "jax": jax.__version__, "cases": {}}
+    else:
+        with open(os.path.join(OUT, "index.json")) as f:
+            index = json.load(f)
     for name, (hp, lams) in CASES.items():
+        if args_.add is not None and name not in args_.add:
+            continue
         model, spec = get_model(name, **hp)
         x0 = np.zeros((1, 64, 64, 3), np.float32)
         args = (x0, np.float32(lams[0])) if lams[0] is not None else (x0,)
         variables = {"params": energise(model.init(jax.random.PRNGKey(0), *args)["params"])}
+        if registry.record(name).portable_of:
+            spec = portable_spec(spec, variables, [image(False).astype(np.float32) / np.float32(255)])
         d = os.path.join(OUT, name)
         save_artifact(os.path.join(d, "artifact"), spec, variables, tables=False)  # tables rebuilt on load
         codec = Codec.from_artifact(os.path.join(d, "artifact"))
@@ -99,7 +119,8 @@ def main():
                     expected[f"{tag}_z_symbols"] = lat.z_symbols
                 files.append({"file": f"{tag}.lic", "lmbda": lam, "grey": grey, "bytes": len(data)})
         np.savez_compressed(os.path.join(d, "expected.npz"), **expected)
-        index["cases"][name] = {"hparams": hp, "files": files}
+        index["cases"][name] = {"hparams": hp, "files": files,
+                                **({"written_by": commit} if args_.add is not None else {})}
         print(name, [f["bytes"] for f in files], "max |y symbol|", int(np.abs(expected["0_y_symbols"]).max()),
               "nonzero", float(np.mean(expected["0_y_symbols"] != 0)))
     with open(os.path.join(OUT, "index.json"), "w") as f:

@@ -1,11 +1,13 @@
 """Child process of tests/test_portable.py: encode or decode .lic files in *this* Python environment.
 
-    python tests/cross_env_child.py encode MODEL_DIR OUT_DIR IMAGE...
-    python tests/cross_env_child.py decode MODEL_DIR OUT_DIR FILE.lic...
+    python tests/cross_env_child.py encode|decode JOBS.json
 
+JOBS.json: [{"model": MODEL_DIR, "out": OUT_DIR, "paths": [...]}, …] (one process, several models:
+each child pays jax's start-up and compilation once).
 encode: writes OUT_DIR/<stem>.lic and OUT_DIR/<stem>.enc.npz (the encoder's y and z symbols).
 decode: decodes the latents of each file (no synthesis) and writes OUT_DIR/<stem>.dec.npz, or
-records the one-line error. Prints one JSON line: {"jax": version, "results": {stem: "ok" | error}}.
+records the one-line error. Prints one JSON line: {"jax": version, "results": [{stem: "ok" | error}, …]}
+(one dict per job).
 """
 
 from __future__ import annotations
@@ -16,8 +18,15 @@ import sys
 
 
 def main(argv):
-    mode, model_dir, out_dir, *paths = argv
+    mode, jobs = argv
+    with open(jobs) as f:
+        jobs = json.load(f)
     import jax
+
+    print(json.dumps({"jax": jax.__version__, "results": [run(mode, j["model"], j["out"], j["paths"]) for j in jobs]}))
+
+
+def run(mode, model_dir, out_dir, paths):
     import numpy as np
 
     from lic_jax.artifact import load_artifact
@@ -45,7 +54,7 @@ def main(argv):
                 continue
             np.savez(os.path.join(out_dir, stem + ".dec.npz"), y=lat.y_symbols, z=lat.z_symbols)
             results[stem] = "ok"
-    print(json.dumps({"jax": jax.__version__, "results": results}))
+    return results
 
 
 if __name__ == "__main__":

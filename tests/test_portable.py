@@ -108,17 +108,20 @@ def _mbt_mean_int(out_dir: Path):
     return str(out_dir)
 
 
-def _child(python, mode, model_dir, out_dir, paths, env=None):
-    r = subprocess.run([str(python), CHILD, mode, model_dir, str(out_dir), *map(str, paths)], capture_output=True,
-                       text=True, env={**os.environ, **(env or {})}, timeout=900)
+def _child(python, mode, jobs, tmp: Path, env=None):
+    """Run one child process for several (model, out dir, paths) jobs; returns its JSON."""
+    jf = tmp / f"jobs-{mode}-{abs(hash(str(python))) % 10**6}.json"
+    jf.write_text(json.dumps([{"model": m, "out": str(o), "paths": [str(p) for p in ps]} for m, o, ps in jobs]))
+    r = subprocess.run([str(python), CHILD, mode, str(jf)], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, timeout=1500)
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def _compare(enc_dir: Path, dec_dir: Path, res):
-    bad = {k: v for k, v in res["results"].items() if v != "ok"}
-    assert not bad, f"{len(bad)} files not decoded under jax {res['jax']}: {bad}"
-    for k in res["results"]:
+def _compare(enc_dir: Path, dec_dir: Path, results, jax_version):
+    bad = {k: v for k, v in results.items() if v != "ok"}
+    assert not bad, f"{len(bad)} files not decoded under jax {jax_version}: {bad}"
+    for k in results:
         a, b = np.load(enc_dir / f"{k}.enc.npz"), np.load(dec_dir / f"{k}.dec.npz")
         np.testing.assert_array_equal(a["y"], b["y"], err_msg=k)
         np.testing.assert_array_equal(a["z"], b["z"], err_msg=k)
@@ -132,21 +135,28 @@ def models(tmp_path_factory):
             "mbt2018-mean-int": _mbt_mean_int(tmp_path_factory.mktemp("m") / "mbt2018-mean-int")}
 
 
-@pytest.mark.parametrize("name", ["bmshj2018-hyperprior-int", "mbt2018-mean-int"])
-def test_cross_environment_round_trips(name, models, tmp_path):
+def test_cross_environment_round_trips(models, tmp_path):
     if not TFC_PYTHON.exists():
         pytest.skip(f"{TFC_PYTHON} does not exist (the second environment is not installed)")
     images = sorted(kodak_dir().glob("kodim*.png"))
     assert len(images) == 24
-    here, there = tmp_path / "venv", tmp_path / "tfc"
-    here.mkdir(), there.mkdir()
-    enc_here = _child(sys.executable, "encode", models[name], here, images)
-    enc_there = _child(TFC_PYTHON, "encode", models[name], there, images)
-    assert enc_there["jax"].startswith("0.4.") and not enc_here["jax"].startswith("0.4.")  # really two jax versions
-    dec_there = _child(TFC_PYTHON, "decode", models[name], there, sorted(here.glob("*.lic")))
-    _compare(here, there, dec_there)  # .venv → .venv-tfc
-    dec_here = _child(sys.executable, "decode", models[name], here, sorted(there.glob("*.lic")))
-    _compare(there, here, dec_here)  # .venv-tfc → .venv
+    envs = {"venv": Path(sys.executable), "tfc": TFC_PYTHON}
+    dirs = {(e, n): tmp_path / e / n for e in envs for n in models}
+    for d in dirs.values():
+        d.mkdir(parents=True)
+    versions = {}
+    for e, py in envs.items():  # encode every Kodak image with both models in each environment
+        versions[e] = _child(py, "encode", [(models[n], dirs[e, n], images) for n in models], tmp_path)["jax"]
+    assert versions["tfc"].startswith("0.4.") and not versions["venv"].startswith("0.4."), versions  # two jax versions
+    for w, r in (("venv", "tfc"), ("tfc", "venv")):  # decode the other environment's files
+        dec = {n: tmp_path / f"{w}-read-by-{r}" / n for n in models}
+        for d in dec.values():
+            d.mkdir(parents=True)
+        res = _child(envs[r], "decode", [(models[n], dec[n], sorted(dirs[w, n].glob("*.lic"))) for n in models],
+                     tmp_path)
+        for n, results in zip(models, res["results"]):
+            assert len(results) == 24
+            _compare(dirs[w, n], dec[n], results, res["jax"])
 
 
 def test_xla_flags_and_threads(models, tmp_path):
@@ -154,7 +164,58 @@ def test_xla_flags_and_threads(models, tmp_path):
     enc = tmp_path / "enc"
     dec = tmp_path / "dec"
     enc.mkdir(), dec.mkdir()
-    _child(sys.executable, "encode", models["mbt2018-mean-int"], enc, images)
+    m = models["mbt2018-mean-int"]
+    _child(sys.executable, "encode", [(m, enc, images)], tmp_path)
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=true", "NPROC": "1"}
-    res = _child(sys.executable, "decode", models["mbt2018-mean-int"], dec, sorted(enc.glob("*.lic")), env=env)
-    _compare(enc, dec, res)
+    res = _child(sys.executable, "decode", [(m, dec, sorted(enc.glob("*.lic")))], tmp_path, env=env)
+    _compare(enc, dec, res["results"][0], res["jax"])
+
+
+def test_non_portable_files_record_their_environment(tmp_path):
+    """A float model's file carries where it was written (header flags bit 6); when its stream is
+    rejected under another environment the error names that environment. Portable files carry none."""
+    import dataclasses
+
+    import jax
+
+    from lic_jax.coding import Codec, CorruptFileError, container
+    from lic_jax.coding.environment import current_environment
+    from lic_jax.models import get_model
+    from lic_jax.models.portable import portable_spec
+
+    model, spec = get_model("bmshj2018-hyperprior", N=8, M=12)
+    v = {"params": model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32))["params"]}
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)
+    data = Codec(model, spec, v).compress(img)
+    h, streams = container.unpack(data)
+    env = current_environment()
+    assert h.environment == env and env.startswith(f"jax {jax.__version__} ")
+    assert Codec.info(data)["environment"] == env
+    pspec = portable_spec(spec, v, [img / np.float32(255)])
+    ph, _ = container.unpack(Codec(pspec.build(), pspec, v).compress(img))
+    assert ph.environment is None
+
+    # a damaged z stream (all 0xFF: measured, constriction rejects it; XOR-ed or zeroed bytes decode to
+    # garbage silently): under a forged "other" environment the message names it, under this one it is
+    # the plain error
+    bad = [b"\xff" * len(streams[0]), streams[1]]
+    codec = Codec(model, spec, v)
+    with pytest.raises(CorruptFileError) as plain:
+        codec.decompress(container.pack(h, bad))
+    assert "rejected" in str(plain.value) and "written under" not in str(plain.value)
+    other = dataclasses.replace(h, environment="jax 0.12.0 aarch64 asimd")
+    with pytest.raises(CorruptFileError) as named:
+        codec.decompress(container.pack(other, bad))
+    msg = str(named.value)
+    assert "written under jax 0.12.0 aarch64 asimd" in msg and env in msg and "\n" not in msg
+
+    # the field is validated: empty, too long, non-printable → CorruptFileError, never a crash
+    body = container.pack(h, streams)
+    off = body.index(env.encode())
+    for forged in (body[:off - 1] + b"\x00" + body[off:], body[:off] + b"\x07" + body[off + 1:]):
+        import struct
+        import zlib
+
+        forged = forged[:-4] + struct.pack("<I", zlib.crc32(forged[:-4]) & 0xFFFFFFFF)
+        with pytest.raises((CorruptFileError, container.TruncatedFileError)):
+            container.unpack(forged)

@@ -123,6 +123,11 @@ def test_quality_and_lambda_tables(name):
         with pytest.raises(ValueError, match="variable-rate"):
             registry.get_model(name, 3)
         return
+    if rec.qualities is None:  # a fixed-rate model without CompressAI's quality table (comcnn-jpeg: its QF)
+        assert rec.lambdas is None
+        with pytest.raises(ValueError, match="quality"):
+            registry.get_model(name, 3)
+        return
     assert set(rec.qualities) == set(rec.lambdas) == set(range(1, 9))
     lams = [rec.lambdas[q] for q in sorted(rec.lambdas)]
     assert lams == sorted(lams) and len(set(lams)) == len(lams)  # rate grows with the quality

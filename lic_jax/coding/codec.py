@@ -37,6 +37,7 @@ from .backends import backend_by_id, get_backend
 from .errors import CorruptFileError, LicError, ModelMismatchError
 from .latent_coders import DecoderIO, EncoderIO, Latents, LatentShapes, coder_class
 from .latent_coders.base import check_finite
+from .environment import current_environment
 from .pixels import to_uint8
 from .programs import Transforms, cpu, cpu_model as _cpu_model  # noqa: F401  (_cpu_model: tests)
 from .tables import CdfTable, tables_from_arrays, verify_tables
@@ -150,6 +151,8 @@ class Codec:
         self.tiling = _tiling.as_tiling(tiling)  # large images: tiled transforms (tiling.py); settable
         self._tiled = None  # tiling.TiledTransforms, built when first needed
         self.max_pixels = limits.DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)  # limits.py
+        # non-portable files record where they were written (header flags bit 6, environment.py)
+        self.record_environment = True
 
     @classmethod
     def from_artifact(cls, path_or_artifact, coder: str | None = None, verify: bool = True,
@@ -256,6 +259,8 @@ class Codec:
             fingerprint=self.fingerprint8, height=a.shape[0], width=a.shape[1], channels=channels, bit_depth=8,
             lmbda=float(lam) if lam is not None else (None if self.lmbda is None else float(self.lmbda)),
             decoder=dec,
+            environment=(current_environment() if self.record_environment and not self.latent_coder.portable
+                         else None),
         )
         streams = limits.pad_streams(self, a.shape[0], a.shape[1], io.streams)  # lower bound: limits.py
         data = container.pack(header, streams)
@@ -294,7 +299,14 @@ class Codec:
         self._check_model(header)
         limits.check_decode(self, header, self.max_pixels if max_pixels is None else max_pixels)  # before allocating
         method = self.decoders[self._decoder_index(decoder) if decoder is not None else header.decoder]
-        lat = self._decode_latents(header, streams, backend_by_id(header.coder_id), stats)
+        try:
+            lat = self._decode_latents(header, streams, backend_by_id(header.coder_id), stats)
+        except CorruptFileError as e:
+            env = current_environment()
+            if header.environment is None or header.environment == env:
+                raise
+            raise CorruptFileError(f"{e}; this non-portable file was written under {header.environment}, this decoder "
+                                   f"runs {env}: decode it there, or write portable files (docs/FORMAT.md §7)") from None
         if output == "latents":
             out = Decoded(lat, lat, header)
         else:
@@ -378,6 +390,8 @@ def info_dict(header: container.Header, file_size: int) -> dict[str, Any]:
     if header.decoder:
         out["decoder"] = header.decoder
     out["portable"] = _portable(header.model_name)
+    if header.environment is not None:
+        out["environment"] = header.environment
     return out
 
 

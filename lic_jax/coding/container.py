@@ -5,7 +5,8 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128, minimal length
     magic        3 bytes  b"LIC"
     version      u8       1
     flags        u8       bits 0-2 coder id (1 constriction, 2 tfc), bit 3 λ present,
-                          bits 4-5 decoder (index into the model's decoders; 0 = default), bits 6-7 zero
+                          bits 4-5 decoder (index into the model's decoders; 0 = default),
+                          bit 6 environment present, bit 7 zero
     model id     u8       architecture (the registry's ModelRecord.model_id; 0 = none, read only)
     quality      u8       0 = none / custom hyper-parameters
     fingerprint  8 bytes  first 8 bytes of the SHA-256 of the exact weights (params.msgpack)
@@ -13,6 +14,8 @@ Layout (all integers little-endian; ``varint`` = unsigned LEB128, minimal length
     width        varint   1 … 65535
     pixel format u8       low nibble channels (1 = grey, 3 = RGB), high nibble bit depth − 1
     λ            f32      only if flags bit 3 (variable-rate models)
+    environment  u8 n + n bytes  only if flags bit 6: printable ASCII (1 … 64), where a non-portable
+                          file was written (jax / jaxlib version, CPU family; FORMAT.md §7)
     n_streams    u8       1 … 8
     lengths      n × varint  byte length of each stream
     streams      the streams, concatenated
@@ -37,15 +40,18 @@ MAGIC = b"LIC"
 FORMAT_VERSION = 1
 MAX_SIDE = 65535
 MAX_STREAMS = 8
-# magic 3, version, flags, model, quality, fingerprint 8, sides 2 × 3, pixel format, λ 4, count, 8 × 5 lengths
-MAX_HEADER_SIZE = 3 + 4 + 8 + 6 + 1 + 4 + 1 + MAX_STREAMS * 5
+MAX_ENVIRONMENT = 64
+# magic 3, version, flags, model, quality, fingerprint 8, sides 2 × 3, pixel format, λ 4, environment 1 + 64,
+# count, 8 × 5 lengths
+MAX_HEADER_SIZE = 3 + 4 + 8 + 6 + 1 + 4 + 1 + MAX_ENVIRONMENT + 1 + MAX_STREAMS * 5
 # architecture ids: one per registered model (lic_jax.models.registry.ModelRecord.model_id)
 MODEL_IDS = _registry.MODEL_IDS  # live read-only views: a model added by registry.register() is seen here
 MODEL_NAMES = _registry.MODEL_NAMES
 CODER_IDS = (1, 2)
 _LAMBDA_FLAG = 0x08
 _DECODER_SHIFT, MAX_DECODER = 4, 3  # flags bits 4-5: the decoder the file asks for
-_RESERVED_FLAGS = 0xC0
+_ENV_FLAG = 0x40
+_RESERVED_FLAGS = 0x80
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +68,7 @@ class Header:
     stream_lengths: tuple = ()
     version: int = FORMAT_VERSION
     decoder: int = 0  # index into the model record's decoders (0: its default synthesis)
+    environment: str | None = None  # where a non-portable file was written (FORMAT.md §7)
 
     @property
     def model_name(self) -> str:
@@ -134,7 +141,9 @@ def _pack_header(h: Header) -> bytes:
         raise ValueError(f"1 … {MAX_STREAMS} streams")
     if not 0 <= h.decoder <= MAX_DECODER:
         raise ValueError(f"decoder index must be 0 … {MAX_DECODER}")
-    flags = h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0) | (h.decoder << _DECODER_SHIFT)
+    env = None if h.environment is None else _check_environment(h.environment.encode("ascii", "replace"), ValueError)
+    flags = (h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0) | (h.decoder << _DECODER_SHIFT)
+             | (_ENV_FLAG if env is not None else 0))
     out = bytearray(MAGIC)
     out += bytes([FORMAT_VERSION, flags, h.model_id, h.quality])
     out += h.fingerprint
@@ -142,6 +151,9 @@ def _pack_header(h: Header) -> bytes:
     out.append((h.channels & 0x0F) | ((h.bit_depth - 1) << 4))
     if h.lmbda is not None:
         out += struct.pack("<f", float(h.lmbda))
+    if env is not None:
+        out.append(len(env))
+        out += env
     out.append(len(h.stream_lengths))
     for n in h.stream_lengths:
         out += _varint(int(n))
@@ -182,6 +194,9 @@ def read_header(data: bytes) -> tuple[Header, int]:
     width = r.varint("width", 3)
     pixfmt = r.u8("pixel format")
     lmbda = struct.unpack("<f", r.take(4, "lambda"))[0] if flags & _LAMBDA_FLAG else None
+    env = None
+    if flags & _ENV_FLAG:
+        env = _check_environment(r.take(r.u8("environment length"), "environment"), CorruptFileError).decode("ascii")
     n_streams = r.u8("stream count")
     if not 1 <= n_streams <= MAX_STREAMS:
         raise CorruptFileError(f"corrupt header: {n_streams} streams")
@@ -199,8 +214,15 @@ def read_header(data: bytes) -> tuple[Header, int]:
         stream_lengths=lengths,
         version=version,
         decoder=(flags >> _DECODER_SHIFT) & MAX_DECODER,
+        environment=env,
     )
     return header, r.pos
+
+
+def _check_environment(b: bytes, error) -> bytes:
+    if not 1 <= len(b) <= MAX_ENVIRONMENT or not all(32 <= c < 127 for c in b):
+        raise error(f"corrupt header: the environment field must be 1 … {MAX_ENVIRONMENT} printable ASCII bytes")
+    return b
 
 
 def _validate(h: Header):

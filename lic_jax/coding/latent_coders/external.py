@@ -55,6 +55,8 @@ def read_payload(data: bytes, shape, codec: str) -> np.ndarray:
 class ExternalCoder(LatentCoder):
     kind = "external"
     hyper = False
+    # the payload is a standard file: no network decides a distribution
+    portable = True
 
     def __init__(self, model, cpu_vars, tables):
         super().__init__(model, cpu_vars, tables)

@@ -36,6 +36,8 @@ def code_channels(io, table, shape, values=None, center=None) -> np.ndarray:
 class FactorizedCoder(LatentCoder):
     kind = "factorized"
     hyper = False
+    # decoding needs only the stored integer tables: no network decides a distribution
+    portable = True
 
     def __init__(self, model, cpu_vars, tables):
         super().__init__(model, cpu_vars, tables)
