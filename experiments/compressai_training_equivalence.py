@@ -22,8 +22,29 @@ Every ``--eval-every`` steps the validation RD loss (eval mode, estimated rate) 
 ``decompress`` (its strings), mean bpp and PSNR over the 24 images.
 
 Writes ``OUT/results.json`` (curves, final numbers, the verdict), ``OUT/curves.csv`` and
-``OUT/rd_loss_curves.png`` (overlaid validation RD-loss curves). A run resumes per (seed,
-framework) from ``OUT/<framework>-s<seed>.done.json``.
+``OUT/rd_loss_curves.png`` (overlaid validation RD-loss curves).
+
+Resuming. A finished (seed, framework) unit is recorded in ``OUT/<framework>-s<seed>.done.json``
+and skipped by a later run. Inside a unit, every ``--ckpt-every`` steps (and after the last step)
+the unit writes ``OUT/<framework>-s<seed>.ckpt`` (temporary file + ``os.replace``: a kill never
+leaves a half-written checkpoint); a unit that finds one continues from it, and the result is
+**exactly** the one of an uninterrupted run (``tests/test_equivalence_resume.py``):
+
+* lic_jax: the whole train state (params, optimizer state, step; flax msgpack bytes). The
+  quantisation noise of step s is ``fold_in(key(1000 + seed), s)`` and the batch of step s a pure
+  function of (seed, s) (``TrainBatches``), so the step is the only noise / data-order position
+  there is (the key is stored and checked);
+* CompressAI: the net's and both optimizers' ``state_dict``s, torch's CPU RNG state (its
+  quantisation noise), numpy's and Python's global RNG states, the step (the data-order position);
+* both: the validation curve logged up to the checkpoint's step and the training seconds so far
+  (``train_s`` counts every session). Points logged after the last checkpoint are lost with the
+  kill and logged again, once, when the steps are redone.
+
+A checkpoint records the options that shape the unit (steps, batch, crop, eval interval, number of
+validation images); resuming with different ones is refused. It is deleted once the unit's
+``.done.json`` is written (``--keep-ckpt`` keeps it). ``--stop-after K`` (for tests) abandons every
+unit right after its step K as if the process had been killed there, and the run exits with
+status 3 without writing results.
 """
 
 from __future__ import annotations
@@ -33,6 +54,8 @@ import csv
 import json
 import math
 import os
+import pickle
+import random
 import statistics
 import sys
 import time
@@ -79,14 +102,69 @@ def _kodak():
     return [load_rgb(f) for f in sorted((SHARED / "data" / "kodak").glob("kodim*.png"))]
 
 
+class _Stopped(Exception):
+    """A unit abandoned by ``--stop-after`` (a simulated kill)."""
+
+
+def _ckpt_path(out, fw, seed):
+    return Path(out) / f"{fw}-s{seed}.ckpt"
+
+
+def _atomic_write(path, write):
+    """``write(f)`` into a temporary file beside ``path``, fsync, then ``os.replace`` it onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _unit_config(fw, seed, a, n_val):
+    """What a checkpoint must agree on to be resumed (changing ``--ckpt-every`` is fine)."""
+    return {"framework": fw, "seed": seed, "steps": a.steps, "batch": a.batch, "crop": a.crop,
+            "eval_every": a.eval_every, "val_images": int(n_val)}
+
+
+def _check_config(path, ck, cfg):
+    if ck.get("config") != cfg:
+        raise SystemExit(f"{path} was written with {ck.get('config')}, this run has {cfg}: "
+                         "rerun with the same options, or delete the checkpoint to restart this unit")
+
+
+def _expected_curve_steps(a):
+    return [k for k in range(1, a.steps + 1) if k % a.eval_every == 0 or k == a.steps]
+
+
+def _check_curve(curve, a, who):
+    got = [p["step"] for p in curve]
+    if got != _expected_curve_steps(a):
+        raise RuntimeError(f"{who}: validation curve has steps {got}, expected {_expected_curve_steps(a)}")
+
+
+def _sha256_arrays(items):
+    """SHA-256 over (name, dtype, shape, bytes) of named arrays, in name order: equal ⇔ bit-identical."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, arr in sorted(items, key=lambda kv: kv[0]):
+        arr = np.ascontiguousarray(arr)
+        h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
 def _psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return 10 * math.log10(255.0**2 / max(mse, 1e-12))
 
 
-def train_lic(seed, a, init_path, val):
+def train_lic(seed, a, init_path, val, ckpt):
     import jax
     import jax.numpy as jnp
+    from flax import serialization
+    from flax.traverse_util import flatten_dict
 
     from lic_jax.convert import from_compressai
     from lic_jax.losses import rate_distortion_loss
@@ -99,9 +177,26 @@ def train_lic(seed, a, init_path, val):
     c.model, c.quality, c.lmbda, c.optim.schedule = ARCH, QUALITY, LMBDA, "constant"
     mesh = parallel.make_mesh(jax.devices()[:1])
     tx, schedule = trainer.make_optimizer(c, a.steps)
-    step_fn = trainer.make_train_step(model, c, LMBDA, tx, schedule, mesh, jax.random.key(1000 + seed))
+    noise_key = jax.random.key(1000 + seed)
+    key_data = np.asarray(jax.random.key_data(noise_key)).tolist()
+    step_fn = trainer.make_train_step(model, c, LMBDA, tx, schedule, mesh, noise_key)
     p0 = jax.tree_util.tree_map(jnp.asarray, variables["params"])
-    state = parallel.replicate({"step": jnp.zeros((), jnp.int32), "params": p0, "opt_state": tx.init(p0)}, mesh)
+    host = parallel.fetch({"step": jnp.zeros((), jnp.int32), "params": p0, "opt_state": tx.init(p0)})
+    cfg = _unit_config("lic_jax", seed, a, len(val))
+    curve, elapsed, start, resumes = [], 0.0, 0, []
+    if ckpt.exists():
+        with open(ckpt, "rb") as f:
+            ck = pickle.load(f)
+        _check_config(ckpt, ck, cfg)
+        if ck["noise_key"] != key_data:
+            raise SystemExit(f"{ckpt}: noise key {ck['noise_key']} differs from this run's {key_data}")
+        host = serialization.from_bytes(host, ck["state"])  # structure-checked against a fresh state
+        start, curve, elapsed, resumes = int(ck["step"]), list(ck["curve"]), float(ck["train_s"]), list(ck["resumes"])
+        if int(np.asarray(host["step"])) != start:
+            raise SystemExit(f"{ckpt}: state step {int(np.asarray(host['step']))} != recorded step {start}")
+        resumes.append(start)
+        print(f"lic_jax s{seed}: resuming at step {start} from {ckpt}", flush=True)
+    state = parallel.replicate(host, mesh)
     batches = TrainBatches(FolderSource(str(SHARED / "data" / "train"), cache=True), a.batch, a.crop, seed=seed,
                            prefetch=2)
 
@@ -110,9 +205,17 @@ def train_lic(seed, a, init_path, val):
         out = model.apply({"params": params}, x)
         return rate_distortion_loss(out, x, LMBDA)["loss"]
 
-    curve, t0 = [], time.time()
+    def save(step, train_s):
+        ck = {"format": 1, "framework": "lic_jax", "config": cfg, "step": step, "noise_key": key_data,
+              "data_position": {"seed": seed, "next_step": step},  # TrainBatches: batch(s) is a function of (seed, s)
+              "state": serialization.to_bytes(parallel.fetch(state)), "curve": curve, "train_s": train_s,
+              "resumes": resumes}
+        _atomic_write(ckpt, lambda f: pickle.dump(ck, f, protocol=pickle.HIGHEST_PROTOCOL))
+
+    t0 = time.time()
     bar = _progress(a.steps, f"lic_jax s{seed}")
-    for s, xb in batches.iterate(0, a.steps):
+    bar.update(start)
+    for s, xb in batches.iterate(start, a.steps):
         state, m = step_fn(state, parallel.global_batch(xb, mesh))
         bar.update(1)
         if (s + 1) % a.eval_every == 0 or s + 1 == a.steps:
@@ -120,12 +223,20 @@ def train_lic(seed, a, init_path, val):
             v = float(np.mean([float(val_loss(params, jnp.asarray(val[i:i + 8]))) for i in range(0, len(val), 8)]))
             curve.append({"step": s + 1, "train_loss": float(m["loss"]), "val_loss": v})
             bar.set_postfix(val=f"{v:.3f}")
+        if (s + 1) % a.ckpt_every == 0 or s + 1 == a.steps:
+            save(s + 1, elapsed + time.time() - t0)
+        if s + 1 == a.stop_after:
+            bar.close()
+            raise _Stopped(f"lic_jax s{seed} after step {s + 1}")
     bar.close()
+    _check_curve(curve, a, f"lic_jax s{seed}")
     params = parallel.fetch(state["params"])
-    return {"curve": curve, "train_s": time.time() - t0}, (model, spec, {"params": params})
+    sha = _sha256_arrays(("/".join(k), v) for k, v in flatten_dict(params).items())
+    rec = {"curve": curve, "train_s": elapsed + time.time() - t0, "resumed_at": resumes, "params_sha256": sha}
+    return rec, (model, spec, {"params": params})
 
 
-def train_cai(seed, a, net, val):
+def train_cai(seed, a, net, val, ckpt):
     import torch
     from compressai.losses import RateDistortionLoss
     from compressai_compat import train_step
@@ -137,12 +248,36 @@ def train_cai(seed, a, net, val):
     aux = [p for n, p in sorted(net.named_parameters()) if n.endswith(".quantiles")]
     opt, aux_opt = torch.optim.Adam(main, lr=1e-4), torch.optim.Adam(aux, lr=1e-3)
     crit = RateDistortionLoss(lmbda=LMBDA)
+    cfg = _unit_config("compressai", seed, a, len(val))
+    curve, elapsed, start, resumes = [], 0.0, 0, []
+    if ckpt.exists():
+        ck = torch.load(ckpt, map_location="cpu", weights_only=False)  # our own file: RNG states are not tensors
+        _check_config(ckpt, ck, cfg)
+        net.load_state_dict(ck["net"])  # in place: the optimizers keep their parameter objects
+        opt.load_state_dict(ck["opt"])
+        aux_opt.load_state_dict(ck["aux_opt"])
+        torch.set_rng_state(ck["torch_rng"])
+        np.random.set_state(ck["numpy_rng"])
+        random.setstate(ck["python_rng"])
+        start, curve, elapsed, resumes = int(ck["step"]), list(ck["curve"]), float(ck["train_s"]), list(ck["resumes"])
+        resumes.append(start)
+        print(f"compressai s{seed}: resuming at step {start} from {ckpt}", flush=True)
+
+    def save(step, train_s):
+        ck = {"format": 1, "framework": "compressai", "config": cfg, "step": step,
+              "data_position": {"seed": seed, "next_step": step},
+              "net": net.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+              "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+              "curve": curve, "train_s": train_s, "resumes": resumes}
+        _atomic_write(ckpt, lambda f: torch.save(ck, f))
+
     batches = TrainBatches(FolderSource(str(SHARED / "data" / "train"), cache=True), a.batch, a.crop, seed=seed,
                            prefetch=2)
     vt = torch.from_numpy(np.ascontiguousarray(val.transpose(0, 3, 1, 2)))
-    curve, t0 = [], time.time()
+    t0 = time.time()
     bar = _progress(a.steps, f"compressai s{seed}")
-    for s, xb in batches.iterate(0, a.steps):
+    bar.update(start)
+    for s, xb in batches.iterate(start, a.steps):
         net.train()
         x = torch.from_numpy(np.ascontiguousarray(xb.transpose(0, 3, 1, 2))).float() / 255.0
         loss = train_step(net, opt, aux_opt, crit, x)
@@ -153,9 +288,16 @@ def train_cai(seed, a, net, val):
                 v = float(np.mean([float(crit(net(vt[i:i + 8]), vt[i:i + 8])["loss"]) for i in range(0, len(vt), 8)]))
             curve.append({"step": s + 1, "train_loss": loss, "val_loss": v})
             bar.set_postfix(val=f"{v:.3f}")
+        if (s + 1) % a.ckpt_every == 0 or s + 1 == a.steps:
+            save(s + 1, elapsed + time.time() - t0)
+        if s + 1 == a.stop_after:
+            bar.close()
+            raise _Stopped(f"compressai s{seed} after step {s + 1}")
     bar.close()
     net.eval()
-    return {"curve": curve, "train_s": time.time() - t0}
+    _check_curve(curve, a, f"compressai s{seed}")
+    sha = _sha256_arrays((k, v.detach().cpu().numpy()) for k, v in net.state_dict().items())
+    return {"curve": curve, "train_s": elapsed + time.time() - t0, "resumed_at": resumes, "params_sha256": sha}
 
 
 def kodak_lic(model, spec, variables, images):
@@ -199,15 +341,24 @@ def main():
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--kodak-limit", type=int, default=24, help="Kodak images for the final evaluation")
+    ap.add_argument("--val-limit", type=int, default=0, help="validation images (0: all of shared/data/val)")
+    ap.add_argument("--ckpt-every", type=int, default=100, help="checkpoint every unit every this many steps")
+    ap.add_argument("--keep-ckpt", action="store_true", help="keep a unit's last checkpoint once it is done")
+    ap.add_argument("--stop-after", type=int, default=0,
+                    help="(tests) abandon every unit right after its step K, as if killed; exit 3 without results")
     ap.add_argument("--out", default="out/train_equiv")
     a = ap.parse_args()
+    if a.ckpt_every < 1:
+        ap.error("--ckpt-every must be >= 1")
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     val, kodak = _val_images(), _kodak()[: a.kodak_limit]
-    runs = {}
+    if a.val_limit > 0:
+        val = val[: a.val_limit]
+    runs, stopped = {}, []
     for seed in [int(v) for v in a.seeds.split(",")]:
         init = out / f"init-s{seed}.pth"
         for fw in ("lic_jax", "compressai"):
@@ -215,21 +366,30 @@ def main():
             if done.exists():
                 runs[(fw, seed)] = json.loads(done.read_text())
                 continue
+            ckpt = _ckpt_path(out, fw, seed)
             net = _init_weights(seed, init)
-            if fw == "lic_jax":
-                rec, (model, spec, variables) = train_lic(seed, a, init, val)
-                rec["kodak"] = kodak_lic(model, spec, variables, kodak)
-            else:
-                rec = train_cai(seed, a, net, val)
-                rec["kodak"] = kodak_cai(net, kodak)
+            try:
+                if fw == "lic_jax":
+                    rec, (model, spec, variables) = train_lic(seed, a, init, val, ckpt)
+                    rec["kodak"] = kodak_lic(model, spec, variables, kodak)
+                else:
+                    rec = train_cai(seed, a, net, val, ckpt)
+                    rec["kodak"] = kodak_cai(net, kodak)
+            except _Stopped as e:
+                print(f"--stop-after: abandoned {e}", flush=True)
+                stopped.append(str(e))
+                continue
             rec.update(framework=fw, seed=seed, steps=a.steps)
-            tmp = done.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec, indent=1))
-            tmp.replace(done)
+            _atomic_write(done, lambda f: f.write(json.dumps(rec, indent=1).encode()))
+            if not a.keep_ckpt:
+                ckpt.unlink(missing_ok=True)
             runs[(fw, seed)] = rec
             print(f"{fw} seed {seed}: val RD loss {rec['curve'][-1]['val_loss']:.4f}, Kodak {rec['kodak']['bpp']:.4f} bpp "
                   f"{rec['kodak']['psnr']:.3f} dB, {rec['train_s']:.0f} s", flush=True)
 
+    if stopped:
+        print(f"stopped units ({', '.join(stopped)}): no results written", flush=True)
+        sys.exit(3)
     seeds = sorted({s for _, s in runs})
     fin = {fw: {k: [runs[(fw, s)]["kodak"][k] for s in seeds] for k in ("bpp", "psnr")} for fw in ("lic_jax", "compressai")}
     summary = {"steps": a.steps, "batch": a.batch, "crop": a.crop, "seeds": seeds, "final": fin}
