@@ -224,10 +224,10 @@ def test_quantisation_aware_fine_tuning_from_an_artifact(short_run, tmp_path, en
     val = read_metrics(os.path.join(tmp_path, "metrics.jsonl"), "val")
     base = read_metrics(os.path.join(wd, "metrics.jsonl"), "val")
     # step 0 is the loaded model under the fake-quant hyper-synthesis: close to where the float run
-    # ended (measured ≤ 2 %), far from a fresh initialisation (the float run's step 0 is > 2× higher)
+    # ended (measured: ratio 0.9992), far from a fresh initialisation (the float run's step 0 is > 2× higher)
     ratio = val[0]["loss"] / min(b["loss"] for b in base)
     print(f"QAT step 0 / float run's best validation RD loss: {ratio:.4f}")
-    assert abs(ratio - 1) < 0.1, (val[0], base)
+    assert abs(ratio - 1) < 0.01, (val[0], base)
 
     from lic_jax.artifact import load_artifact
     from lic_jax.coding import Codec
