@@ -240,8 +240,13 @@ def check_round_trip(codec, name, img, width=SMALL, quality=None):
     # rate honesty and container overhead
     payload_bits = 8 * enc.payload_bytes
     assert payload_bits <= max(enc.ideal_bits * 1.01, enc.ideal_bits + 64 * 8), (payload_bits, enc.ideal_bits)
-    assert len(enc.data) - enc.payload_bytes <= 40
+    assert len(enc.data) - enc.payload_bytes - env_field_bytes(enc.header) <= 40
     return enc, out
+
+
+def env_field_bytes(header) -> int:
+    """Bytes of the environment field a non-portable file carries (docs/FORMAT.md §7.1; 0 if none)."""
+    return 0 if header.environment is None else 1 + len(header.environment)
 
 
 def make_artifact(path, name: str, trained: bool = False, width: int = SMALL) -> str:

@@ -65,7 +65,8 @@ def _header_fields(data: bytes) -> dict:
     n_w = len(container._varint(h.width))
     pixfmt = pos + n_h + n_w
     lam = 4 if h.lmbda is not None else 0
-    nstreams = pixfmt + 1 + lam
+    env = 0 if h.environment is None else 1 + len(h.environment)  # non-portable files (FORMAT.md §7.1)
+    nstreams = pixfmt + 1 + lam + env
     return {"magic": range(0, 3), "version": [3], "flags": [4], "model": [5], "fingerprint": range(7, 15),
             "pixfmt": [pixfmt], "nstreams": [nstreams], "lengths": range(nstreams + 1, size), "size": size}
 
@@ -102,7 +103,10 @@ def _cases(files, n, rng):
                 int(rng.integers(0, 8))]
             p = int(rng.choice(list(f[field])))
             if field == "flags":
-                choices = [v for v in range(256) if (v & 0xF0) or (v & 0x07) not in (1, 2)]
+                # invalid: decoder index ≠ 0 (one decoder), reserved bit 7, unknown coder id; bit 6 (the
+                # environment field) keeps the file's own value, since toggling it re-frames the header
+                choices = [v for v in range(256) if (v & 0x40) == (b[p] & 0x40)
+                           and ((v & 0xB0) or (v & 0x07) not in (1, 2))]
                 if not tfc:
                     choices.append((b[p] & ~0x07) | 2)  # the TFC coder, not installed here
                 b[p] = int(rng.choice(choices))
