@@ -553,8 +553,13 @@ MODEL_NAMES = ["bls2017", "bmshj2018-factorized", "bmshj2018-hyperprior", "mbt20
 
 def test_model_registry_complete(tfc):  # (the tfc fixture: run in the TFC environment only)
     from lic_jax.models import model_names
+    from lic_jax.models.registry import record
 
-    assert sorted(model_names()) == sorted(MODEL_NAMES)
+    # portable twins share their float model's layers and run in this environment in
+    # tests/test_portable.py::test_cross_environment_round_trips; 'external' models code a standard
+    # JPEG/PNG payload (no range coder, nothing of TFC's involved)
+    covered = [n for n in model_names() if record(n).portable_of is None and record(n).coder != "external"]
+    assert sorted(covered) == sorted(MODEL_NAMES)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
