@@ -4,6 +4,7 @@
                                  | --checkpoint DIR | --compressai-checkpoint FILE]
                                 [--lmbda L | --target-bpp B [--rtol R]]
                                 [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
+                                [--qf Q]   (JPEG-payload models, e.g. comcnn-jpeg: the payload's quality)
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
                                   [--original IMG]
     lic info IN.lic [--json]
@@ -24,6 +25,10 @@ a warning outside the trained range) or ``--target-bpp B``: rate control per ima
 whose file is within ``--rtol`` (3 %) of B bpp, searched on real file sizes; when B is out of
 reach the nearest achievable rate is used and a warning says so. The λ goes into the header;
 ``decompress`` needs no option.
+
+``--qf Q`` (1…95): models whose latent is a standard JPEG (the ``external`` coder, e.g.
+``comcnn-jpeg``, docs/COMCNN.md) write their payload at JPEG quality Q, with the same weights
+(and fingerprint) whatever Q; ``decompress`` needs no option (the JPEG carries its tables).
 
 Output: one line per file with bytes, bpp (= 8 × file bytes / pixels) and PSNR where the
 original is at hand (compress: always, unless --no-psnr; decompress: with --original).
@@ -172,7 +177,14 @@ def _encoder_codec(args):
     if args.model or args.quality is not None:
         if not args.model:
             raise CliError("--quality needs --model")
-        for d in _shipped_model_dirs():
+        dirs = _shipped_model_dirs()
+        if getattr(args, "qf", None) is not None:  # JPEG-payload models: the artifact trained nearest to --qf first
+            def _qf_dist(d):
+                m = _read_config(d).get("model", {})
+                q = (m.get("hparams") or {}).get("payload_quality")
+                return abs(q - args.qf) if m.get("name") == args.model and isinstance(q, int) else 0
+            dirs = sorted(dirs, key=_qf_dist)
+        for d in dirs:
             m = _read_config(d).get("model", {})
             if args.quality is not None and m.get("quality") != args.quality:
                 continue
@@ -194,6 +206,34 @@ def _encoder_codec(args):
         raise CliError(f"no default model is shipped (expected at {d}); pass --checkpoint DIR or "
                        f"--compressai-checkpoint FILE")
     return _codec_from_dir(d, coder)
+
+
+QF_RANGE = (1, 95)
+
+
+def _check_qf(q):
+    lo, hi = QF_RANGE
+    if isinstance(q, bool) or not lo <= q <= hi:
+        raise CliError(f"--qf must be in {lo}..{hi}, got {q}")
+
+
+def _with_payload_quality(codec, q: int):
+    """The codec of a JPEG-payload model (latent coder ``external``) re-targeted to payload quality ``q``:
+    same weights, same fingerprint (the decoder never needs the QF: the JPEG carries its tables)."""
+    import jax
+
+    from .coding import Codec
+    from .models.registry import ModelSpec
+
+    name = codec.spec.name if codec.spec is not None else codec.record.name
+    if codec.kind != "external":
+        raise CliError(f"--qf sets the JPEG quality of a JPEG-payload model (comcnn-jpeg); {name} codes its latents "
+                       f"with its own entropy coder ({codec.kind}) and has no JPEG quality")
+    spec = codec.spec
+    hp = {**(spec.hparams if spec is not None else {}), "payload_quality": int(q)}
+    return Codec(codec.model.clone(payload_quality=int(q)), ModelSpec(name, spec.quality if spec else None, hp),
+                 jax.device_get(codec._cpu_vars), coder=codec.coder, fingerprint=codec.fingerprint,
+                 max_pixels=codec.max_pixels)
 
 
 class _DecoderModels:
@@ -363,8 +403,16 @@ def cmd_compress(args) -> int:
     from .coding import encode_at_bpp
     from .coding.image_io import atomic_write_bytes, read_image
 
+    if args.qf is not None:
+        _check_qf(args.qf)
     pairs, folder = _pairs(args.input, args.output, IMAGE_EXTS, ".lic")
     codec = _encoder_codec(args)
+    if args.qf is not None:
+        payload_q = (codec.spec.hparams or {}).get("payload_quality") if codec.spec is not None else None
+        codec = _with_payload_quality(codec, args.qf)
+        if payload_q is not None and payload_q != args.qf and not args.quiet:
+            print(f"lic: compress: {codec.spec.name} weights trained at QF {payload_q}, payload written at QF "
+                  f"{args.qf}", file=sys.stderr)
     if args.portable and not codec.latent_coder.portable:
         from .models.registry import REGISTRY
 
@@ -572,6 +620,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--portable", action="store_true",
                    help="require a portable file (integer entropy path: decodes exactly on every platform; "
                         "the shipped default is portable; docs/FORMAT.md §7)")
+    c.add_argument("--qf", type=int, metavar="Q",
+                   help="JPEG-payload models (comcnn-jpeg): the payload's JPEG quality, 1..95 (default: the model's)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
     c.add_argument("--tile", type=int, metavar="PIXELS",
