@@ -45,6 +45,9 @@ def main(argv=None):
     p.add_argument("--ckpt-every", type=int, default=100)
     p.add_argument("--eval-only", action="store_true")
     p.add_argument("--export", action="store_true")
+    p.add_argument("--init-from", default=None,
+                   help="start from exported weights (path stem, e.g. lic_jax/assets/arcnn/arcnn-y-qf10); "
+                        "recorded as init_from in the exported JSON")
     p.add_argument("--kodak-limit", type=int, default=None, help="evaluate on the first N Kodak images only")
     a = p.parse_args(argv)
 
@@ -56,7 +59,7 @@ def main(argv=None):
     r = Recipe(model=a.model, activation=a.activation, init=a.init, colour=a.colour,
                rates=tuple(int(v) for v in a.rates.split(",")), qf=a.qf, batch=a.batch, patch=a.patch, crop=a.crop,
                lr=a.lr, seed=a.seed, data=a.data)
-    run = TrainRun(r, a.workdir, workers=a.workers)
+    run = TrainRun(r, a.workdir, workers=a.workers, init_from=a.init_from)
     if not a.eval_only:
         rec = run.run(a.steps, log_every=a.log_every, ckpt_every=a.ckpt_every,
                       max_seconds=None if a.max_minutes is None else 60 * a.max_minutes)
@@ -76,8 +79,11 @@ def main(argv=None):
             if gain <= 0:
                 print(f"not exported: no PSNR gain on the classic images ({gain:+.3f} dB)", flush=True)
                 return 1
+            extra = {}
+            if run.init_from:
+                extra = {**run.init_from, "steps_total": run.step + (run.init_from.get("init_from_steps") or 0)}
             stem = export(r, run.state["params"], os.path.join(REPO, "lic_jax", "assets", "arcnn"),
-                          {"steps": run.step, "classic": res["classic"]["mean"], "kodak_y": res["kodak"]["mean"],
+                          {"steps": run.step, **extra, "classic": res["classic"]["mean"], "kodak_y": res["kodak"]["mean"],
                            "command": "python experiments/arcnn_train.py " + " ".join(sys.argv[1:])})
             print("exported", stem, flush=True)
     return 0

@@ -124,7 +124,8 @@ def _atomic_write(path: str, data: bytes):
 class TrainRun:
     """A resumable training run in ``workdir`` (recipe.json, ckpt.msgpack, log.jsonl)."""
 
-    def __init__(self, recipe: Recipe, workdir: str, images=None, workers: int = 2, prefetch: int = 4):
+    def __init__(self, recipe: Recipe, workdir: str, images=None, workers: int = 2, prefetch: int = 4,
+                 init_from: str | None = None):
         import jax
 
         from .data import load_folder
@@ -146,6 +147,24 @@ class TrainRun:
         self.state = {"params": params, "opt_state": self.tx.init(params), "step": 0,
                       "rng": np.asarray(jax.random.key_data(jax.random.fold_in(key, 1)))}
         self.ckpt = os.path.join(workdir, "ckpt.msgpack")
+        ip = os.path.join(workdir, "init_from.json")
+        if init_from and not os.path.exists(self.ckpt):
+            # fine-tuning (ARCNN's easy-to-hard transfer): start from exported weights, fresh Adam state
+            r0, p0, m0 = load_exported(init_from)
+            arch = ("model", "activation", "residual", "colour", "rates", "width", "global_pool")
+            if any(getattr(r0, k) != getattr(recipe, k) for k in arch):
+                raise ValueError(f"--init-from {init_from}: a different architecture ({r0.model}, {r0.activation})")
+            self.state["params"] = p0
+            self.state["opt_state"] = self.tx.init(p0)
+            with open(ip, "w") as f:
+                json.dump({"init_from": os.path.basename(init_from), "init_from_qf": r0.qf,
+                           "init_from_steps": m0.get("steps")}, f, indent=1)
+        self.init_from = None
+        if os.path.exists(ip):
+            with open(ip) as f:
+                self.init_from = json.load(f)
+        elif init_from:
+            raise ValueError(f"{workdir} holds a run that was not started from {init_from}; use another directory")
         if os.path.exists(self.ckpt):
             from flax import serialization
 
