@@ -59,6 +59,7 @@ __all__ = [
     "weight_exponents",
     "quantize_conv",
     "apply_integer_conv",
+    "apply_integer_taps",
     "apply_integer_network",
     "accumulator_bound",
     "check_bounds",
@@ -75,7 +76,7 @@ INT32_MAX = 2**31 - 1
 LEAKY_NUM = 41
 LEAKY_SHIFT = 12
 _DN = ("NHWC", "HWIO", "NHWC")
-_ACTIVATIONS = ("none", "qrelu", "leaky")
+_ACTIVATIONS = ("none", "qrelu", "leaky", "clip")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +133,7 @@ def activation_range(kind: str, bits: int) -> tuple[int, int]:
     """The integer output range [lo, hi] of a nonlinearity (None-kind: unbounded → int32 range)."""
     if kind == "qrelu":
         return 0, 2**bits - 1
-    if kind == "leaky":
+    if kind in ("leaky", "clip"):
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     if kind == "none":
         return -INT32_MAX, INT32_MAX
@@ -158,9 +159,18 @@ def qleaky_relu(x, bits: int):
     return jnp.where(x < 0, round_shift(x * jnp.int32(LEAKY_NUM), LEAKY_SHIFT), x)
 
 
+def sclip(x, bits: int):
+    """Bounded identity (a linear layer whose output feeds another integer layer): clip ``x`` to the
+    signed range ``[−2**(bits−1), 2**(bits−1) − 1]``."""
+    lo, hi = activation_range("clip", bits)
+    return jnp.clip(jnp.asarray(x, jnp.int32), lo, hi).astype(jnp.int32)
+
+
 def _activate(x, kind: str, bits: int):
     if kind == "qrelu":
         return qrelu(x, bits)
+    if kind == "clip":
+        return sclip(x, bits)
     if kind == "leaky":
         return qleaky_relu(x, bits)
     if kind == "none":
@@ -267,6 +277,21 @@ def apply_integer_conv(layer: IntegerConv, a):
     return _activate(round_shift_per_channel(acc, layer.shifts), layer.activation, layer.act_bits)
 
 
+def apply_integer_taps(layer: IntegerConv, patches):
+    """One output pixel of a (stride-1, non-transposed) integer convolution per window:
+    ``patches`` int32 (..., kh, kw, in) → (..., out), the same ``g(round_shift(Σ Wq·a + bq, n))``
+    as :func:`apply_integer_conv` at the window's centre (a 1×1 layer takes (..., 1, 1, in)).
+    An int32 ``dot_general``; exact under the same :func:`check_bounds` proof (the sum runs over a
+    subset of the taps that bound covers)."""
+    if layer.transpose or layer.stride != 1:
+        raise ValueError("apply_integer_taps needs a stride-1 convolution")
+    a = jnp.asarray(patches, jnp.int32)
+    kern = jnp.asarray(layer.kernel, jnp.int32)
+    acc = lax.dot_general(a, kern, (((a.ndim - 3, a.ndim - 2, a.ndim - 1), (0, 1, 2)), ((), ())),
+                          preferred_element_type=jnp.int32) + jnp.asarray(layer.bias, jnp.int32)
+    return _activate(round_shift_per_channel(acc, layer.shifts), layer.activation, layer.act_bits)
+
+
 def apply_integer_network(layers: Sequence[IntegerConv], a):
     """Apply layers in order (each output feeds the next)."""
     for layer in layers:
@@ -327,7 +352,7 @@ def check_bounds(layers: Sequence[IntegerConv], in_max: int) -> list[int]:
     in any order). Float evaluation would not be: above 2**24 float32 partial sums round, and
     the rounding depends on the order.
     The rounding offset and the shift are then exact integer ops, the nonlinearity clips to a
-    known range, which bounds the next layer's input (qrelu: 2**bits − 1, leaky: 2**(bits−1),
+    known range, which bounds the next layer's input (qrelu: 2**bits − 1, leaky and clip: 2**(bits−1),
     none: ceil(B / 2**n)); induction over the layers completes the proof.
     """
     bounds = []
@@ -433,6 +458,8 @@ def fake_quant_conv(kernel, bias, x, *, in_shift: int, out_shift: int, weight_bi
         return fake_quant_act(y, out_shift, act_bits, signed=False)
     if activation == "leaky":
         return fake_quant_leaky(y, out_shift, act_bits)
+    if activation == "clip":
+        return fake_quant_act(y, out_shift, act_bits, signed=True)
     if activation == "none":
         v = jnp.floor(jnp.ldexp(lax.stop_gradient(y), out_shift) + 0.5)
         return _ste(y, jnp.ldexp(v, -out_shift))

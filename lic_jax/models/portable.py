@@ -197,6 +197,15 @@ def calibrate_shifts(model, variables, images: Sequence[np.ndarray]) -> tuple:
     from .base import pad_image
 
     float_model = model.clone(int_shifts=())
+    if hasattr(model, "calibration"):  # a model that lists its own scaled quantities (mbt2018-int)
+        f = jax.jit(lambda v, x: float_model.apply(v, x, method="calibration_maxima"))
+        maxima = None
+        for img in images:
+            x = pad_image(jnp.asarray(img, jnp.float32)[None], model.downsampling)
+            m = [float(v) for v in f(variables, x)]
+            maxima = m if maxima is None else [max(a, b) for a, b in zip(maxima, m)]
+        return tuple(_shift_for(m, getattr(model, bits), signed, fl)
+                     for m, (_, bits, signed, fl) in zip(maxima, model.calibration))
     n_hidden = len(model.integer_layout) - 1
 
     def acts(m, x):

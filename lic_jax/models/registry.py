@@ -23,6 +23,7 @@ from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 from .portable import PortableMeanScaleHyperprior, PortableScaleHyperprior
+from .portable_ar import PortableJointAutoregressive
 
 __all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "register", "unregister", "registered", "model_id",
            "name_for_id", "MODEL_IDS", "MODEL_NAMES", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS",
@@ -103,6 +104,8 @@ def _records():
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
         ModelRecord("mbt2018-mean-int", PortableMeanScaleHyperprior, 21, "hyperprior-int", q["mbt2018-mean"], mse,
                     portable_of="mbt2018-mean"),
+        ModelRecord("mbt2018-int", PortableJointAutoregressive, 22, "autoregressive-int", q["mbt2018"], mse,
+                    portable_of="mbt2018"),
     ]
 
 

@@ -8,6 +8,8 @@ name               structure                                    models
 ``autoregressive`` hyperprior + causal context, wavefronts      mbt2018, lee2019
 ``external``       an opaque standard stream (JPEG / PNG)       JPEG-payload models (seed 004)
 ``hyperprior-int`` hyperprior, σ/μ from an integer h_s          bmshj2018-hyperprior-int, mbt2018-mean-int
+``autoregressive-  autoregressive, σ/μ from integer h_s,        mbt2018-int
+int``              context model and entropy parameters
 =================  ==========================================  =======================
 
 A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
@@ -22,13 +24,14 @@ from .base import DecoderIO, EncoderIO, LatentCoder, Latents, LatentShapes, Symb
 from .external import ExternalCoder
 from .factorized import FactorizedCoder
 from .hyperprior import HyperpriorCoder
-from .portable import PortableHyperpriorCoder
+from .portable import PortableAutoregressiveCoder, PortableHyperpriorCoder
 
 __all__ = ["CODERS", "coder_class", "LatentCoder", "Latents", "LatentShapes", "SymbolIO", "EncoderIO", "DecoderIO",
-           "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder", "PortableHyperpriorCoder"]
+           "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder", "PortableHyperpriorCoder",
+           "PortableAutoregressiveCoder"]
 
 CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder,
-                              PortableHyperpriorCoder)}
+                              PortableHyperpriorCoder, PortableAutoregressiveCoder)}
 
 
 def coder_class(model_or_spec) -> type:
