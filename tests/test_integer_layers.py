@@ -79,7 +79,7 @@ def ref_layer(layer, a):
     pos = np.floor_divide(2 * acc + 2 ** np.maximum(n, 0), 2 ** (np.maximum(n, 0) + 1))
     out = np.where(n > 0, pos, acc * 2 ** np.maximum(-n, 0))
     lo, hi = il.activation_range(layer.activation, layer.act_bits)
-    if layer.activation == "qrelu":
+    if layer.activation in ("qrelu", "clip"):
         out = np.clip(out, lo, hi)
     elif layer.activation == "leaky":
         out = np.clip(out, lo, hi)
@@ -157,6 +157,41 @@ def test_exact_random_signs_near_limit(transpose):
         out = np.asarray(il.apply_integer_conv(lay, x)).astype(np.int64)
         np.testing.assert_array_equal(out, ref_layer(lay, x))
         layers.append(lay)
+
+
+def test_taps_exact_at_the_bound():
+    """apply_integer_taps (the context model's window dot, mbt2018-int): mask-'A' 5×5 kernel at full
+    magnitude, M = 320 (mbt2018's widest), 12-bit ŷ at ±2047 — the largest accumulator of the portable
+    models (12 causal taps · 320 · 127 · 2047 ≈ 1.0·10**9) — and at the int32 edge; int64 reference."""
+    from lic_jax.layers import causal_mask
+
+    rng = np.random.default_rng(7)
+    M, cout = 320, 16
+    sign = rng.choice([-1, 1], cout)
+    mask = causal_mask(5, "A")[:, :, None, None].astype(np.int64)
+    kernel = np.broadcast_to(sign * WMAX, (5, 5, M, cout)) * mask
+    bias = sign * 999
+    for in_max, act, bits, q in ((2047, "clip", 12, 20), (None, "none", 8, 3)):
+        if in_max is None:  # the largest input for which the bound stays below 2**31 − 1
+            in_max = (il.INT32_MAX - 1 - 999) // (12 * M * WMAX)
+        lay = _raw_layer(kernel, bias, 1, False, act, act_bits=bits, q=q, in_shift=0, out_shift=0)
+        bound = il.accumulator_bound(lay, in_max)
+        assert (bound == 12 * M * WMAX * in_max + 999).all()
+        il.check_bounds([lay], in_max)
+        patches = np.full((3, 5, 5, M), in_max, np.int32) * rng.choice([-1, 1], (3, 1, 1, 1)).astype(np.int32)
+        patches[2, 0, 0, :7] = 1  # one window off the bound (the last bits matter)
+        got = np.asarray(jax.jit(lambda a, lay=lay: il.apply_integer_taps(lay, a))(patches)).astype(np.int64)
+        acc = np.einsum("khwi,hwio->ko", patches.astype(np.int64), kernel.astype(np.int64)) + bias
+        np.testing.assert_array_equal(np.abs(acc).max(axis=0), bound)  # the accumulator sits at the bound
+        n = lay.shifts.astype(np.int64)
+        want = np.floor_divide(2 * acc + 2**n, 2 ** (n + 1))
+        if act == "clip":
+            assert np.abs(want).max() < 2 ** (bits - 1)  # not saturated: every bit of the sum is checked
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="int32"):
+        il.check_bounds([lay], in_max + 1)
+    with pytest.raises(ValueError, match="stride-1"):
+        il.apply_integer_taps(_raw_layer(kernel, bias, 2, False), patches)
 
 
 def test_check_bounds_chains_through_layers():
