@@ -5,6 +5,7 @@
     python eval.py --codec jpeg --dataset kodak --out jpeg.json
     python eval.py bd jpeg hp.json
     python eval.py plot hp.json --anchor jpeg --anchor bpg444 --out rd.png
+    python eval.py restoration --comcnn DIR       # JPEG / +ARCNN / +ARCNN-ASPP / ComCNN RD (docs/RESTORATION.md)
 """
 
 import sys
@@ -12,4 +13,8 @@ import sys
 from lic_jax.evaluation.cli import main
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["restoration"]:
+        from lic_jax.restoration.rd import main as restoration_main
+
+        sys.exit(restoration_main(sys.argv[2:]))
     sys.exit(main())

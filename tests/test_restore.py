@@ -208,3 +208,99 @@ def test_restore_improves_psnr(tmp_path, capsys, camera, encoder):
     dec = np.asarray(Image.open(src).convert("L"))
     res = np.asarray(Image.open(out))
     assert _psnr(camera, res) > _psnr(camera, dec) + 0.3, (_psnr(camera, dec), _psnr(camera, res))
+
+
+# -- nearest trained QF ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def identity_weights_3(tmp_path_factory):
+    """Identity ARCNNs exported as if trained at QF 10, 30 and 40."""
+    import jax
+
+    from lic_jax.restoration.train import Recipe, export, init_params
+
+    d = tmp_path_factory.mktemp("w3")
+    for q in (10, 30, 40):
+        r = Recipe(qf=q)
+        p = init_params(r, jax.random.PRNGKey(0))
+        export(r, {**p, "reconstruction": jax.tree_util.tree_map(np.zeros_like, p["reconstruction"])}, str(d))
+    return str(d)
+
+
+@pytest.mark.parametrize("qf, picked", [(35, 30), (36, 40), (20, 10), (21, 30), (30, 30), (90, 40), (3, 10)])
+def test_restore_picks_the_nearest_trained_qf(tmp_path, capsys, camera, identity_weights_3, qf, picked):
+    """The file's QF (read from its tables) → the trained QF nearest to it, ties to the lower (the
+    stronger filter): the expected model is written out by hand for each case."""
+    src = tmp_path / "in.jpg"
+    src.write_bytes(_pillow_jpeg(camera[:32, :48], qf))
+    rc, _, err = _run(capsys, "restore", str(src), str(tmp_path / "o.png"), "--weights-dir", identity_weights_3)
+    assert rc == 0, err
+    assert f"model arcnn-y-qf{picked} (file QF {qf} " in err, err
+    if qf == picked:
+        assert "warning" not in err
+    else:
+        assert f"no arcnn model trained at QF {qf} (trained: 10, 30, 40); using the nearest, QF {picked}" in err, err
+
+
+@pytest.mark.skipif(not {10, 30, 40} <= set(available("arcnn")), reason="QF 10/30/40 ARCNN weights not shipped")
+def test_shipped_qf35_picks_qf30(tmp_path, capsys, camera):
+    src = tmp_path / "in.jpg"
+    src.write_bytes(_pillow_jpeg(camera[:32, :48], 35))
+    rc, _, err = _run(capsys, "restore", str(src), str(tmp_path / "o.png"))
+    assert rc == 0 and "model arcnn-y-qf30 (file QF 35 " in err and "using the nearest, QF 30" in err, err
+
+
+# -- eval.py restoration (lic_jax.restoration.rd) ---------------------------------------------------
+@pytest.mark.skipif(not available("arcnn"), reason=f"no shipped ARCNN weights in {ASSETS}")
+def test_restoration_rd_command(tmp_path, capsys, camera):
+    """One tiny image, two QFs, through ``eval.py restoration``: each row checked against an
+    independent path — JPEG: Pillow's file size and a numpy PSNR; JPEG+ARCNN: ``lic restore`` of
+    the Pillow JPEG file; ComCNN: the size of the ``.lic`` that ``lic compress --qf`` writes.
+    A rerun from the cache gives the same JSON curves."""
+    import json as _json
+
+    import jax
+    import jax.numpy as jnp
+
+    from lic_jax.artifact import save_artifact
+    from lic_jax.models.jiang2017 import export_variables, training_model
+    from lic_jax.models.registry import ModelSpec
+    from lic_jax.restoration.rd import main as rd_main
+
+    tiny = {"N": 8, "depth": 4, "payload_quality": 10}
+    cc = tmp_path / "cc"
+    save_artifact(cc, ModelSpec("comcnn-jpeg", None, dict(tiny)),
+                  export_variables(training_model(**tiny).init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))))
+    (tmp_path / "set").mkdir()
+    x = camera[64:112, 96:160]
+    Image.fromarray(x).save(tmp_path / "set" / "c.png")
+    argv = ["--datasets", f"t={tmp_path / 'set'}", "--qfs", "10,20", "--systems", "jpeg,arcnn,arcnn-aspp,comcnn",
+            "--comcnn", str(cc), "--out-dir", str(tmp_path), "--name", "rd", "--cache", str(tmp_path / "c.jsonl"),
+            "--no-progress"]
+    assert rd_main(argv) == 0
+    res = _json.loads((tmp_path / "rd.json").read_text())
+    assert (tmp_path / "rd.md").stat().st_size > 0 and (tmp_path / "rd.png").read_bytes()[:4] == b"\x89PNG"
+    ds = res["datasets"]["t"]
+    for q in (10, 20):
+        jb = _pillow_jpeg(x, q)
+        dec = np.asarray(Image.open(io.BytesIO(jb)))
+        j = ds["curves"]["jpeg"][str(q)]
+        assert j["bpp"] == 8 * len(jb) / x.size and abs(j["psnr"] - _psnr(x, dec)) < 1e-9
+        (tmp_path / "in.jpg").write_bytes(jb)
+        assert main(["restore", str(tmp_path / "in.jpg"), str(tmp_path / "o.png"), "-q"]) == 0
+        a = ds["curves"]["arcnn"][str(q)]
+        assert a["bpp"] == j["bpp"] and abs(a["psnr"] - _psnr(x, np.asarray(Image.open(tmp_path / "o.png")))) < 1e-9
+        assert main(["compress", str(tmp_path / "set" / "c.png"), str(tmp_path / "o.lic"), "--checkpoint", str(cc),
+                     "--qf", str(q), "--no-psnr", "-q"]) == 0
+        assert ds["curves"]["comcnn"][str(q)]["bpp"] == 8 * (tmp_path / "o.lic").stat().st_size / x.size
+    # two points: BD is not defined, and the table says why instead of a number
+    assert "needs at least 4" in ds["bd_vs_jpeg"]["arcnn"]["bd_rate_pct"]
+    if not available("arcnn-aspp"):
+        assert "skipped" in res["systems"]["arcnn-aspp"] and "not evaluated" in (tmp_path / "rd.md").read_text()
+    n = len((tmp_path / "c.jsonl").read_text().splitlines())
+    assert rd_main(argv) == 0
+    assert _json.loads((tmp_path / "rd.json").read_text())["datasets"]["t"]["curves"] == ds["curves"]
+    assert len((tmp_path / "c.jsonl").read_text().splitlines()) == n  # nothing recomputed
+    capsys.readouterr()
+    assert rd_main(argv[:2] + ["--qfs", "10,99"] + argv[4:]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1..95" in err[0], err
