@@ -144,3 +144,31 @@ def test_jpeg_roundtrip_is_real():
     assert not np.array_equal(d444, img)
     with pytest.raises(ValueError, match="1..100"):
         jpeg_roundtrip(img, 0)
+
+
+def test_init_from_exported_weights(images, tmp_path):
+    """Fine-tuning (--init-from): step 0 holds exactly the exported parameters (read back with
+    flax.serialization directly, not through load_exported), training moves them, the run resumes
+    from its checkpoint, and a different architecture is refused."""
+    from flax import serialization
+
+    from lic_jax.restoration.train import Recipe, TrainRun, export, init_params
+
+    src = Recipe(batch=2, patch=16, crop=24, qf=10)
+    p0 = jax.tree_util.tree_map(lambda a: a + 0.01, init_params(src, jax.random.PRNGKey(7)))  # not the seed-0 init
+    stem = export(src, p0, str(tmp_path / "w"))
+    r = Recipe(batch=2, patch=16, crop=24, qf=30)
+    run = TrainRun(r, str(tmp_path / "ft"), images=images, init_from=stem)
+    ref = serialization.msgpack_restore(open(stem + ".msgpack", "rb").read())
+    for u, v in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(run.state["params"])):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    assert run.init_from == {"init_from": "arcnn-y-qf10", "init_from_qf": 10, "init_from_steps": None}
+    run.run(2, quiet=True)
+    moved = run.state["params"]["reconstruction"]["kernel"]
+    assert not np.array_equal(np.asarray(moved), np.asarray(ref["reconstruction"]["kernel"]))
+    again = TrainRun(r, str(tmp_path / "ft"), images=images, init_from=stem)  # resume: the checkpoint wins
+    assert again.step == 2 and np.array_equal(np.asarray(again.state["params"]["reconstruction"]["kernel"]),
+                                              np.asarray(moved))
+    with pytest.raises(ValueError, match="different architecture"):
+        TrainRun(Recipe(model="arcnn-aspp", batch=2, patch=16, crop=24), str(tmp_path / "x"), images=images,
+                 init_from=stem)
