@@ -4,6 +4,8 @@
 
     nice -n 10 python experiments/comcnn_schemes.py --out ~/lic_runs/comcnn          # train + evaluate (resumable)
     nice -n 10 python experiments/comcnn_schemes.py --out ~/lic_runs/comcnn --stage eval
+    nice -n 10 python experiments/comcnn_schemes.py --out ~/lic_runs/comcnn --stage artifact --rd-states common
+        # → OUT/common-artifact: a comcnn-jpeg model directory (lic compress --checkpoint, eval.py restoration --comcnn)
 
 1. ``common``: the phases both schemes share (ComCNN init onto the bicubic downscale, the first
    RecCNN phase), trained once in OUT/common.
@@ -41,7 +43,7 @@ def _prefix_steps(cfg):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report", "rd", "diag"])
+    ap.add_argument("--stage", default="all", choices=["all", "train", "eval", "report", "rd", "diag", "artifact"])
     ap.add_argument("--qf", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock cap per stage (checkpointed; rerun resumes)")
     ap.add_argument("--images", default="/work/shared/data/classic")
@@ -71,6 +73,21 @@ def main(argv=None):
         return
     if a.stage == "diag":
         diagnose(out, a)
+        return
+    if a.stage == "artifact":  # the trained states as lic_jax model directories (frozen BN, payload at --qf)
+        from lic_jax.artifact import save_artifact
+        from lic_jax.models.registry import ModelSpec
+
+        for name in [n for n in a.rd_states.split(",") if n]:
+            cfg = get_config("st" if name == "common" else name, a.qf, a.config)
+            tr = ct.Trainer(cfg)
+            st = tr.restore(os.path.join(out, name, "ckpt.msgpack"), __import__("jax").random.PRNGKey(0))
+            hp = {"N": cfg.N, "depth": cfg.depth, "payload_quality": a.qf}
+            d = os.path.join(out, f"{name}-artifact")
+            fp = save_artifact(d, ModelSpec("comcnn-jpeg", None, hp), ct.export(st, tr),
+                               metadata={"source": f"{os.path.join(out, name)} step {int(st['step'])} "
+                                                   f"(experiments/comcnn_schemes.py, config {a.config})"})
+            print(d, fp, flush=True)
         return
     if a.stage in ("all", "eval"):
         imgs = _images(a.images)
