@@ -211,3 +211,15 @@ def test_registered_refuses_duplicates_and_bad_ids():
         with registry.registered(_toy()):
             raise RuntimeError("boom")
     assert "toy-factorized" not in REGISTRY
+
+
+def test_portable_twins():
+    """registry.portable_twin: the one lookup behind ``--portable``, ``integer_entropy`` and portable_spec."""
+    from lic_jax.models.registry import portable_twin
+
+    assert portable_twin("bmshj2018-hyperprior") == "bmshj2018-hyperprior-int"
+    assert portable_twin("mbt2018-mean") == "mbt2018-mean-int"
+    assert portable_twin("mbt2018") == "mbt2018-int"
+    assert portable_twin("mbt2018-int") == "mbt2018-int"
+    with pytest.raises(ValueError, match="bls2017 has no portable .*bmshj2018-hyperprior, mbt2018, mbt2018-mean"):
+        portable_twin("bls2017")

@@ -290,19 +290,13 @@ def portable_spec(spec, variables, images: Sequence[np.ndarray]):
     ``images`` (float (H, W, 3) in [0, 1]; training crops, never the evaluation set). The twin uses
     the same ``variables``, so an artifact needs no second copy of the weights:
     ``save_artifact(path, portable_spec(spec, v, crops), v)``."""
-    from .registry import REGISTRY, ModelSpec, record
+    from .registry import ModelSpec, portable_twin
 
-    rec = record(spec.name)
-    if rec.portable_of is None:
-        twins = [r for r in REGISTRY.values() if r.portable_of == spec.name]
-        if not twins:
-            raise ValueError(f"{spec.name} has no portable (integer entropy) variant; "
-                             f"available: {', '.join(sorted(r.portable_of for r in REGISTRY.values() if r.portable_of))}")
-        rec = twins[0]
+    name = portable_twin(spec.name)
     hp = {k: v for k, v in spec.hparams.items() if k != "int_shifts"}
-    model = ModelSpec(rec.name, spec.quality, hp).build()
+    model = ModelSpec(name, spec.quality, hp).build()
     shifts = calibrate_shifts(model, variables, images)
-    return ModelSpec(rec.name, spec.quality, {**hp, "int_shifts": list(shifts)})
+    return ModelSpec(name, spec.quality, {**hp, "int_shifts": list(shifts)})
 
 
 def float_spec(spec):
@@ -312,5 +306,6 @@ def float_spec(spec):
     rec = record(spec.name)
     if rec.portable_of is None:
         return spec
-    hp = {k: v for k, v in spec.hparams.items() if k not in ("int_shifts", "weight_bits", "act_bits", "input_bits")}
+    hp = {k: v for k, v in spec.hparams.items()
+          if k not in ("int_shifts", "weight_bits", "act_bits", "input_bits", "feature_bits")}
     return ModelSpec(rec.portable_of, spec.quality, hp)

@@ -214,6 +214,19 @@ def record_for(model_or_spec) -> ModelRecord:
                      f"(add a ModelRecord to lic_jax.models.registry, or use registry.registered(...) in a test)")
 
 
+def portable_twin(name: str) -> str:
+    """The portable (integer entropy path) model of ``name``: itself if it is portable, its twin if it
+    has one (``bmshj2018-hyperprior`` → ``bmshj2018-hyperprior-int``); ValueError naming the models
+    that have one otherwise."""
+    if record(name).portable_of is not None:
+        return name
+    for r in REGISTRY.values():
+        if r.portable_of == name:
+            return r.name
+    have = sorted(r.portable_of for r in REGISTRY.values() if r.portable_of)
+    raise ValueError(f"{name} has no portable (integer entropy) variant; models with one: {', '.join(have)}")
+
+
 def model_id(name: str) -> int:
     """The container id of a registered model name (ValueError for an unknown one, never 0)."""
     return record(name).model_id

@@ -20,20 +20,17 @@ import jax
 import numpy as np
 
 from ..models.portable import calibrate_shifts, is_portable
-from ..models.registry import REGISTRY, ModelSpec, record
+from ..models.registry import ModelSpec, portable_twin
 
 __all__ = ["portable_model_name", "load_init_params", "calibrate_run"]
 
 
 def portable_model_name(name: str) -> str:
     """The portable twin of a registry name (itself if it is portable); ValueError if there is none."""
-    if record(name).portable_of is not None:
-        return name
-    for r in REGISTRY.values():
-        if r.portable_of == name:
-            return r.name
-    have = sorted(r.portable_of for r in REGISTRY.values() if r.portable_of)
-    raise ValueError(f"integer_entropy: {name} has no portable variant (models with one: {', '.join(have)})")
+    try:
+        return portable_twin(name)
+    except ValueError as e:
+        raise ValueError(f"integer_entropy: {e}") from None
 
 
 def load_init_params(path: str, params):
