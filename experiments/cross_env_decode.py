@@ -43,6 +43,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--envs", default=".venv,.venv-tfc")
     ap.add_argument("--model", default="", help="lic --model name ('' = the bundled default)")
+    ap.add_argument("--checkpoint", default="", help="a model directory instead (lic --checkpoint DIR, both ways)")
     ap.add_argument("--images", default=str(shared / "data" / "kodak"))
     ap.add_argument("--limit", type=int, default=24)
     ap.add_argument("--out", default="out/cross_env_decode.json")
@@ -51,7 +52,9 @@ def main():
     images = sorted(Path(a.images).glob("*.png"))[: a.limit]
     tmp = Path(tempfile.mkdtemp())
     model = ["--model", a.model] if a.model else []
-    res = {"model": a.model or "default", "envs": {e: _version(e) for e in envs}, "directions": {}}
+    ckpt = ["--checkpoint", a.checkpoint] if a.checkpoint else []
+    model = model + ckpt
+    res = {"model": a.model or a.checkpoint or "default", "envs": {e: _version(e) for e in envs}, "directions": {}}
     src_dir = tmp / "images"
     src_dir.mkdir()
     for img in images:
@@ -59,7 +62,7 @@ def main():
     for e in envs:  # encode, and decode in the same environment (the reference): one process each
         d = tmp / e.strip("./")
         subprocess.run([_lic(e), "compress", str(src_dir), str(d), *model, "--quiet"], check=True, capture_output=True)
-        subprocess.run([_lic(e), "decompress", str(d), str(d), "--quiet"], check=True, capture_output=True)
+        subprocess.run([_lic(e), "decompress", str(d), str(d), *ckpt, "--quiet"], check=True, capture_output=True)
     for w in envs:
         for r in envs:
             if w == r:
@@ -73,7 +76,7 @@ def main():
                 # the same image compressed in both environments: are the files identical?
                 same_bytes += (src / (img.stem + ".lic")).read_bytes() == (tmp / r.strip("./") / (img.stem + ".lic")).read_bytes()
                 out = dst / (img.stem + ".png")
-                p = subprocess.run([_lic(r), "decompress", str(src / (img.stem + ".lic")), str(out), "--quiet"],
+                p = subprocess.run([_lic(r), "decompress", str(src / (img.stem + ".lic")), str(out), *ckpt, "--quiet"],
                                    capture_output=True, text=True)
                 if p.returncode:
                     bad[img.stem] = (p.stderr.strip().splitlines() or ["?"])[-1]

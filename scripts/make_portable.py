@@ -1,11 +1,11 @@
-"""Give a float hyperprior artifact an integer entropy path: its portable twin (issue 13).
+"""Give a float hyperprior / mbt2018 artifact an integer entropy path: its portable twin (issue 13).
 
     .venv/bin/python scripts/make_portable.py MODEL_DIR [--out OUT_DIR] [--calib ../shared/data/train] [--n 64]
 
 Calibrates the integer hyper-synthesis's activation scales on ``--n`` training crops
 (``lic_jax.models.portable.calibrate_shifts``; never the evaluation images) and writes the
 artifact again under the portable model name (``bmshj2018-hyperprior`` → ``bmshj2018-hyperprior-int``,
-``mbt2018-mean`` → ``mbt2018-mean-int``) with the shifts in its spec. The weights are unchanged, so
+``mbt2018-mean`` → ``mbt2018-mean-int``, ``mbt2018`` → ``mbt2018-int``) with the shifts in its spec. The weights are unchanged, so
 ``params.msgpack`` and the fingerprint stay the same, and files written by the float model still
 decode with the same directory (``lic`` falls back to the float twin for them). Without ``--out``
 the artifact is rewritten in place (atomically).
@@ -25,7 +25,8 @@ sys.path.insert(0, ROOT)
 
 from lic_jax.artifact import load_artifact, save_artifact  # noqa: E402
 from lic_jax.coding.image_io import read_image  # noqa: E402
-from lic_jax.models.portable import float_spec, integer_hyper_synthesis, portable_spec  # noqa: E402
+from lic_jax.models.portable import float_spec, portable_spec  # noqa: E402
+from lic_jax.models.portable_ar import integer_network  # noqa: E402
 
 
 def main(argv=None):
@@ -41,7 +42,7 @@ def main(argv=None):
         sys.exit(f"make_portable: no PNG images in {args.calib}")
     crops = [read_image(p).astype(np.float32) / np.float32(255.0) for p in paths]
     spec = portable_spec(float_spec(art.spec), art.variables, crops)
-    net = integer_hyper_synthesis(spec.build(), art.variables["params"])
+    net = integer_network(spec.build(), art.variables["params"])
     meta = dict(art.metadata)
     meta["portable"] = {"float_model": float_spec(art.spec).name, "int_shifts": spec.hparams["int_shifts"],
                         "calibration": f"{len(paths)} crops of {os.path.relpath(args.calib, ROOT)}",

@@ -46,7 +46,7 @@ from ..layers import integer as il
 from .mbt2018 import JointAutoregressiveHierarchicalPriors
 from .portable import OUT_BITS, OUT_SHIFT, _centres, sigma_thresholds
 
-__all__ = ["PortableJointAutoregressive", "IntegerContextModel", "integer_context_model"]
+__all__ = ["PortableJointAutoregressive", "IntegerContextModel", "integer_context_model", "integer_network"]
 
 _H_S = (("h_s_0", True, 2, "leaky"), ("h_s_2", True, 2, "leaky"), ("h_s_4", False, 1, "clip"))
 _EP = (("entropy_parameters_0", "leaky"), ("entropy_parameters_2", "leaky"), ("entropy_parameters_4", "none"))
@@ -170,6 +170,15 @@ def integer_context_model(model, params) -> IntegerContextModel:
     return IntegerContextModel(tuple(hyper), ctx, tuple(ep), kz, 2 ** (model.input_bits - 1) - 1,
                                _centres(params, kz, cz), ky, 2 ** (model.input_bits - 1) - 1, 2 ** (fb - 1),
                                sigma_thresholds(OUT_SHIFT), k, tuple(int(a) for a in model.ctx_anchor))
+
+
+def integer_network(model, params):
+    """The integer entropy network of any calibrated portable model (its ``digest()`` identifies it)."""
+    from .portable import integer_hyper_synthesis
+
+    if isinstance(model, PortableJointAutoregressive):
+        return integer_context_model(model, params)
+    return integer_hyper_synthesis(model, params)
 
 
 class PortableJointAutoregressive(JointAutoregressiveHierarchicalPriors):
