@@ -8,7 +8,8 @@
   would make old files unreadable), and on a Kodak crop its indexes differ from the float path's
   on few positions, never by more than one, at about the same bytes.
 * ``test_cross_environment_round_trips``: all 24 Kodak images, ``bmshj2018-hyperprior-int`` (the
-  bundled default) and ``mbt2018-mean-int`` (real width, random weights made non-trivial),
+  bundled default), ``mbt2018-mean-int`` and ``mbt2018-int`` (integer context model and
+  entropy-parameter network; both at real width, random weights made non-trivial),
   encoded in ``.venv`` (jax 0.10) and decoded in ``.venv-tfc`` (jax 0.4.30, numpy 1.26), and the
   reverse: every file decodes to exactly the encoder's y and z symbols.
 * ``test_xla_flags_and_threads``: decoding under ``--xla_cpu_enable_fast_math=true`` with a
@@ -88,8 +89,9 @@ def test_default_is_portable_and_close_to_float(default_art):
     np.testing.assert_array_equal(e.latents.y_symbols, f.latents.y_symbols)  # μ = 0: round(y) either way
 
 
-def _mbt_mean_int(out_dir: Path):
-    """mbt2018-mean-int at quality-3 width, random weights made non-trivial, calibrated on training crops."""
+def _portable_random(name: str, out_dir: Path):
+    """The portable twin of ``name`` at quality-3 width, random weights made non-trivial, calibrated on
+    training crops."""
     import jax
     import jax.numpy as jnp
 
@@ -98,7 +100,7 @@ def _mbt_mean_int(out_dir: Path):
     from lic_jax.models.portable import portable_spec
     from test_determinism import nontrivial_params
 
-    model, spec = get_model("mbt2018-mean", 3)
+    model, spec = get_model(name, 3)
     v = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3), jnp.float32))
     params = jax.tree_util.tree_map(np.asarray, dict(v["params"]))
     x = load_rgb(kodak_dir() / "kodim23.png")[128:256, 256:384][None].astype(np.float32) / 255.0
@@ -132,7 +134,8 @@ def models(tmp_path_factory):
     from lic_jax.default_model import default_model_path
 
     return {"bmshj2018-hyperprior-int": default_model_path(),
-            "mbt2018-mean-int": _mbt_mean_int(tmp_path_factory.mktemp("m") / "mbt2018-mean-int")}
+            "mbt2018-mean-int": _portable_random("mbt2018-mean", tmp_path_factory.mktemp("m") / "mbt2018-mean-int"),
+            "mbt2018-int": _portable_random("mbt2018", tmp_path_factory.mktemp("a") / "mbt2018-int")}
 
 
 def test_cross_environment_round_trips(models, tmp_path):
@@ -161,14 +164,18 @@ def test_cross_environment_round_trips(models, tmp_path):
 
 def test_xla_flags_and_threads(models, tmp_path):
     images = sorted(kodak_dir().glob("kodim*.png"))[:6]
-    enc = tmp_path / "enc"
-    dec = tmp_path / "dec"
-    enc.mkdir(), dec.mkdir()
-    m = models["mbt2018-mean-int"]
-    _child(sys.executable, "encode", [(m, enc, images)], tmp_path)
+    names = ("mbt2018-mean-int", "mbt2018-int")
+    enc = {n: tmp_path / "enc" / n for n in names}
+    dec = {n: tmp_path / "dec" / n for n in names}
+    for d in (*enc.values(), *dec.values()):
+        d.mkdir(parents=True)
+    _child(sys.executable, "encode", [(models[n], enc[n], images) for n in names], tmp_path)
     env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=true", "NPROC": "1"}
-    res = _child(sys.executable, "decode", [(m, dec, sorted(enc.glob("*.lic")))], tmp_path, env=env)
-    _compare(enc, dec, res["results"][0], res["jax"])
+    res = _child(sys.executable, "decode", [(models[n], dec[n], sorted(enc[n].glob("*.lic"))) for n in names],
+                 tmp_path, env=env)
+    for n, results in zip(names, res["results"]):
+        assert len(results) == 6
+        _compare(enc[n], dec[n], results, res["jax"])
 
 
 def test_non_portable_files_record_their_environment(tmp_path):
