@@ -44,6 +44,7 @@ CASES = {  # name: (hparams, [λ or None per file])
     # issue 13 (portable twins: calibrated on the fixture image) and seed 004's JPEG-payload model
     "bmshj2018-hyperprior-int": ({"N": 8, "M": 12}, [None]),
     "mbt2018-mean-int": ({"N": 8, "M": 12}, [None]),
+    "mbt2018-int": ({"N": 8, "M": 12}, [None]),
     "comcnn-jpeg": ({}, [None]),
 }
 
