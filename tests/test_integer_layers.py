@@ -73,7 +73,11 @@ def ref_round_shift(v, n):
 
 def ref_layer(layer, a):
     acc = (ref_conv_transpose if layer.transpose else ref_conv)(a, layer.kernel, layer.stride)
-    acc = acc + np.asarray(layer.bias, np.int64)
+    return ref_post(layer, acc + np.asarray(layer.bias, np.int64))
+
+
+def ref_post(layer, acc):
+    """The rounding division by 2**n_c and the nonlinearity of an integer layer on an int64 accumulator."""
     n = layer.shifts.astype(np.int64)
     # floor(v / 2**n + 1/2) = floor((2v + 2**n) / 2**(n+1)) (int64 floor division; n ≤ 0: v · 2**−n)
     pos = np.floor_divide(2 * acc + 2 ** np.maximum(n, 0), 2 ** (np.maximum(n, 0) + 1))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import DATA, load_rgb, require_data
-from test_integer_layers import ref_layer, ref_round_shift
+from test_integer_layers import ref_layer, ref_post, ref_round_shift
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,9 @@ def _reference(im, qz, sym):
         for w in range(W):
             win = grid[h:h + k, w:w + k]  # rows h − a_h …, columns w − a_w …
             acc = np.einsum("hwi,hwio->o", win, ctx_w) + np.asarray(im.ctx.bias, np.int64)
-            v = np.concatenate([feats[h, w], _post(im.ctx, acc)])
+            v = np.concatenate([feats[h, w], ref_post(im.ctx, acc)])
             for layer in im.ep:
-                v = _post(layer, v @ np.asarray(layer.kernel, np.int64)[0, 0] + np.asarray(layer.bias, np.int64))
+                v = ref_post(layer, v @ np.asarray(layer.kernel, np.int64)[0, 0] + np.asarray(layer.bias, np.int64))
             s, m = v[:M], np.clip(v[M:], -(2**24 - 1), 2**24 - 1)
             idx[h, w] = (s[:, None] >= T).sum(axis=1)
             mu[h, w] = m
@@ -75,20 +75,6 @@ def _reference(im, qz, sym):
                 [ref_round_shift(int(x), 16 - im.y_shift) for x in m])
             grid[h + ah, w + aw] = np.clip(yq, -im.y_max, im.y_max)
     return idx, mu
-
-
-def _post(layer, acc):
-    """The rounding division by 2**n_c and the nonlinearity of an integer layer, int64 (as ref_layer)."""
-    n = layer.shifts.astype(np.int64)
-    pos = np.floor_divide(2 * acc + 2 ** np.maximum(n, 0), 2 ** (np.maximum(n, 0) + 1))
-    out = np.where(n > 0, pos, acc * 2 ** np.maximum(-n, 0))
-    if layer.activation in ("clip", "qrelu", "leaky"):
-        lo = 0 if layer.activation == "qrelu" else -(2 ** (layer.act_bits - 1))
-        hi = 2**layer.act_bits - 1 if layer.activation == "qrelu" else 2 ** (layer.act_bits - 1) - 1
-        out = np.clip(out, lo, hi)
-    if layer.activation == "leaky":
-        out = np.where(out < 0, np.floor_divide(2 * out * 41 + 2**12, 2**13), out)
-    return out
 
 
 def test_decode_matches_int64_reference(small):

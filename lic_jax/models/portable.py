@@ -134,16 +134,23 @@ class IntegerHyperSynthesis:
 
     def digest(self) -> str:
         """SHA-256 of every integer and shift (a file's distribution is a function of exactly this)."""
-        h = hashlib.sha256()
-        for layer in self.layers:
-            for a in (layer.kernel, layer.bias, layer.q):
-                h.update(np.ascontiguousarray(a, np.int64).tobytes())
-            h.update(repr((layer.in_shift, layer.out_shift, layer.stride, layer.transpose, layer.activation,
-                           layer.act_bits)).encode())
+        h = hash_layers(self.layers)
         h.update(np.asarray(self.centres, np.int64).tobytes())
         h.update(np.asarray(self.thresholds, np.int64).tobytes())
         h.update(repr((self.in_shift, self.in_max, self.n_scales, self.has_means)).encode())
         return h.hexdigest()
+
+
+def hash_layers(layers):
+    """A SHA-256 object fed with every integer and shift of ``layers`` (the common part of the
+    integer networks' ``digest()``)."""
+    h = hashlib.sha256()
+    for layer in layers:
+        for a in (layer.kernel, layer.bias, layer.q):
+            h.update(np.ascontiguousarray(a, np.int64).tobytes())
+        h.update(repr((layer.in_shift, layer.out_shift, layer.stride, layer.transpose, layer.activation,
+                       layer.act_bits)).encode())
+    return h
 
 
 def _centres(params, in_shift: int, channels: int) -> np.ndarray:
@@ -197,15 +204,19 @@ def calibrate_shifts(model, variables, images: Sequence[np.ndarray]) -> tuple:
     from .base import pad_image
 
     float_model = model.clone(int_shifts=())
-    if hasattr(model, "calibration"):  # a model that lists its own scaled quantities (mbt2018-int)
-        f = jax.jit(lambda v, x: float_model.apply(v, x, method="calibration_maxima"))
+
+    def maxima_over(method):
+        f = jax.jit(lambda v, x: float_model.apply(v, x, method=method))
         maxima = None
         for img in images:
             x = pad_image(jnp.asarray(img, jnp.float32)[None], model.downsampling)
             m = [float(v) for v in f(variables, x)]
             maxima = m if maxima is None else [max(a, b) for a, b in zip(maxima, m)]
+        return maxima
+
+    if hasattr(model, "calibration"):  # a model that lists its own scaled quantities (mbt2018-int)
         return tuple(_shift_for(m, getattr(model, bits), signed, fl)
-                     for m, (_, bits, signed, fl) in zip(maxima, model.calibration))
+                     for m, (_, bits, signed, fl) in zip(maxima_over("calibration_maxima"), model.calibration))
     n_hidden = len(model.integer_layout) - 1
 
     def acts(m, x):
@@ -218,12 +229,7 @@ def calibrate_shifts(model, variables, images: Sequence[np.ndarray]) -> tuple:
             out.append(a)
         return [jnp.max(jnp.abs(o)) for o in out]
 
-    f = jax.jit(lambda v, x: float_model.apply(v, x, method=acts))
-    maxima = None
-    for img in images:
-        x = pad_image(jnp.asarray(img, jnp.float32)[None], model.downsampling)
-        m = [float(v) for v in f(variables, x)]
-        maxima = m if maxima is None else [max(a, b) for a, b in zip(maxima, m)]
+    maxima = maxima_over(acts)
     hidden_signed = [act == "leaky" for _, _, _, act in model.integer_layout[:-1]]
     shifts = [_shift_for(maxima[0], model.input_bits, True, 1.0)]
     shifts += [_shift_for(m, model.act_bits, s, 2.0**-6) for m, s in zip(maxima[1:], hidden_signed)]

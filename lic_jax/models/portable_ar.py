@@ -34,7 +34,6 @@ grids (``hyper_synthesis`` / ``gaussian_params``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +43,7 @@ from jax import lax
 from ..layers import causal_mask
 from ..layers import integer as il
 from .mbt2018 import JointAutoregressiveHierarchicalPriors
-from .portable import OUT_BITS, OUT_SHIFT, _centres, sigma_thresholds
+from .portable import OUT_BITS, OUT_SHIFT, _centres, hash_layers, sigma_thresholds
 
 __all__ = ["PortableJointAutoregressive", "IntegerContextModel", "integer_context_model", "integer_network"]
 
@@ -132,12 +131,7 @@ class IntegerContextModel:
 
     def digest(self) -> str:
         """SHA-256 of every integer and shift (a file's distributions are a function of exactly this)."""
-        h = hashlib.sha256()
-        for layer in (*self.hyper, self.ctx, *self.ep):
-            for a in (layer.kernel, layer.bias, layer.q):
-                h.update(np.ascontiguousarray(a, np.int64).tobytes())
-            h.update(repr((layer.in_shift, layer.out_shift, layer.stride, layer.transpose, layer.activation,
-                           layer.act_bits)).encode())
+        h = hash_layers((*self.hyper, self.ctx, *self.ep))
         h.update(np.asarray(self.centres, np.int64).tobytes())
         h.update(np.asarray(self.thresholds, np.int64).tobytes())
         h.update(repr((self.z_shift, self.z_max, self.y_shift, self.y_max, self.feature_max, self.kernel,
