@@ -122,3 +122,6 @@ def test_bounds_hold_for_worst_case_weights():
     assert (np.asarray(im.ctx.kernel)[2, 2:] == 0).all() and (np.asarray(im.ctx.kernel)[3:] == 0).all()  # mask A
     with pytest.raises(ValueError, match="int32"):
         integer_context_model(pm.clone(act_bits=16, feature_bits=16), params)
+    # 16-bit features overflow only the entropy-parameter chain (1280 inputs × 127 × 2**15 > 2**31)
+    with pytest.raises(ValueError, match="int32"):
+        integer_context_model(pm.clone(feature_bits=16), params)
