@@ -306,6 +306,42 @@ def test_restoration_rd_command(tmp_path, capsys, camera):
     assert len(err) == 1 and "1..95" in err[0], err
 
 
+def test_restoration_rd_colour_set(tmp_path, camera):
+    """A ``:rgb`` set: the JPEG row is Pillow's colour 4:2:0 file (bytes per *pixel*) and a numpy
+    PSNR over the three channels; the ARCNN row is ``lic restore`` of that file (Y′ restored, the
+    file's Cb/Cr kept), its PSNR over RGB and PSNR-B on Y′; SSIM the channel mean."""
+    import json as _json
+
+    from lic_jax.metrics_blocking import psnr_b
+    from lic_jax.restoration.data import to_luma
+    from lic_jax.restoration.rd import main as rd_main
+    from lic_jax.restoration.train import _ssim
+
+    if not available("arcnn"):
+        pytest.skip("no shipped ARCNN weights")
+    (tmp_path / "set").mkdir()
+    g = camera[64:112, 96:160].astype(np.int32)  # a colour image made from a grey one: channels differ
+    x = np.stack([g, np.clip(255 - g, 0, 255), np.clip((g * 3) // 4 + 40, 0, 255)], -1).astype(np.uint8)
+    Image.fromarray(x).save(tmp_path / "set" / "c.png")
+    argv = ["--datasets", f"t:rgb={tmp_path / 'set'}", "--qfs", "10", "--systems", "jpeg,arcnn",
+            "--out-dir", str(tmp_path), "--name", "rd", "--cache", "none", "--no-progress"]
+    assert rd_main(argv) == 0
+    ds = _json.loads((tmp_path / "rd.json").read_text())["datasets"]["t:rgb"]
+    assert ds["colour"] == "rgb" and ds["jpeg_subsampling"] == "4:2:0"
+    jb = _pillow_jpeg(x, 10, subsampling=2)  # Pillow: 2 = 4:2:0
+    dec = np.asarray(Image.open(io.BytesIO(jb)))
+    j = ds["curves"]["jpeg"]["10"]
+    assert j["bpp"] == 8 * len(jb) / (x.shape[0] * x.shape[1]) and abs(j["psnr"] - _psnr(x, dec)) < 1e-9
+    (tmp_path / "in.jpg").write_bytes(jb)
+    assert main(["restore", str(tmp_path / "in.jpg"), str(tmp_path / "o.png"), "-q"]) == 0
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    assert out.shape == x.shape
+    a = ds["curves"]["arcnn"]["10"]
+    assert a["bpp"] == j["bpp"] and abs(a["psnr"] - _psnr(x, out)) < 1e-9
+    assert abs(a["psnrb"] - psnr_b(to_luma(x), to_luma(out))) < 1e-9
+    assert abs(a["ssim"] - np.mean([_ssim(x[..., c], out[..., c]) for c in range(3)])) < 1e-6
+
+
 @pytest.mark.parametrize("qf", [20, 30, 40])
 def test_shipped_fine_tuned_models_improve_psnr(tmp_path, capsys, camera, qf):
     """The fine-tuned QF 20/30/40 models (from the QF 10 weights) on a Pillow JPEG of cameraman at

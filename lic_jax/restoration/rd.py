@@ -1,5 +1,5 @@
 """Restoration RD evaluation (issue 16): JPEG, JPEG+ARCNN, JPEG+ARCNN+ASPP and ComCNN+JPEG+RecCNN
-over a list of JPEG quality factors, on grey (Y′) image sets; BD-rate / BD-PSNR against plain JPEG.
+over a list of JPEG quality factors, on grey (Y′) or colour image sets; BD-rate / BD-PSNR against plain JPEG.
 
     python eval.py restoration [--datasets classic,kodak] [--qfs 5,10,15,20,25,30,40,50]
                                [--systems jpeg,arcnn,arcnn-aspp,comcnn] [--comcnn DIR]
@@ -7,7 +7,15 @@ over a list of JPEG quality factors, on grey (Y′) image sets; BD-rate / BD-PSN
 
 * Images: every image of each set as Y′ (BT.601, ``lic_jax.restoration.data.load_folder``; the
   colour Kodak images and monarch are converted), uint8. A set is a name under the shared data
-  root (``classic``, ``kodak``) or ``NAME=FOLDER``.
+  root (``classic``, ``kodak``) or ``NAME=FOLDER``; ``NAME:rgb`` (``kodak:rgb``,
+  ``mine:rgb=FOLDER``) evaluates the set in colour instead (below).
+* Colour sets (``:rgb``): the RGB image; JPEG is Pillow's colour baseline JPEG with 4:2:0 chroma
+  subsampling (Pillow's default and what cameras and the web use); the ARCNN systems restore the
+  decoded file's Y′ and keep its Cb/Cr, as ``lic restore`` does (``restore.restore_image``);
+  ComCNN+JPEG+RecCNN re-targets the artifact to ``colour='per-channel'`` (the same grey nets on
+  R, G and B; a 3-channel 4:4:4 JPEG payload). bpp counts the file's bytes per *pixel* (not per
+  sample). PSNR is over all three channels (one MSE), SSIM the mean of the three channels' SSIM,
+  PSNR-B is computed on the Y′ of the original and of the output.
 * JPEG: Pillow baseline at QF q (``jpeg_roundtrip``, one component for grey); bpp = 8 · file
   bytes / pixels (the whole JFIF file).
 * JPEG+ARCNN / JPEG+ARCNN+ASPP: the same decoded JPEG (so the same bytes and bpp), restored by
@@ -49,11 +57,17 @@ SHARED = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(REPO), "s
 
 
 def _metrics(x: np.ndarray, y: np.ndarray) -> dict:
+    """PSNR / SSIM / PSNR-B of uint8 ``y`` against ``x``: grey (H, W) or RGB (H, W, 3) (PSNR over all
+    samples, SSIM the channel mean, PSNR-B on Y′)."""
     from ..evaluation.image_metrics import psnr
     from ..metrics_blocking import psnr_b
+    from .data import to_luma
     from .train import _ssim
 
-    return {"psnr": float(psnr(x, y)), "ssim": float(_ssim(x, y)), "psnrb": float(psnr_b(x, y))}
+    if x.ndim == 2:
+        return {"psnr": float(psnr(x, y)), "ssim": float(_ssim(x, y)), "psnrb": float(psnr_b(x, y))}
+    return {"psnr": float(psnr(x, y)), "ssim": float(np.mean([_ssim(x[..., c], y[..., c]) for c in range(3)])),
+            "psnrb": float(psnr_b(to_luma(x), to_luma(y)))}
 
 
 def _names(folder: str, limit):
@@ -63,12 +77,12 @@ def _names(folder: str, limit):
     return names[:limit] if limit else names
 
 
-def _comcnn_codec(art, q: int):
+def _comcnn_codec(art, q: int, colour: str = "grey"):
     from ..coding import Codec
     from ..models.registry import ModelSpec
 
-    hp = {**art.spec.hparams, "payload_quality": int(q)}
-    return Codec(art.model.clone(payload_quality=int(q)), ModelSpec(art.spec.name, art.spec.quality, hp),
+    hp = {**art.spec.hparams, "payload_quality": int(q), "colour": colour}
+    return Codec(art.model.clone(payload_quality=int(q), colour=colour), ModelSpec(art.spec.name, art.spec.quality, hp),
                  art.variables, fingerprint=art.fingerprint)
 
 
@@ -117,7 +131,7 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
     from ..evaluation.bd import bd_quality, bd_rate
     from .data import load_folder
     from .jpeg import jpeg_roundtrip
-    from .restore import available, choose
+    from .restore import available, choose, restore_image
     from .train import load_exported, restore_plane
 
     qfs = [int(q) for q in qfs]
@@ -152,7 +166,8 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
             res["systems"]["comcnn"] = {"skipped": "no --comcnn model directory"}
     sets = {}
     for name, folder in datasets.items():
-        imgs = load_folder(folder, "y", min_side=8, limit=limit)
+        colour = "rgb" if name.endswith(":rgb") else "y"
+        imgs = load_folder(folder, colour, min_side=8, limit=limit)
         sets[name] = (folder, dict(zip(_names(folder, limit), imgs)))
     total = sum(len(im) for _, im in sets.values()) * (len(qfs) + len(anchor_extra))
     bar = tqdm(total=total, desc="restoration RD", unit="img", file=sys.stderr, disable=not progress,
@@ -165,7 +180,13 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
     t0 = time.time()
     try:
         for name, (folder, imgs) in sets.items():
-            ds = {"folder": folder, "images": sorted(imgs), "curves": {s: {} for s in active}, "per_image": {}}
+            rgb = name.endswith(":rgb")
+            ds = {"folder": folder, "colour": "rgb" if rgb else "y", "images": sorted(imgs),
+                  "curves": {s: {} for s in active}, "per_image": {}}
+            if rgb:
+                ds["jpeg_subsampling"] = "4:2:0"
+                ds["comcnn_colour"] = "per-channel"
+            sub = "4:2:0" if rgb else "4:4:4"  # grey: one component, subsampling does not apply
             for q in list(anchor_extra) + qfs:
                 main_q = q in qfs
                 rows = {s: [] for s in (active if main_q else ["jpeg"])}
@@ -173,13 +194,14 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
                 cc = None
                 for iname, x in imgs.items():
                     base = f"{name}|{iname}|{_sha(x.tobytes())}|{q}"
+                    pixels = x.shape[0] * x.shape[1]
                     j = None
 
                     def jpeg_decoded():
                         nonlocal j
                         if j is None:
-                            j, nb = jpeg_roundtrip(x, q)
-                            j = (j, 8.0 * nb / x.size)
+                            j, nb = jpeg_roundtrip(x, q, sub)
+                            j = (j, 8.0 * nb / pixels)
                         return j
 
                     key = f"{base}|jpeg|{jpeg_id}"
@@ -204,7 +226,10 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
                                     models[stem] = (*load_exported(stem)[:2], models[stem][2])
                                 r, params, _ = models[stem]
                                 dec, bpp = jpeg_decoded()
-                                out = np.clip(np.round(restore_plane(r, params, dec)), 0, 255).astype(np.uint8)
+                                if rgb:
+                                    out = restore_image(dec, r, params)  # Y′ restored, the file's Cb/Cr kept
+                                else:
+                                    out = np.clip(np.round(restore_plane(r, params, dec)), 0, 255).astype(np.uint8)
                                 row = {"image": iname, "bpp": bpp, "model": used[fam], **_metrics(x, out)}
                                 memo.put(key, row)
                             rows[fam].append(row)
@@ -212,12 +237,12 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
                             key = f"{base}|comcnn|{art.fingerprint[:16]}"
                             row = memo.get(key)
                             if row is None:
-                                cc = cc or _comcnn_codec(art, q)
+                                cc = cc or _comcnn_codec(art, q, "per-channel" if rgb else "grey")
                                 enc = cc.encode(x)
                                 out = np.asarray(cc.decompress(enc.data))
-                                out = out[..., 0] if out.ndim == 3 else out
-                                row = {"image": iname, "bpp": 8.0 * len(enc.data) / x.size,
-                                       "payload_bpp": 8.0 * enc.payload_bytes / x.size, **_metrics(x, out)}
+                                out = out[..., 0] if out.ndim == 3 and not rgb else out
+                                row = {"image": iname, "bpp": 8.0 * len(enc.data) / pixels,
+                                       "payload_bpp": 8.0 * enc.payload_bytes / pixels, **_metrics(x, out)}
                                 memo.put(key, row)
                             rows["comcnn"].append(row)
                     bar.update(1)
@@ -261,7 +286,9 @@ def markdown(res: dict) -> str:
     lines = []
     for name, ds in res["datasets"].items():
         act = [s for s in SYSTEMS if s in ds["curves"]]
-        lines.append(f"**{name}** ({len(ds['images'])} images, Y′; mean of per-image values; "
+        what = ("RGB, JPEG 4:2:0, ARCNN on Y′; PSNR over RGB, SSIM the channel mean, PSNR-B on Y′"
+                if ds.get("colour") == "rgb" else "Y′")
+        lines.append(f"**{name}** ({len(ds['images'])} images, {what}; mean of per-image values; "
                      f"PSNR / SSIM / PSNR-B against the original)\n")
         head = "| QF | " + " | ".join(f"{LABELS[s]} bpp, PSNR, SSIM, PSNR-B" for s in act) + " |"
         lines += [head, "|---|" + "---|" * len(act)]
@@ -298,7 +325,8 @@ def plot(res: dict, path: str) -> str:
     fig, axes = plt.subplots(len(names), 2, figsize=(12, 4.6 * len(names)), squeeze=False)
     for row, name in zip(axes, names):
         ds = res["datasets"][name]
-        for ax, key, lab in zip(row, ("psnr", "psnrb"), ("PSNR Y′ [dB]", "PSNR-B Y′ [dB]")):
+        cl = "RGB" if ds.get("colour") == "rgb" else "Y′"
+        for ax, key, lab in zip(row, ("psnr", "psnrb"), (f"PSNR {cl} [dB]", "PSNR-B Y′ [dB]")):
             for s in [s for s in SYSTEMS if s in ds["curves"]]:
                 c = ds["curves"][s]
                 qs = res["qfs"] if s != "jpeg" else sorted(
@@ -308,7 +336,7 @@ def plot(res: dict, path: str) -> str:
                         label=LABELS[s])
             ax.set_xlabel("bpp (real bytes)")
             ax.set_ylabel(lab)
-            ax.set_title(f"{name} (Y′), QF {res['qfs'][0]}–{res['qfs'][-1]}")
+            ax.set_title(f"{name} ({cl}), QF {res['qfs'][0]}–{res['qfs'][-1]}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
@@ -321,7 +349,10 @@ def _datasets(spec: str) -> dict:
     out = {}
     for item in [s for s in spec.split(",") if s]:
         name, _, folder = item.partition("=")
-        folder = folder or os.path.join(SHARED, "data", name)
+        base, _, colour = name.partition(":")
+        if colour not in ("", "rgb"):
+            raise ValueError(f"data set {name!r}: the only colour suffix is ':rgb'")
+        folder = folder or os.path.join(SHARED, "data", base)
         if not os.path.isdir(folder):
             raise ValueError(f"data set {name!r}: no folder {folder}")
         out[name] = folder
