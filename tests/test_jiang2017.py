@@ -219,3 +219,35 @@ def test_codec_round_trip_writes_a_standard_jpeg():
     ref = np.clip(np.round(xs[:, :, 0] * 255), 0, 255).astype(np.uint8)
     assert out.shape == img.shape and np.abs(out.astype(int) - ref).max() <= 1
     assert (out != ref).mean() < 0.01
+
+
+def test_shipped_model_by_name(tmp_path, capsys):
+    """The shipped ``comcnn-jpeg`` (lic_jax/assets/models/comcnn-jpeg, trained at QF 10): ``lic compress
+    --model comcnn-jpeg --qf 20`` writes a file whose payload is Pillow's QF 20 JPEG of the compact
+    image, says the weights were trained at QF 10, and ``lic decompress`` finds the weights by the
+    file's fingerprint alone; the output is RecCNN applied to Pillow's decode of that payload."""
+    import os
+
+    from lic_jax.cli import main
+
+    d = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lic_jax", "assets", "models",
+                     "comcnn-jpeg")
+    if not os.path.exists(os.path.join(d, "config.json")):
+        pytest.skip("no shipped comcnn-jpeg")
+    img = _grey(48, 64)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "o.lic"), "--model", "comcnn-jpeg",
+                 "--qf", "20", "--no-psnr"]) == 0
+    assert "trained at QF 10, payload written at QF 20" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "o.lic"), str(tmp_path / "o.png"), "-q"]) == 0
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    art = load_artifact(d)
+    header, streams = container.unpack((tmp_path / "o.lic").read_bytes())
+    assert bytes.fromhex(art.fingerprint)[:8] == header.fingerprint
+    ya = np.asarray(art.model.apply(art.variables, jnp.asarray(img, jnp.float32)[None, :, :, None] / 255,
+                                    method="analysis"))[0]
+    assert write_payload(np.round(np.clip(ya, 0, 1) * 255).astype(np.uint8), "jpeg", 20) == streams[0]
+    dec = np.asarray(Image.open(io.BytesIO(streams[0])), np.float32)
+    xs = np.asarray(art.model.apply(art.variables, jnp.asarray(dec)[None, :, :, None] / 255, method="synthesis"))[0]
+    ref = np.clip(np.round(xs[:, :, 0] * 255), 0, 255).astype(np.uint8)
+    assert out.shape == img.shape and np.abs(out.astype(int) - ref).max() <= 1
