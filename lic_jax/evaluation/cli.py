@@ -88,7 +88,10 @@ def _run_parser(sub):
                    help="metrics on the float reconstruction (as CompressAI's published JSONs) instead of 8-bit")
     p.add_argument("--coder", help="entropy coder for real bitstreams (lic_jax.coding backends)")
     p.add_argument("--metrics", default="psnr-rgb,psnr-y,ms-ssim-rgb,psnr-hvs-m",
-                   help="comma list of psnr-rgb, psnr-y, ms-ssim-rgb, psnr-hvs-m (default: all)")
+                   help="comma list of psnr-rgb, psnr-y, ms-ssim-rgb, psnr-hvs-m (default: all), and sof: the "
+                        "stripe-orientation fidelity of lic_jax.evaluation.sof (per-image in the CSV and in the "
+                        "JSON's meta.sof_per_image, means per point as results.sof-*); 'sof' alone also computes "
+                        "psnr-rgb and ms-ssim-rgb")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for --random-init")
     p.add_argument("--no-warmup", action="store_true", help="do not run the first image of each shape untimed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -317,6 +320,10 @@ def cmd_run(args):
         _die(str(e), 1)
     points = _classical_points(args) if args.codec else _learned_points(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    want_sof = "sof" in metrics
+    if want_sof:
+        metrics = [m for m in metrics if m != "sof"] or ["psnr-rgb", "ms-ssim-rgb"]
+        points = _with_sof(points)
     try:
         curve, rows = evaluate(points, ds, metrics=metrics, progress=not args.no_progress,
                                name=args.name or (args.model if not args.codec else None))
@@ -337,6 +344,8 @@ def cmd_run(args):
     if "lmbda" in curve.metrics:
         curve.meta["lmbda"] = ("variable-rate model: the λ of each point (results.lmbda; CompressAI scale, "
                                "loss = bpp + λ·255²·MSE), rounded to float32 as the .lic header stores it")
+    if want_sof:
+        _add_sof(curve, rows)
     save_json(curve, args.out)
     csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
     write_csv(rows, csv_path)
@@ -345,9 +354,58 @@ def cmd_run(args):
     return 0
 
 
+class _SOFCodec:
+    """A codec whose per-image output also carries the SOF numbers (``sof-*`` keys in ``extra``) of
+    its reconstruction against the original (:func:`lic_jax.evaluation.sof.sof_row`)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def run(self, img):
+        import numpy as np
+
+        from .sof import sof_row
+
+        out = self.inner.run(img)
+        rec = np.clip(np.asarray(out.rec, np.float64), 0.0, 255.0)
+        out.extra.update(sof_row(img, rec))
+        return out
+
+
+def _with_sof(points):
+    import dataclasses
+
+    return [dataclasses.replace(p, make_codec=lambda f=p.make_codec: _SOFCodec(f())) for p in points]
+
+
+def _add_sof(curve, rows):
+    """Per point, the mean over images (with a non-empty stripe mask) of each ``sof-*`` number →
+    ``curve.metrics``; the per-image records → ``curve.meta['sof_per_image']``."""
+    import numpy as np
+
+    keys = [k for k in rows[0] if k.startswith("sof-")] if rows else []
+    points = curve.meta.get("points", [])
+    for k in keys:
+        vals = []
+        for label in points:
+            v = [r[k] for r in rows if r["point"] == label and r.get(k) is not None]
+            vals.append(float(np.mean(v)) if v else None)
+        curve.metrics[k] = vals
+    curve.meta["sof"] = ("stripe-orientation fidelity (lic_jax.evaluation.sof, SYSTEMS.md §13) of each reconstruction "
+                         "(clipped to [0, 255]) against its original; results.sof-*: mean over the images with a "
+                         "non-empty stripe mask")
+    curve.meta["sof_per_image"] = [
+        {k: r.get(k) for k in ("point", "quality", "image", "bpp", "psnr-rgb", "ms-ssim-rgb") + tuple(keys)}
+        for r in rows]
+
+
 def _print_curve(curve):
     keys = [k for k in ("quality", "lmbda", "bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
-                        "encoding_time", "decoding_time") if k == "bpp" or k in curve.metrics]
+                        "sof-maoe", "sof-flip-rate", "sof-washout-rate", "encoding_time", "decoding_time")
+            if k == "bpp" or k in curve.metrics]
     print(" ".join(f"{k:>14s}" for k in keys))
     for i in range(len(curve.bpp)):
         vals = []

@@ -11,6 +11,8 @@ loaded lazily as an (H, W, 3) uint8 RGB array.
   wins): the ``data_dir`` argument (``--data-dir``), ``$LIC_JAX_KODAK_DIR``,
   ``$LIC_JAX_DATA_DIR/kodak``, ``$LIC_JAX_SHARED/data/kodak`` (default ``<repo>/../shared/data/kodak``). How to get the files:
   docs/EVALUATION.md ("Getting Kodak").
+* ``stripes``: the seed-000 stripe images (Barbara, the Houses, periodic textures) in
+  ``$LIC_JAX_SHARED/data/stripes`` (default ``<repo>/../shared/data/stripes``), or ``--data-dir``.
 * ``clic`` / ``clic:<split>``: CLIC 2020 (professional + mobile, as tfds' ``clic`` builder merges them;
   split ``validation`` by default, also ``test`` / ``train``). Sources, first hit wins: the
   ``data_dir`` argument or ``$LIC_JAX_CLIC_DIR`` (a plain directory of PNGs, e.g. the unzipped
@@ -156,6 +158,11 @@ def resolve_dataset(spec: str, data_dir=None, tfds_data_dir=None) -> Dataset:
         if d is None:
             raise DatasetNotFound(KODAK_HELP)
         return _dir_dataset(d, "kodak")
+    if low == "stripes":
+        d = Path(data_dir) if data_dir else _repo_shared() / "data" / "stripes"
+        if not d.is_dir():
+            raise DatasetNotFound(f"the stripe images are not at {d} (pass --data-dir DIR)")
+        return _dir_dataset(d, "stripes")
     if low == "clic" or low.startswith("clic:"):
         split = spec.split(":", 1)[1] if ":" in spec else "validation"
         local = data_dir or os.environ.get("LIC_JAX_CLIC_DIR")
@@ -175,4 +182,5 @@ def resolve_dataset(spec: str, data_dir=None, tfds_data_dir=None) -> Dataset:
         return _tfds_dataset(parts[1], parts[2] if len(parts) > 2 else "test", tfds_data_dir)
     if os.path.isdir(spec):
         return _dir_dataset(spec)
-    raise DatasetNotFound(f"{spec!r} is neither a directory nor a known data set (kodak, clic[:split], tfds:NAME[:SPLIT])")
+    raise DatasetNotFound(f"{spec!r} is neither a directory nor a known data set (kodak, stripes, clic[:split], "
+                          "tfds:NAME[:SPLIT])")

@@ -17,8 +17,10 @@ reconstruction.
    Transposing an image maps θ → 90° − θ (mod 180°).
 4. Stripe mask M from the original X only (so it is the same for every codec): C_X ≥ 0.75,
    E_X ≥ max(64, 70th percentile of E_X), and periodicity: the 32×32 patch centred on the pixel,
-   mean-removed and Hann-windowed, has its strongest non-DC power-spectrum peak at a period ≤ 16 px
-   (radius ≥ 2 frequency bins) with peak/mean(non-DC power) ≥ 4; computed on a stride-8 grid
+   mean-removed and Hann-windowed (zero-padded to 64×64 for the FFT), has its strongest non-DC
+   power-spectrum peak at a period ≤ 16 px up to the grid's resolution (radius ≥ 4 − ½ bins of the
+   64-grid) with
+   peak/mean(non-DC power) ≥ 4; computed on a stride-8 grid
    (patch centres 8i + 4, i.e. the centre of each 8×8 block) and upsampled nearest (each 8×8 block
    takes its centre's value), reflect-padded at the borders. Then a 3×3 binary opening, connected
    components (8-connectivity) < 256 px dropped, an 8-px border cleared. User ROIs (rectangles
@@ -33,9 +35,11 @@ reconstruction.
      E_Y, 36 bins of 5° over [0°, 180°), circularly smoothed with (1, 2, 1)/4; mean and 95th
      percentile (numpy's linear interpolation) over the tiles;
    * spectral check (``spectral=True``): per OHD tile, the dominant non-DC peak of the mean-removed,
-     Hann-windowed 32×32 power spectra of X and Y; ``spectral_angle_err``: mean |wrap| difference of
-     the peak directions (degrees, mod 180°), ``spectral_radius_err``: mean |r_Y − r_X|/r_X of the
-     peak radii (bins). A tile where Y has no AC power counts as 90° / 1.
+     Hann-windowed 32×32 power spectra of X and Y (zero-padded to 64×64, half-bin resolution);
+     ``spectral_angle_err``: mean |wrap| difference of the peak directions (degrees, mod 180°),
+     ``spectral_radius_err``: mean |r_Y − r_X|/r_X of the peak radii. Both are quantised by the
+     frequency grid (a 16-px grating's peak sits 4 bins from DC: ~14° angle steps). A tile where Y
+     has no AC power counts as 90° / 1.
 
 Deviations from §13 (and why):
 
@@ -44,6 +48,16 @@ Deviations from §13 (and why):
   -aligned and 45° stripes sit exactly on hard bin edges, where float noise of 1e-15° flips the
   bin, and hard edges are not symmetric under θ → 90° − θ, so transposing an image changed OHD.
   With centres on multiples of 5° the binning is continuous and exactly transposition-symmetric.
+* The patch spectra are zero-padded to 64×64 (a half-bin grid) before the peak is located. On the
+  plain 32×32 grid the period test is quantised to whole bins: a 16-px grating at 45° peaks at bin
+  (1, 1) = period 22.6 px and was rejected (measured: empty mask for the 16-px gratings at 45° and
+  135°, kept at every other orientation); on the 64-grid it peaks at (3, 3) = 15.1 px. The peak/mean
+  ratio keeps its meaning (zero padding leaves the mean power per bin at Σx²). The spectral check
+  uses the same padded spectra.
+* "Period ≤ 16 px" is tested as peak radius ≥ 4 − ½ bins of the 64-grid (nominal period ≤ 18.3 px):
+  an exact 16-px grating sits on the boundary and its peak lands on a bin of radius 3.6 or 4.5
+  depending on orientation (measured with a strict radius ≥ 4: 16-px gratings at 30°, 60°, 120°,
+  150° lost 94–100 % of their mask), while §13's own validation uses 16-px gratings.
 * A tile whose Y histogram has no energy (a flat reconstruction) gets a uniform Y histogram (no
   orientation information), so a fully erased tile scores a high JSD instead of NaN. (X tiles always
   have energy: they are ≥ 50 % mask.)
@@ -75,7 +89,7 @@ SIGMA_D = 1.0
 SIGMA_I = 3.0
 TRUNCATE = 4.0
 C_MASK, E_FLOOR, E_PERCENTILE = 0.75, 64.0, 70.0
-PATCH, GRID, MAX_PERIOD, PEAK_RATIO = 32, 8, 16.0, 4.0
+PATCH, NFFT, GRID, MAX_PERIOD, PEAK_RATIO = 32, 64, 8, 16.0, 4.0
 MIN_COMPONENT, BORDER = 256, 8
 FLIP_DEG, FLIP_C, WASH_C = 22.5, 0.5, 0.3
 TILE, TILE_STRIDE, TILE_MIN_FRAC, NBINS = 32, 16, 0.5, 36
@@ -122,20 +136,21 @@ def _hann2d(n: int = PATCH) -> np.ndarray:
     return np.outer(h, h)
 
 
-def _peaks(patches: np.ndarray):
-    """Dominant non-DC peak of mean-removed, Hann-windowed patches (..., n, n): (peak power,
-    mean non-DC power, u, v) with u = vertical, v = horizontal signed frequency in bins."""
+def _peaks(patches: np.ndarray, nfft: int = NFFT):
+    """Dominant non-DC peak of mean-removed, Hann-windowed patches (..., n, n), zero-padded to
+    nfft × nfft: (peak power, mean non-DC power, u, v) with u = vertical, v = horizontal signed
+    frequency in cycles per nfft px (period = nfft / hypot(u, v))."""
     n = patches.shape[-1]
     win = _hann2d(n)
     mean = np.sum(patches * win, axis=(-2, -1), keepdims=True) / win.sum()
-    p = np.abs(np.fft.fft2((patches - mean) * win)) ** 2
-    p = p.reshape(p.shape[:-2] + (n * n,))
+    p = np.abs(np.fft.fft2((patches - mean) * win, s=(nfft, nfft))) ** 2
+    p = p.reshape(p.shape[:-2] + (nfft * nfft,))
     p[..., 0] = 0.0  # DC (exactly 0 after the weighted mean removal, up to rounding)
     k = np.argmax(p, axis=-1)
     peak = np.take_along_axis(p, k[..., None], axis=-1)[..., 0]
-    meanp = p.sum(axis=-1) / (n * n - 1)
-    f = np.fft.fftfreq(n, 1.0 / n)
-    return peak, meanp, f[k // n], f[k % n]
+    meanp = p.sum(axis=-1) / (nfft * nfft - 1)
+    f = np.fft.fftfreq(nfft, 1.0 / nfft)
+    return peak, meanp, f[k // nfft], f[k % nfft]
 
 
 def _periodic_grid(lum: np.ndarray) -> np.ndarray:
@@ -150,11 +165,11 @@ def _periodic_grid(lum: np.ndarray) -> np.ndarray:
     view = np.lib.stride_tricks.sliding_window_view(padded, (PATCH, PATCH))
     off = GRID // 2
     out = np.zeros((nh, nw), bool)
-    for r0 in range(0, nh, 16):  # chunks of grid rows bound the FFT memory
-        pat = view[off + GRID * r0: off + GRID * min(nh, r0 + 16): GRID, off: off + GRID * nw: GRID]
+    for r0 in range(0, nh, 8):  # chunks of grid rows bound the FFT memory
+        pat = view[off + GRID * r0: off + GRID * min(nh, r0 + 8): GRID, off: off + GRID * nw: GRID]
         peak, meanp, u, v = _peaks(pat)
         radius = np.hypot(u, v)
-        ok = (meanp > 0) & (radius >= PATCH / MAX_PERIOD) & (peak >= PEAK_RATIO * np.where(meanp > 0, meanp, 1.0))
+        ok = (meanp > 0) & (radius >= NFFT / MAX_PERIOD - 0.5) & (peak >= PEAK_RATIO * np.where(meanp > 0, meanp, 1.0))
         out[r0: r0 + ok.shape[0]] = ok
     return np.repeat(np.repeat(out, GRID, 0), GRID, 1)[:h, :w]
 
