@@ -121,8 +121,8 @@ def structure_tensor(lum: np.ndarray):
     jyy = gaussian_filter(iy * iy, SIGMA_I, **kw)
     jxy = gaussian_filter(ix * iy, SIGMA_I, **kw)
     theta = np.degrees(0.5 * np.arctan2(2.0 * jxy, jxx - jyy))
-    # no orientation at all (J_xy = J_xx − J_yy = 0, e.g. a flat area): 45°, the fixed point of θ → 90° − θ, so
-    # that transposition keeps |Δθ| (atan2(0, 0) = 0 would turn into 0 instead of 90 − 0)
+    # no orientation at all (J_xy = J_xx − J_yy = 0, e.g. a flat area): 45°, the fixed point of θ → 90° − θ,
+    # so that transposition keeps |Δθ| (atan2(0, 0) = 0 would turn into 0 instead of 90 − 0)
     theta[(jxy == 0) & (jxx == jyy)] = 45.0
     tr = jxx + jyy
     diff = np.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy)  # λ₁ − λ₂
