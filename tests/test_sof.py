@@ -23,7 +23,7 @@ NUMBERS = ("maoe", "flip_rate", "washout_rate", "ohd_mean", "ohd_p95", "spectral
 
 
 def grating(p: float, phi: float, size: int | None = None, diameter: int | None = None, amp: float = 100.0):
-    d = diameter or max(64, int(round(6 * p)))
+    d = diameter or max(64, round(6 * p))
     n = size or 2 * d
     y, x = np.mgrid[0:n, 0:n].astype(np.float64)
     a = np.radians(phi)
@@ -48,7 +48,7 @@ def test_orientation_convention():
     """θ of G(8, φ) is φ (gradient direction from +x towards +y, y = row) and the transposed image has 90° − φ.
     Broken once: θ = atan2(2Jxy, Jxx − Jyy) without the ½ → θ = 2φ, failed."""
     for phi in (0, 30, 75, 120, 165):
-        th, c, e = S.structure_tensor(grating(8, phi))
+        th, c, _ = S.structure_tensor(grating(8, phi))
         assert abs(S.wrap_deg(th[64, 64] - phi)) < 0.1, (phi, th[64, 64])
         assert c[64, 64] > 0.99
         tht, _, _ = S.structure_tensor(grating(8, phi).T)
@@ -220,8 +220,8 @@ def test_eval_cli_sof(tmp_path):
     rgb = np.stack([g, g, np.clip(g.astype(int) + 10, 0, 255).astype(np.uint8)], -1)
     Image.fromarray(rgb).save(imgs / "stripes.png")
     out = tmp_path / "r.json"
-    assert main(["--codec", "jpeg", "--quality", "10", "--dataset", str(imgs), "--metrics", "sof", "--out", str(out),
-                 "--no-progress"]) == 0
+    assert main(["--codec", "jpeg", "--quality", "10", "--dataset", str(imgs), "--metrics", "sof",
+                 "--out", str(out), "--no-progress"]) == 0
     d = json.loads(out.read_text())
     res = d["results"]
     assert {"psnr-rgb", "ms-ssim-rgb", "sof-maoe", "sof-flip-rate", "sof-washout-rate", "sof-ohd-mean",

@@ -80,7 +80,7 @@ An empty mask is not an error: :func:`sof` then returns ``mask_px = 0``, every n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -114,7 +114,7 @@ def structure_tensor(lum: np.ndarray):
     from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
     g = np.asarray(lum, np.float64)
-    kw = dict(mode="reflect", truncate=TRUNCATE)
+    kw = {"mode": "reflect", "truncate": TRUNCATE}
     ix = gaussian_filter1d(gaussian_filter1d(g, SIGMA_D, axis=1, order=1, **kw), SIGMA_D, axis=0, **kw)
     iy = gaussian_filter1d(gaussian_filter1d(g, SIGMA_D, axis=0, order=1, **kw), SIGMA_D, axis=1, **kw)
     jxx = gaussian_filter(ix * ix, SIGMA_I, **kw)
@@ -322,8 +322,8 @@ def _summary(f: dict, spectral: bool) -> dict:
         out["ohd_mean"] = out["ohd_p95"] = None
     if spectral:
         if tiles:
-            px, mx, ux, vx = _peaks(np.stack([f["luma_x"][s] for s in sl]))
-            py, my, uy, vy = _peaks(np.stack([f["luma_y"][s] for s in sl]))
+            _, _, ux, vx = _peaks(np.stack([f["luma_x"][s] for s in sl]))
+            py, _, uy, vy = _peaks(np.stack([f["luma_y"][s] for s in sl]))
             ang = np.abs(wrap_deg(np.degrees(np.arctan2(uy, vy) - np.arctan2(ux, vx))))
             rx, ry = np.hypot(ux, vx), np.hypot(uy, vy)
             flat = py <= 0
