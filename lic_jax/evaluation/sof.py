@@ -74,6 +74,12 @@ Deviations from §13 (and why):
   minority of the picture (Barbara, House). On a full-frame texture it keeps only the strongest
   30 % of it; pass ROIs there.
 
+Known limitation of the flip rate (measured, not changed): a Gaussian blur σ = 2 of Barbara (grey, rounded)
+gives MAOE 27.6°, flip 0.368, washout 0.027, OHD mean 0.743 — once the finest stripes are gone, the coarser
+structure left under them (folds, seams) has another orientation and C_Y ≥ 0.5, so pure blur counts as "flip"
+there. On isolated synthetic gratings blur reads as washout (tests/test_sof.py). Compare codecs against an MSE
+twin / JPEG at equal rate, not against zero.
+
 An empty mask is not an error: :func:`sof` then returns ``mask_px = 0``, every number ``None`` and a
 ``note``; shape mismatches, a side < 48 px and bad ROIs raise ``ValueError``.
 """
