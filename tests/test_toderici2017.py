@@ -69,6 +69,31 @@ def test_shapes(cell, mode):
         assert {a.dtype for a in jax.tree_util.tree_leaves((out, dec))} == {jnp.dtype(jnp.float32)}
 
 
+def _count(tree):
+    return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
+
+
+@pytest.mark.parametrize("cell", T.CELLS)
+def test_parameter_count_matches_layer_table(cell):
+    """Full width, counted from SYSTEMS.md §7's layer table (input ch, out ch F, kernel k, hidden
+    kernel hk per recurrent layer; no biases): LSTM 4F(C·k² + F·hk²), GRU 3F(C·k² + F·hk²),
+    residual GRU + F·C·k² (the input projection); plus conv 3×3 3→64, 1×1 512→32, 1×1 32→512,
+    1×1 32→3 and, for residual scaling, the gain net 3·32·9 + 3·32·32·9 + 32. LSTM: 35 456 800.
+    Broken once: hidden kernel 3×3 in the encoder → count off, failed."""
+    rnn = [(64, 256, 3, 1), (256, 512, 3, 1), (512, 512, 3, 1),  # encoder
+           (512, 512, 3, 1), (128, 512, 3, 1), (128, 256, 3, 3), (64, 128, 3, 3)]  # decoder (after D2S)
+    gates = 4 if cell == "lstm" else 3
+    n = sum(gates * F * (C * k * k + F * hk * hk) + (F * C * k * k if cell == "residual-gru" else 0)
+            for C, F, k, hk in rnn)
+    n += 3 * 64 * 9 + 512 * 32 + 32 * 512 + 32 * 3
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
+    for mode, extra in (("additive", 0), ("residual-scaling", 3 * 32 * 9 + 3 * 32 * 32 * 9 + 32)):
+        v = jax.eval_shape(T.Toderici2017(cell=cell, mode=mode).init, jax.random.PRNGKey(0), x)
+        assert _count(v) == n + extra, (cell, mode, _count(v), n + extra)
+    if cell == "lstm":
+        assert n == 35_456_800
+
+
 def test_size_and_option_errors():
     m = T.Toderici2017(width=TINY)
     with pytest.raises(ValueError, match="multiples of 16"):
