@@ -19,9 +19,8 @@ reconstruction.
    E_X ≥ max(64, 70th percentile of E_X), and periodicity: the 32×32 patch centred on the pixel,
    mean-removed and Hann-windowed (zero-padded to 64×64 for the FFT), has its strongest non-DC
    power-spectrum peak at a period ≤ 16 px up to the grid's resolution (radius ≥ 4 − ½ bins of the
-   64-grid) with
-   peak/mean(non-DC power) ≥ 4; computed on a stride-8 grid
-   (patch centres 8i + 4, i.e. the centre of each 8×8 block) and upsampled nearest (each 8×8 block
+   64-grid) with peak/mean(non-DC power) ≥ 4; computed on a stride-8 grid (patch centres 8i + 4,
+   i.e. the centre of each 8×8 block) and upsampled nearest (each 8×8 block
    takes its centre's value), reflect-padded at the borders. Then a 3×3 binary opening, connected
    components (8-connectivity) < 256 px dropped, an 8-px border cleared. User ROIs (rectangles
    ``(top, left, bottom, right)``, half-open pixel ranges) replace the automatic mask.
