@@ -1,14 +1,16 @@
 """Toderici, Vincent, Johnston, Hwang, Minnen, Shor, Covell: "Full Resolution Image Compression
 with Recurrent Neural Networks", CVPR 2017 (arXiv:1608.05148; seed 003;
 ``/work/shared/docs/SYSTEMS.md`` §7) — the recurrent encoder / binarizer / decoder, iterated on
-the residual. Model module only: no file format, entropy coder, registry entry or training
-script yet (docs/TODERICI.md lists what is left).
+the residual. (The seed file holds slides only; paper parts are cited by section name and
+Fig. 1, the single-iteration architecture figure.) Model module only: no file format, entropy
+coder, registry entry or training script yet (docs/TODERICI.md lists what is left).
 
 Network (paper Fig. 1; layer table of SYSTEMS.md §7, which follows the PyTorch port
 "RNN-PT"; "k/hk" = input-conv kernel / hidden-conv kernel):
 
 * encoder E: conv 3×3 s2 64 → RNN 3/1 s2 256 → RNN 3/1 s2 512 → RNN 3/1 s2 512 (H/16 × W/16)
-* binarizer B: conv 1×1 512→32, tanh, then b ∈ {−1, +1} (paper §2.1, eq. 1 of Toderici 2016):
+* binarizer B: conv 1×1 512→32, tanh, then b ∈ {−1, +1} (paper "Binarization"; Toderici
+  et al. ICLR 2016):
   training draws b = +1 with probability (1 + x)/2 and passes the gradient straight through
   (identity); evaluation takes sign(x) with sign(0) := +1, so codes are always ±1.
   32 bits per 16×16 block per iteration = 1/8 bpp.
@@ -21,23 +23,24 @@ Network (paper Fig. 1; layer table of SYSTEMS.md §7, which follows the PyTorch 
 Recurrent cells (``cell``), state zero at t = 1, input conv with the layer's kernel and stride,
 hidden conv with the hidden kernel and stride 1 ("same" padding k//2 as the port):
 
-* ``'lstm'`` (paper §2.2 / port conv_rnn.py): [i, f, g, o] = W∗x + U∗h;
+* ``'lstm'`` (paper "Types of Recurrent Units"; port conv_rnn.py): [i, f, g, o] = W∗x + U∗h;
   c′ = σ(f)·c + σ(i)·tanh(g), h′ = σ(o)·tanh(c′); output h′; state (h, c).
-* ``'gru'`` (paper §2.3, eqs. for the GRU of Cho et al. 2014, convolutional):
+* ``'gru'`` (same paper section; the GRU of Cho et al. 2014, convolutional):
   z = σ(W_z∗x + U_z∗h), r = σ(W_r∗x + U_r∗h), n = tanh(W∗x + U∗(r·h)),
   h′ = (1 − z)·h + z·n; output h′; state (h,).
-* ``'residual-gru'`` (paper §2.3 "Residual GRU", a GRU/ResNet hybrid; its exact internals are
+* ``'residual-gru'`` (paper: "Residual GRU", a GRU/ResNet hybrid; its exact internals are
   ambiguous, SYSTEMS.md §7/§12.5): the GRU above whose *output* adds a learned projection of the
   input, o = h′ + W_o∗x (W_o: conv with the layer's input kernel and stride, since channels and
   resolution change across a layer); the recurrent state stays h′ (the residual path does not
   enter the recurrence). [I]
 
-Reconstruction (paper §2, eqs. 3–4; ``mode``), in the port's shifted domain x_s = x − 0.5:
+Reconstruction (paper "Reconstruction Framework", the iteration equations; ``mode``), in the
+port's shifted domain x_s = x − 0.5:
 r_0 = x_s, x̂_0 = 0; b_t = B(E_t(r_{t−1})); x̂_t = D_t(b_t) + γ·x̂_{t−1}; r_t = x_s − x̂_t.
 
 * ``'one-shot'``: γ = 0, the decoder emits the whole (shifted) image each iteration;
 * ``'additive'``: γ = 1, the decoder emits the residual (the port's training setup);
-* ``'residual-scaling'`` (paper §2.4, "scaled-additive"): γ = 1, and
+* ``'residual-scaling'`` (paper "Residual Scaling", the "scaled-additive" framework): γ = 1, and
   b_t = B(E_t(g_t ⊙ r_{t−1})), x̂_t = D_t(b_t) ⊘ g_t + x̂_{t−1}, with g_t = G(x̂_{t−1}) > 0
   predicted by a gain net G from the previous reconstruction only, so the decoder can recompute
   it. The paper does not list G's layers; ours [I]: 4 × (conv 3×3 s2 ``gain_ch``, ReLU)
@@ -45,7 +48,7 @@ r_0 = x_s, x̂_0 = 0; b_t = B(E_t(r_{t−1})); x̂_t = D_t(b_t) + γ·x̂_{t−1
   nearest-upsampled to pixels. No biases, so G(0) = softplus(log(e − 1)) = 1 exactly: g_1 = 1
   (x̂_0 = 0), and a freshly initialised net starts near the additive model.
 
-The returned reconstructions are x̂_t + 0.5 (image domain, not clipped). Loss (paper §3:
+The returned reconstructions are x̂_t + 0.5 (image domain, not clipped). Loss (paper:
 β·Σ_t |r_t|; port: mean |r_t| per iteration, summed, / iterations): :func:`l1_loss`.
 
 Iterations run under ``jax.lax.scan`` (a pure function over explicit ``variables``), so the
@@ -102,7 +105,7 @@ def depth_to_space(x, r: int = 2):
 
 
 # ------------------------------------------------------------------------------------------------
-# binarizer (paper §2.1; Toderici et al. ICLR 2016 eq. 1)
+# binarizer (paper "Binarization"; Toderici et al. ICLR 2016)
 # ------------------------------------------------------------------------------------------------
 @jax.custom_vjp
 def _straight_through(x, b):
@@ -251,7 +254,7 @@ class Decoder(nn.Module):
 
 
 class GainNet(nn.Module):
-    """G (residual scaling, paper §2.4; layers ours [I]): x̂_{t−1} (B, H, W, 3) → gain > 0 per
+    """G (residual scaling; layers ours [I]): x̂_{t−1} (B, H, W, 3) → gain > 0 per
     16×16 block, nearest-upsampled to (B, H, W, 1); G(0) = 1 exactly (no biases)."""
 
     channels: int = GAIN_CH
@@ -425,5 +428,5 @@ def decode(model: Toderici2017, variables, bits, dec_carry=None):
 
 
 def l1_loss(out) -> jax.Array:
-    """Σ_t mean|r_t| / iterations (paper §3, β·Σ_t |r_t|; port train.py) from :func:`unroll`'s dict."""
+    """Σ_t mean|r_t| / iterations (paper β·Σ_t |r_t|; port train.py) from :func:`unroll`'s dict."""
     return jnp.sum(out["l1"]) / out["l1"].shape[0]
