@@ -352,7 +352,9 @@ def main():
         ap.error("--ckpt-every must be >= 1")
     import torch
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # LIC_EQUIV_TORCH_THREADS: fewer intra-op threads when the machine is shared (torch's spinning
+    # OpenMP threads slow down ~5x when other processes hold the cores); float summation order only
+    torch.set_num_threads(int(os.environ.get("LIC_EQUIV_TORCH_THREADS", 0)) or max(1, os.cpu_count() or 1))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     val, kodak = _val_images(), _kodak()[: a.kodak_limit]
