@@ -132,7 +132,7 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
     from .data import load_folder
     from .jpeg import jpeg_roundtrip
     from .restore import available, choose, restore_image
-    from .train import load_exported, restore_plane
+    from .train import load_exported
 
     qfs = [int(q) for q in qfs]
     for q in qfs:
@@ -226,10 +226,8 @@ def evaluate(datasets: dict, qfs, systems=SYSTEMS, comcnn: str | None = None, we
                                     models[stem] = (*load_exported(stem)[:2], models[stem][2])
                                 r, params, _ = models[stem]
                                 dec, bpp = jpeg_decoded()
-                                if rgb:
-                                    out = restore_image(dec, r, params)  # Y′ restored, the file's Cb/Cr kept
-                                else:
-                                    out = np.clip(np.round(restore_plane(r, params, dec)), 0, 255).astype(np.uint8)
+                                # what `lic restore` does: grey as is, colour Y′ restored with the file's Cb/Cr kept
+                                out = restore_image(dec, r, params)
                                 row = {"image": iname, "bpp": bpp, "model": used[fam], **_metrics(x, out)}
                                 memo.put(key, row)
                             rows[fam].append(row)
