@@ -12,6 +12,10 @@ random 128² crop; validation on shared/data/val. Kodak is never seen.
 The run lives outside the repository and resumes exactly whenever it is restarted:
 
     scripts/long_run.sh start      # nice -n 19, ~/lic_runs/bundled-vr, logs CPU-hours
+
+``LIC_INIT=DIR`` starts the run from a lic_jax model directory of the same architecture, e.g. the
+graft of the bundled default made by ``scripts/make_bundled_vr_init.py`` (long_run.sh records it on
+the first start and sets it again on every resume).
 """
 
 import os
@@ -39,5 +43,6 @@ def get_config(arg: str = ""):
     c.data.workers = 2
     set_recipe(c, steps=300_000, lr=2e-4, batch=8, crop=128, val_crop=256, schedule="constant_then_cosine",
                decay_start=0.85, final_lr_factor=0.05, log_every=100, eval_every=2000, checkpoint_every=500)
+    c.init_from = os.path.expanduser(os.environ.get("LIC_INIT", ""))
     c.export.which = "best"
     return apply_variable_rate_args(c, arg)

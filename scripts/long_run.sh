@@ -5,7 +5,8 @@
 #   scripts/long_run.sh stop     SIGTERM: the loop saves a checkpoint after the current step and exits
 #   scripts/long_run.sh export   write the artifact of the best checkpoint to $RUN/artifact-<step>
 # Environment: LIC_RUNS (default ~/lic_runs), LIC_RUN_NAME (default bundled-vr), LIC_RUN_CONFIG
-# (default configs/bundled_vr.py), LIC_JAX_SHARED (default <repo>/../shared).
+# (default configs/bundled_vr.py), LIC_JAX_SHARED (default <repo>/../shared), LIC_INIT (first start only:
+# a model directory to start from, e.g. scripts/make_bundled_vr_init.py's graft of the bundled default).
 # The code is cloned once into $LIC_RUNS/code-<name> at the current commit, so a resumed run always
 # runs the code it started with (exact resume), whatever happens to the working tree meanwhile.
 # CPU time is sampled every minute from /proc into $RUN/cpu_ledger.tsv (one line per process).
@@ -32,8 +33,11 @@ case ${1:-status} in
       git clone -q "$REPO" "$CODE"
       git -C "$CODE" log -1 --format='code snapshot %H %s' | tee -a "$RUN/run.log"
     fi
+    # the run's start point (LIC_INIT, configs/bundled_vr.py) is fixed at the first start
+    [[ -f $RUN/init_from ]] || echo "${LIC_INIT:-}" > "$RUN/init_from"
+    export LIC_INIT; LIC_INIT=$(cat "$RUN/init_from")
     cd "$CODE"
-    echo "$(date -u +%FT%TZ) start/resume on $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p')" >> "$RUN/run.log"
+    echo "$(date -u +%FT%TZ) start/resume (init: ${LIC_INIT:-initialiser}) on $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p')" >> "$RUN/run.log"
     JAX_PLATFORMS=cpu PYTHONPATH=$CODE JAX_COMPILATION_CACHE_DIR=$RUNS/jit_cache \
       nohup nice -n 19 "$PY" train.py --config "$CONFIG" --workdir "$RUN" >> "$RUN/run.log" 2>&1 &
     pid=$!
