@@ -45,6 +45,10 @@ def get_config(arg: str = ""):
                          f"{', '.join(sorted(registry.REGISTRY))}")
     name, options = _model_name(parts[0]), parts[1:]
     rec = registry.record(name)
+    if rec.objective == "iterative-l1":  # Toderici 2017: its own recipe and options (configs/toderici2017.py)
+        from configs import toderici2017
+
+        return toderici2017.get_config(",".join(options))
     c = get_default_config()
     c.model = name
     if rec.variable_rate:

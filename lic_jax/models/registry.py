@@ -7,6 +7,12 @@ Names, the quality → (N, M) table and the λ table are CompressAI's (``compres
 Variable-rate models (``mae-bls2017``, ``mae-hyperprior``: the modulated autoencoders of seed
 001, ``lic_jax.models.mae``) have no quality; ``get_model('mae-hyperprior', N=64, M=96,
 lmbdas='compressai')`` — their spec always records the λ set and the modulation activation.
+
+``toderici2017`` (Toderici et al. 2017, seed 003; ``lic_jax.models.toderici2017``) has neither
+quality nor λ: ``get_model('toderici2017', cell='gru', mode='one-shot', width=0.25)``; its spec
+always records cell, mode, width and iterations, and its record's ``objective`` is
+``'iterative-l1'`` (the training loss is the L1 residual over the iterations, not
+rate–distortion; ``lic_jax.train.iterative``).
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 from .portable import PortableMeanScaleHyperprior, PortableScaleHyperprior
 from .portable_ar import PortableJointAutoregressive
+from .toderici2017 import Toderici2017
 
-__all__ = ["ModelRecord", "REGISTRY", "record", "record_for", "register", "unregister", "registered", "model_id",
+__all__ = ["OBJECTIVES", "ModelRecord", "REGISTRY", "record", "record_for", "register", "unregister", "registered", "model_id",
            "name_for_id", "MODEL_IDS", "MODEL_NAMES", "MODELS", "VARIABLE_RATE_MODELS", "QUALITY_HPARAMS", "LAMBDAS",
            "LAMBDA_PRESETS", "ModelSpec", "get_model", "model_names", "variable_rate_model_names", "is_variable_rate",
            "lmbda_for"]
+
+
+OBJECTIVES = ("rd", "iterative-l1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +60,11 @@ class ModelRecord:
         records which one a file asks for (docs/FORMAT.md).
       portable_of: for a portable model (integer entropy path, ``lic_jax.models.portable``), the
         float model whose parameters it shares (``lic compress --portable`` maps one to the other).
+      objective: what training minimises (``lic_jax.train.steps`` dispatches on it): 'rd' (bpp +
+        λ·distortion, every model with a λ) or 'iterative-l1' (Toderici 2017: the mean L1 residual
+        over the iterations, ``lic_jax.train.iterative``; no λ, no quality).
+      spec_fields: hyper-parameters always written into the spec (the class default unless
+        given), so an artifact names its architecture completely.
     """
 
     name: str
@@ -62,6 +77,8 @@ class ModelRecord:
     compressai: str | None = None
     decoders: tuple = ("synthesis",)
     portable_of: str | None = None
+    objective: str = "rd"
+    spec_fields: tuple = ()
 
 
 _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
@@ -99,6 +116,9 @@ def _records():
         ModelRecord("mae-hyperprior", ModulatedHyperprior, 8, "hyperprior", variable_rate=True),
         # Jiang et al. 2017 (seed 004): ComCNN → standard JPEG payload → RecCNN (docs/COMCNN.md)
         ModelRecord("comcnn-jpeg", ComCNNJpeg, 9, "external"),
+        # Toderici et al. 2017 (seed 003): recurrent progressive codec, 32 bits / 16×16 block / iteration
+        ModelRecord("toderici2017", Toderici2017, 10, "progressive", decoders=("decode_step",), objective="iterative-l1",
+                    spec_fields=("cell", "mode", "width", "iterations")),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
@@ -161,6 +181,11 @@ def _check(rec: ModelRecord):
         raise ValueError(f"{rec.name}: a variable-rate model has no quality table")
     if not rec.decoders or not all(isinstance(d, str) for d in rec.decoders):
         raise ValueError(f"{rec.name}: decoders must be a non-empty tuple of method names")
+    if rec.objective not in OBJECTIVES:
+        raise ValueError(f"{rec.name}: objective must be one of {OBJECTIVES}, got {rec.objective!r}")
+    if rec.objective != "rd" and (rec.qualities is not None or rec.variable_rate):
+        raise ValueError(f"{rec.name}: a model trained for {rec.objective!r} has no λ (no quality table, not "
+                         "variable-rate)")
 
 
 def register(rec: ModelRecord) -> ModelRecord:
@@ -314,6 +339,12 @@ def get_model(name: str, quality: int | None = None, **hparams):
         if quality not in rec.qualities:
             raise ValueError(f"quality must be {min(rec.qualities)}..{max(rec.qualities)} for {name}, got {quality!r}")
         base.update(rec.qualities[quality])
+    for f in rec.spec_fields:
+        base[f] = getattr(rec.cls, f)
     base.update(hparams)
     spec = ModelSpec(name, quality, base)
-    return spec.build(), spec
+    model = spec.build()
+    check = getattr(model, "check_hparams", None)
+    if callable(check):
+        check()
+    return model, spec

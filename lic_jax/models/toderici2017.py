@@ -2,8 +2,9 @@
 with Recurrent Neural Networks", CVPR 2017 (arXiv:1608.05148; seed 003;
 ``/work/shared/docs/SYSTEMS.md`` §7) — the recurrent encoder / binarizer / decoder, iterated on
 the residual. (The seed file holds slides only; paper parts are cited by section name and
-Fig. 1, the single-iteration architecture figure.) Model module only: no file format, entropy
-coder, registry entry or training script yet (docs/TODERICI.md lists what is left).
+Fig. 1, the single-iteration architecture figure.) Registered as ``toderici2017``
+(``lic_jax.models.registry``; objective ``'iterative-l1'``: ``lic_jax.train.iterative`` trains it
+through ``train.py``); docs/TODERICI.md.
 
 Network (paper Fig. 1; layer table of SYSTEMS.md §7, which follows the PyTorch port
 "RNN-PT"; "k/hk" = input-conv kernel / hidden-conv kernel):
@@ -277,15 +278,25 @@ class Toderici2017(nn.Module):
     """Toderici et al. 2017 RNN codec (module docstring). ``model.init(key, x)`` creates all
     parameters (one iteration); ``model.apply(variables, x, iterations=k, train=..., key=...)``
     is :func:`unroll` (a dict with ``x_hat`` (k, B, H, W, 3), ``bits`` (k, B, H/16, W/16, 32),
-    ``l1`` (k,), ``loss``)."""
+    ``l1`` (k,), ``loss``). ``iterations`` is the number of iterations the model is trained and
+    coded with (the default of ``apply``; 16 = 2 bpp before entropy coding)."""
 
     cell: str = "lstm"
     mode: str = "additive"
     width: float = 1.0
+    iterations: int = 16
     dtype: Any = None
 
     downsampling = DOWNSAMPLING
     bits_per_block = BITS
+
+    def check_hparams(self):
+        """ValueError for an unknown cell or mode, a width whose decoder channels do not divide
+        by 4, or iterations < 1 (``registry.get_model`` calls this)."""
+        self._check()
+        _ = self.dec_channels
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 1:
+            raise ValueError(f"iterations must be a positive integer, got {self.iterations!r}")
 
     def _check(self):
         if self.cell not in CELLS:
@@ -327,15 +338,16 @@ class Toderici2017(nn.Module):
         """g_{t+1} = G(x̂_t) for residual scaling (x̂ in the shifted domain)."""
         return self.gain_net(x_hat_s)
 
-    def __call__(self, x, iterations: int = 1, train: bool = False, key=None):
-        if self.is_initializing():
+    def __call__(self, x, iterations: int | None = None, train: bool = False, key=None):
+        if self.is_initializing():  # parameter shapes only: the sign binarizer (no key needed)
             enc, dec = initial_carry(self, *x.shape[:3])
-            bits, _ = self.encode_step(x - 0.5, enc["rnn"], key, train)
+            bits, _ = self.encode_step(x - 0.5, enc["rnn"], None, False)
             out, _ = self.decode_step(bits, dec["rnn"])
             if self.mode == "residual-scaling":
                 self.gain(out)
             return out
-        return unroll(self.clone(parent=None), self.variables, x, iterations, train, key)
+        k = self.iterations if iterations is None else iterations
+        return unroll(self.clone(parent=None), self.variables, x, k, train, key)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -64,8 +64,10 @@ def get_default_config() -> ml_collections.ConfigDict:
     # -- optimisation ---------------------------------------------------------------------
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4
-    # 'constant' | 'constant_then_step' | 'constant_then_linear' | 'constant_then_cosine'
+    # 'constant' | 'constant_then_step' | 'constant_then_linear' | 'constant_then_cosine' | 'multistep'
     c.optim.schedule = "constant_then_step"
+    c.optim.milestones = ""  # 'multistep': 'f1,f2,…' fractions of num_steps where the lr is multiplied by gamma
+    c.optim.gamma = 0.5  # 'multistep' factor (PyTorch MultiStepLR; Toderici's port halves)
     c.optim.decay_start = 0.9  # fraction of num_steps after which the lr decays
     c.optim.final_lr_factor = 0.1  # lr at the end (step: after the drop) = lr · factor
     c.optim.warmup_steps = 0

@@ -38,10 +38,15 @@ def export_artifact(spec, params, out_dir: str, metadata: dict | None = None, fi
     """Write the deployable artifact (``lic_jax.artifact.save_artifact``); returns the fingerprint."""
     from ..artifact import save_artifact
 
+    from .setup import objective
+
     params = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
     if fit_quantiles:
         params = fit_all_quantiles(params)
-    return save_artifact(out_dir, spec, {"params": params}, metadata or {})
+    # a model without an RD objective (Toderici 2017: ±1 bits, a learned binary context model) has no
+    # CDF tables to store: no tables.npz (a coder that wants tables builds them at load time)
+    tables = None if objective(spec.name) == "rd" else False
+    return save_artifact(out_dir, spec, {"params": params}, metadata or {}, tables=tables)
 
 
 def versions():
@@ -62,10 +67,11 @@ def export_metadata(config, vr, *, exported_step: int, exported_from: str, **fie
     """The artifact's ``{'training': …}`` record: config, λ (fixed-rate) or λ set (variable-rate),
     metric, the exported step and where it came from, ``fields`` (steps, devices, final metrics, …
     or the checkpoint's record), date and library versions. ``vr``: the variable-rate set or None."""
-    from .setup import resolve_lambda
+    from .setup import objective, resolve_lambda
 
-    lmbda = resolve_lambda(config) if vr is None else None
-    training = {"config": to_dict(config), "lmbda": lmbda,
+    kind = objective(config.model)
+    lmbda = resolve_lambda(config) if vr is None and kind == "rd" else None
+    training = {"config": to_dict(config), "lmbda": lmbda, **({"objective": kind} if kind != "rd" else {}),
                 **({"lmbdas": list(vr.lmbdas), "variable_rate": vr.to_dict()} if vr is not None else {}),
                 "metric": config.metric}
     training.update(fields)

@@ -34,7 +34,7 @@ from .export import export_artifact, export_metadata
 from .input_pipeline import TrainBatches, make_source
 from .metrics_writer import MetricWriter
 from .optim import make_optimizer
-from .setup import build_model, resolve_lambda_set, resolve_variable_rate, takes_lambda, to_dict
+from .setup import build_model, objective, resolve_lambda_set, resolve_variable_rate, takes_lambda, to_dict
 from .state import create_train_state
 from .steps import make_eval_step, make_train_step
 from .validation import make_validator
@@ -104,12 +104,16 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             json.dump(to_dict(config), f, indent=2, sort_keys=True, default=str)
 
     model, spec = build_model(config)
+    kind = objective(spec.name)  # 'rd', or e.g. 'iterative-l1' (Toderici 2017: no λ; train/iterative.py)
     vr = resolve_variable_rate(config, spec)  # None for a fixed-rate model
-    lset = resolve_lambda_set(config, spec)
+    lset = resolve_lambda_set(config, spec) if kind == "rd" else None
     conditioned = takes_lambda(model)
-    lmbda = None if vr is not None else lset.lmbdas[0]
-    lmbda_desc = (f"λ={lmbda}" if vr is None else
-                  f"λ set {list(vr.lmbdas)} (weights {list(vr.weights)}, mode '{vr.mode}')")
+    lmbda = None if vr is not None or lset is None else lset.lmbdas[0]
+    if kind != "rd":
+        lmbda_desc = f"objective {kind} over {getattr(model, 'iterations', '?')} iterations"
+    else:
+        lmbda_desc = (f"λ={lmbda}" if vr is None else
+                      f"λ set {list(vr.lmbdas)} (weights {list(vr.weights)}, mode '{vr.mode}')")
     tx, schedule = make_optimizer(config, num_steps)
     key = jax.random.PRNGKey(int(config.seed))
     init_key, noise_key, lmbda_key = (jax.random.fold_in(key, i) for i in range(3))
@@ -162,9 +166,15 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     if vb % pcount:
         vb = ndev * pcount
     train_step = make_train_step(model, config, lset, tx, schedule, mesh, noise_key, lmbda_key)
-    eval_step = make_eval_step(model, config, lset, mesh, int(d.val_crop)) if val_src is not None else None
-    validate = make_validator(eval_step, lset, conditioned, val_src, mesh, writer, batch=vb, crop=int(d.val_crop),
-                              limit=int(d.val_limit), tb_images=int(config.tb_images))
+    if kind == "rd":
+        eval_step = make_eval_step(model, config, lset, mesh, int(d.val_crop)) if val_src is not None else None
+        validate = make_validator(eval_step, lset, conditioned, val_src, mesh, writer, batch=vb,
+                                  crop=int(d.val_crop), limit=int(d.val_limit), tb_images=int(config.tb_images))
+    else:  # per-iteration curve (l1_k, psnr_k); 'loss' = mean L1 over the iterations (best selection)
+        from . import iterative
+
+        validate = iterative.make_validator(model, val_src, mesh, writer, batch=vb, crop=int(d.val_crop),
+                                            limit=int(d.val_limit), tb_images=int(config.tb_images))
 
     poison = jax.jit(lambda s: s.replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, s.params)),
                      in_shardings=parallel.replicated(mesh), out_shardings=parallel.replicated(mesh),

@@ -23,12 +23,24 @@ def make_schedule(optim, num_steps: int):
     start = int(round(float(optim.decay_start) * num_steps))
     rest = max(1, num_steps - start)
     kind = optim.schedule
-    if kind == "constant" or start >= num_steps:
+    if kind == "constant" or (start >= num_steps and kind != "multistep"):
         sched = optax.constant_schedule(lr)
     elif kind == "constant_then_step":
         sched = optax.piecewise_constant_schedule(lr, {start: float(optim.final_lr_factor)})
     elif kind == "constant_then_linear":
         sched = optax.join_schedules([optax.constant_schedule(lr), optax.linear_schedule(lr, final, rest)], [start])
+    elif kind == "multistep":  # ×gamma at each milestone (fractions of num_steps; PyTorch's MultiStepLR)
+        ms = optim.get("milestones", "") or ""
+        fr = [float(v) for v in ms.split(",") if v.strip()] if isinstance(ms, str) else [float(v) for v in ms]
+        if not fr or any(not 0.0 < f < 1.0 for f in fr) or fr != sorted(fr):
+            raise ValueError(f"schedule 'multistep' needs optim.milestones: increasing fractions of num_steps in "
+                             f"(0, 1), e.g. '0.3,0.6,0.8', got {ms!r}")
+        gamma = float(optim.get("gamma", 0.5))
+        bounds: dict[int, float] = {}
+        for f in fr:
+            b = max(1, int(round(f * num_steps)))
+            bounds[b] = bounds.get(b, 1.0) * gamma
+        sched = optax.piecewise_constant_schedule(lr, bounds)
     elif kind == "constant_then_cosine":
         sched = optax.join_schedules(
             [optax.constant_schedule(lr), optax.cosine_decay_schedule(lr, rest, alpha=float(optim.final_lr_factor))],

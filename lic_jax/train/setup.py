@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ..models import MODELS, get_model, is_variable_rate, lmbda_for, resolve_lmbdas
 
-__all__ = ["build_model", "LambdaSet", "VariableRate", "resolve_variable_rate", "resolve_lambda",
+__all__ = ["objective", "build_model", "LambdaSet", "VariableRate", "resolve_variable_rate", "resolve_lambda",
            "resolve_lambda_set", "as_lambda_set", "takes_lambda", "to_dict"]
 
 _DTYPES = {"float32": None, "fp32": None, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
@@ -35,6 +35,17 @@ def takes_lambda(model) -> bool:
         return bool(is_variable_rate(model))
 
 
+def objective(model_or_name) -> str:
+    """What training minimises: the registry record's ``objective`` ('rd' for an unregistered
+    module; ``'iterative-l1'`` for Toderici 2017, which has no λ). Accepts a module, a spec, a name."""
+    from ..models.registry import record_for
+
+    try:
+        return record_for(model_or_name).objective
+    except ValueError:
+        return "rd"
+
+
 def _vr_config(config) -> dict:
     vr = config.get("variable_rate", None)
     return to_dict(vr) if vr is not None else {}
@@ -47,6 +58,9 @@ def build_model(config):
     ``model_hparams.lmbdas`` if both are given) in the spec, so the artifact records it."""
     hparams = to_dict(config.get("model_hparams", {}) or {})
     quality = config.get("quality")
+    if objective(config.model) != "rd" and quality:
+        raise ValueError(f"{config.model} has no quality (it trains for {objective(config.model)!r}, without λ): "
+                         "set --config.quality=0")
     if is_variable_rate(config.model):
         if quality:
             raise ValueError(f"{config.model} is a variable-rate model and has no quality: set --config.quality=0 "

@@ -26,7 +26,7 @@ from ..losses import rate_distortion_loss
 from ..models.base import total_bits
 from . import parallel
 from .optim import aux_loss, param_labels
-from .setup import as_lambda_set, takes_lambda
+from .setup import as_lambda_set, objective, takes_lambda
 from .state import TrainState
 
 __all__ = ["make_train_step", "make_eval_step", "per_image_rd"]
@@ -64,7 +64,18 @@ def make_train_step(model, config, lmbdas, tx, schedule, mesh, noise_key, lmbda_
 
     ``lmbdas``: a :class:`~lic_jax.train.setup.LambdaSet`, or one λ (a number). RD gradients
     update the 'main' group, aux-loss gradients (every entropy bottleneck) the quantiles, in one
-    optax update. ``lmbda_key`` draws λ in mode 'sample'."""
+    optax update. ``lmbda_key`` draws λ in mode 'sample'.
+
+    A model whose registry record has another objective (:func:`~lic_jax.train.setup.objective`;
+    ``'iterative-l1'``: Toderici 2017, :mod:`lic_jax.train.iterative`) gets that loss instead;
+    ``lmbdas`` must then be None. The update, finiteness check and state handling are shared."""
+    kind = objective(model)
+    if kind != "rd":
+        if lmbdas is not None:
+            raise ValueError(f"{type(model).__name__} trains for {kind!r}: it takes no λ, got {lmbdas}")
+        from . import iterative
+
+        return _jit_step(iterative.make_loss_fn(model, noise_key), tx, schedule, mesh, use_aux=False)
     lset = as_lambda_set(lmbdas)
     conditioned = takes_lambda(model)
     K = len(lset.lmbdas)
@@ -113,6 +124,13 @@ def make_train_step(model, config, lmbdas, tx, schedule, mesh, noise_key, lmbda_
         if "ms_ssim" in v:
             r["ms_ssim"] = jnp.mean(v["ms_ssim"])
         return loss, r
+
+    return _jit_step(loss_fn, tx, schedule, mesh, use_aux)
+
+
+def _jit_step(loss_fn, tx, schedule, mesh, use_aux: bool):
+    """The jitted train step around ``loss_fn(params, x, step) → (loss, metrics)``: gradients,
+    the aux loss of the entropy bottlenecks (``use_aux``), one optax update, the finite flag."""
 
     def step_fn(state, batch):
         legacy = not isinstance(state, TrainState)
