@@ -126,6 +126,14 @@ class Codec:
     the decoder reads it from there: the analysis and synthesis both see exactly that float32.
     """
 
+    def __new__(cls, model=None, *args, **kwargs):
+        # progressive models (record coder 'progressive') get a ProgressiveCodec (progressive.py)
+        if cls is Codec and model is not None and _is_progressive(model):
+            from .progressive import ProgressiveCodec
+
+            return object.__new__(ProgressiveCodec)
+        return object.__new__(cls)
+
     def __init__(self, model, spec, variables, coder: str | None = None, tables=None, fingerprint: str | None = None,
                  lmbda: float | None = None, max_pixels: int | None = None, tiling=None):
         self.model, self.spec = model, spec
@@ -161,6 +169,10 @@ class Codec:
         from ..artifact import Artifact, load_artifact
 
         art = path_or_artifact if isinstance(path_or_artifact, Artifact) else load_artifact(path_or_artifact, verify)
+        if cls is Codec and _is_progressive(art.spec.build()):
+            from .progressive import ProgressiveCodec
+
+            return ProgressiveCodec.from_artifact(art, coder=coder, lmbda=lmbda, max_pixels=max_pixels)
         return cls(art.spec.build(), art.spec, art.variables, coder=coder, tables=art.tables,
                    fingerprint=art.fingerprint, lmbda=lmbda, max_pixels=max_pixels)
 
@@ -387,12 +399,24 @@ def info_dict(header: container.Header, file_size: int) -> dict[str, Any]:
         "container_bytes": file_size - sum(header.stream_lengths),
         "bpp": 8.0 * file_size / pixels_n,
     }
+    if header.progressive:  # format version 2: stream_lengths are the iterations' segments
+        out["iterations"] = len(header.stream_lengths)
+        out["iteration_offsets"] = list(header.segment_offsets)
+        out["context_fingerprint"] = header.context_fingerprint.hex()
+        out["container_bytes"] = file_size - sum(header.stream_lengths)
     if header.decoder:
         out["decoder"] = header.decoder
     out["portable"] = _portable(header.model_name)
     if header.environment is not None:
         out["environment"] = header.environment
     return out
+
+
+def _is_progressive(model) -> bool:
+    try:
+        return coder_class(model).kind == "progressive"
+    except ValueError:
+        return False
 
 
 def _portable(name) -> bool:

@@ -34,10 +34,17 @@ from ..models import registry as _registry
 from .errors import CorruptFileError, NotALicFileError, TruncatedFileError, UnsupportedVersionError
 
 __all__ = ["MAGIC", "FORMAT_VERSION", "MODEL_IDS", "MODEL_NAMES", "Header", "pack", "unpack", "read_header",
-           "MAX_SIDE", "MAX_STREAMS", "MAX_HEADER_SIZE", "check_declared_size"]
+           "MAX_SIDE", "MAX_STREAMS", "MAX_HEADER_SIZE", "check_declared_size", "PROGRESSIVE_VERSION",
+           "MAX_ITERATIONS", "pack_progressive", "unpack_progressive", "progressive_bits", "max_segment_bytes"]
 
 MAGIC = b"LIC"
 FORMAT_VERSION = 1
+PROGRESSIVE_VERSION = 2  # progressive files (docs/FORMAT.md §8): per-iteration segments
+PROGRESSIVE_BLOCK, PROGRESSIVE_BITS = 16, 32  # one position per 16×16 block, 32 bits per position and iteration
+MAX_ITERATIONS = 64
+# worst-case bits per coded bit: the context model's probabilities are ≥ 2⁻¹⁶ (range-coder rounding: +1)
+SEGMENT_BITS_PER_BIT = 17
+SEGMENT_SLACK_BYTES = 64
 MAX_SIDE = 65535
 MAX_STREAMS = 8
 MAX_ENVIRONMENT = 64
@@ -69,6 +76,11 @@ class Header:
     version: int = FORMAT_VERSION
     decoder: int = 0  # index into the model record's decoders (0: its default synthesis)
     environment: str | None = None  # where a non-portable file was written (FORMAT.md §7)
+    context_fingerprint: bytes | None = None  # progressive files (version 2): the bit context model's
+
+    @property
+    def progressive(self) -> bool:
+        return self.version == PROGRESSIVE_VERSION
 
     @property
     def model_name(self) -> str:
@@ -81,7 +93,18 @@ class Header:
 
     @property
     def file_size(self) -> int:
+        if self.progressive:
+            return self.header_size + sum(len(_varint(n)) + n + 4 for n in self.stream_lengths)
         return self.header_size + sum(self.stream_lengths) + 4
+
+    @property
+    def segment_offsets(self) -> tuple:
+        """Progressive files: the byte offset where each iteration's segment ends (a valid cut)."""
+        out, p = [], self.header_size
+        for n in self.stream_lengths:
+            p += len(_varint(n)) + n + 4
+            out.append(p)
+        return tuple(out)
 
 
 def _varint(n: int) -> bytes:
@@ -126,7 +149,8 @@ class _Reader:
         raise CorruptFileError(f"corrupt header: {what} field too long")
 
 
-def _pack_header(h: Header) -> bytes:
+def _pack_prefix(h: Header, version: int) -> bytes:
+    """The fields both versions share: magic … environment."""
     if h.coder_id not in CODER_IDS:
         raise ValueError(f"invalid coder id {h.coder_id}")
     if not (0 <= h.model_id <= 255 and 0 <= h.quality <= 255):
@@ -137,15 +161,13 @@ def _pack_header(h: Header) -> bytes:
         raise ValueError(f"image sides must be 1 … {MAX_SIDE}, got {h.height}×{h.width}")
     if h.channels not in (1, 3) or not 1 <= h.bit_depth <= 16:
         raise ValueError("channels must be 1 or 3, bit depth 1 … 16")
-    if not 1 <= len(h.stream_lengths) <= MAX_STREAMS:
-        raise ValueError(f"1 … {MAX_STREAMS} streams")
     if not 0 <= h.decoder <= MAX_DECODER:
         raise ValueError(f"decoder index must be 0 … {MAX_DECODER}")
     env = None if h.environment is None else _check_environment(h.environment.encode("ascii", "replace"), ValueError)
     flags = (h.coder_id | (_LAMBDA_FLAG if h.lmbda is not None else 0) | (h.decoder << _DECODER_SHIFT)
              | (_ENV_FLAG if env is not None else 0))
     out = bytearray(MAGIC)
-    out += bytes([FORMAT_VERSION, flags, h.model_id, h.quality])
+    out += bytes([version, flags, h.model_id, h.quality])
     out += h.fingerprint
     out += _varint(h.height) + _varint(h.width)
     out.append((h.channels & 0x0F) | ((h.bit_depth - 1) << 4))
@@ -154,6 +176,18 @@ def _pack_header(h: Header) -> bytes:
     if env is not None:
         out.append(len(env))
         out += env
+    return bytes(out)
+
+
+def _pack_header(h: Header) -> bytes:
+    if h.version == PROGRESSIVE_VERSION:
+        if h.context_fingerprint is None or len(h.context_fingerprint) != 8:
+            raise ValueError("a progressive header needs an 8-byte context-model fingerprint")
+        body = _pack_prefix(h, PROGRESSIVE_VERSION) + bytes(h.context_fingerprint)
+        return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
+    if not 1 <= len(h.stream_lengths) <= MAX_STREAMS:
+        raise ValueError(f"1 … {MAX_STREAMS} streams")
+    out = bytearray(_pack_prefix(h, FORMAT_VERSION))
     out.append(len(h.stream_lengths))
     for n in h.stream_lengths:
         out += _varint(int(n))
@@ -182,9 +216,10 @@ def read_header(data: bytes) -> tuple[Header, int]:
     r = _Reader(data)
     r.pos = len(MAGIC)
     version = r.u8("version")
-    if version != FORMAT_VERSION:
+    if version not in (FORMAT_VERSION, PROGRESSIVE_VERSION):
         raise UnsupportedVersionError(
-            f"unsupported .lic format version {version} (this lic_jax reads version {FORMAT_VERSION})"
+            f"unsupported .lic format version {version} (this lic_jax reads versions {FORMAT_VERSION} and "
+            f"{PROGRESSIVE_VERSION})"
         )
     flags = r.u8("flags")
     model_id = r.u8("model id")
@@ -197,10 +232,19 @@ def read_header(data: bytes) -> tuple[Header, int]:
     env = None
     if flags & _ENV_FLAG:
         env = _check_environment(r.take(r.u8("environment length"), "environment"), CorruptFileError).decode("ascii")
-    n_streams = r.u8("stream count")
-    if not 1 <= n_streams <= MAX_STREAMS:
-        raise CorruptFileError(f"corrupt header: {n_streams} streams")
-    lengths = tuple(r.varint("stream length") for _ in range(n_streams))
+    ctx_fp = None
+    if version == PROGRESSIVE_VERSION:
+        ctx_fp = r.take(8, "context fingerprint")
+        end = r.pos
+        crc = struct.unpack("<I", r.take(4, "header CRC-32"))[0]
+        if zlib.crc32(data[:end]) & 0xFFFFFFFF != crc:
+            raise CorruptFileError("corrupt file: header CRC-32 checksum mismatch")
+        lengths = ()
+    else:
+        n_streams = r.u8("stream count")
+        if not 1 <= n_streams <= MAX_STREAMS:
+            raise CorruptFileError(f"corrupt header: {n_streams} streams")
+        lengths = tuple(r.varint("stream length") for _ in range(n_streams))
     header = Header(
         coder_id=flags & 0x07,
         model_id=model_id,
@@ -215,6 +259,7 @@ def read_header(data: bytes) -> tuple[Header, int]:
         version=version,
         decoder=(flags >> _DECODER_SHIFT) & MAX_DECODER,
         environment=env,
+        context_fingerprint=ctx_fp,
     )
     return header, r.pos
 
@@ -259,6 +304,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     """
     data = bytes(data)
     header, pos = read_header(data)
+    if header.progressive:
+        return unpack_progressive(data, header, pos)
     flags = data[4]
     check_declared_size(header, pos, len(data))
     body, crc = data[:-4], struct.unpack("<I", data[-4:])[0]
@@ -272,3 +319,87 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         streams.append(data[p : p + n])
         p += n
     return header, streams
+
+
+# ------------------------------------------------------------------------------------------------
+# progressive files (version 2, docs/FORMAT.md §8)
+# ------------------------------------------------------------------------------------------------
+def progressive_bits(height: int, width: int) -> int:
+    """Coded bits per iteration of an image (padded up to multiples of 16)."""
+    b = PROGRESSIVE_BLOCK
+    return -(-int(height) // b) * -(-int(width) // b) * PROGRESSIVE_BITS
+
+
+def max_segment_bytes(height: int, width: int) -> int:
+    """Longest plausible segment payload: SEGMENT_BITS_PER_BIT per coded bit + slack."""
+    return progressive_bits(height, width) * SEGMENT_BITS_PER_BIT // 8 + SEGMENT_SLACK_BYTES
+
+
+def pack_progressive(header: Header, segments) -> bytes:
+    """Version-2 file: header (with its CRC-32) + one segment per iteration, each
+    ``varint length | payload | CRC-32`` where the CRC chains from the previous segment's
+    (the header's for iteration 1), so every prefix that ends at a segment is verifiable."""
+    segments = [bytes(s) for s in segments]
+    if not 1 <= len(segments) <= MAX_ITERATIONS:
+        raise ValueError(f"1 … {MAX_ITERATIONS} iterations")
+    header = dataclasses.replace(header, version=PROGRESSIVE_VERSION, stream_lengths=())
+    out = bytearray(_pack_header(header))
+    crc = struct.unpack("<I", out[-4:])[0]
+    for s in segments:
+        part = _varint(len(s)) + s
+        crc = zlib.crc32(part, crc) & 0xFFFFFFFF
+        out += part + struct.pack("<I", crc)
+    return bytes(out)
+
+
+def unpack_progressive(data: bytes, header: Header | None = None, pos: int | None = None,
+                       iterations: int | None = None) -> tuple[Header, list[bytes]]:
+    """(header with ``stream_lengths`` = segment lengths, segments) of a version-2 file or of any
+    prefix of it that ends at an iteration boundary; ``iterations``: stop after that many.
+
+    Checks: header CRC, each segment's length bound (before reading it), its chained CRC-32, at
+    most MAX_ITERATIONS segments. A file that ends inside a segment is a TruncatedFileError that
+    names the valid cut offsets; a file with no complete segment is one too."""
+    from .errors import LimitError
+
+    data = bytes(data)
+    if header is None:
+        header, pos = read_header(data)
+    if not header.progressive:
+        raise CorruptFileError("not a progressive .lic file (format version 1)")
+    if data[4] & _RESERVED_FLAGS:
+        raise CorruptFileError("corrupt header: reserved flag bits set")
+    _validate(header)
+    bound = max_segment_bytes(header.height, header.width)
+    crc = struct.unpack("<I", data[pos - 4:pos])[0]
+    segments, ends, p = [], [], pos
+    while p < len(data) and (iterations is None or len(segments) < iterations):
+        t = len(segments) + 1
+        if t > MAX_ITERATIONS:
+            raise LimitError(f"implausible file: more than {MAX_ITERATIONS} iterations")
+        r = _Reader(data)
+        r.pos = p
+        try:
+            n = r.varint(f"iteration {t}'s segment length")
+        except TruncatedFileError:
+            n = None
+        if n is not None and n > bound:
+            raise LimitError(f"implausible file: iteration {t}'s segment declares {n} bytes, more than {bound} "
+                             f"that {progressive_bits(header.height, header.width)} bits can take")
+        if n is None or r.pos + n + 4 > len(data):
+            cuts = ", ".join(str(e) for e in ([pos] + ends)[-4:])
+            raise TruncatedFileError(
+                f"progressive file is cut inside iteration {t} (it ends at byte {len(data)}); a progressive file "
+                f"can be cut only at iteration boundaries (the last valid ends: bytes {cuts})"
+            )
+        end = r.pos + n
+        crc = zlib.crc32(data[p:end], crc) & 0xFFFFFFFF
+        if struct.unpack("<I", data[end:end + 4])[0] != crc:
+            raise CorruptFileError(f"corrupt file: CRC-32 checksum mismatch in iteration {t}'s segment")
+        segments.append(data[r.pos:end])
+        p = end + 4
+        ends.append(p)
+    if not segments:
+        raise TruncatedFileError("progressive file holds no complete iteration (it ends after the header)")
+    header = dataclasses.replace(header, stream_lengths=tuple(len(s) for s in segments))
+    return header, segments

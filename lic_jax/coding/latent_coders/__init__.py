@@ -10,6 +10,8 @@ name               structure                                    models
 ``hyperprior-int`` hyperprior, σ/μ from an integer h_s          bmshj2018-hyperprior-int, mbt2018-mean-int
 ``autoregressive-  autoregressive, σ/μ from integer h_s,        mbt2018-int
 int``              context model and entropy parameters
+``progressive``    ±1 codes of a recurrent codec, one segment   toderici2017
+                   per iteration, learned binary context model
 =================  ==========================================  =======================
 
 A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
@@ -25,13 +27,14 @@ from .external import ExternalCoder
 from .factorized import FactorizedCoder
 from .hyperprior import HyperpriorCoder
 from .portable import PortableAutoregressiveCoder, PortableHyperpriorCoder
+from .progressive import ProgressiveCoder
 
 __all__ = ["CODERS", "coder_class", "LatentCoder", "Latents", "LatentShapes", "SymbolIO", "EncoderIO", "DecoderIO",
            "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder", "PortableHyperpriorCoder",
-           "PortableAutoregressiveCoder"]
+           "PortableAutoregressiveCoder", "ProgressiveCoder"]
 
 CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder,
-                              PortableHyperpriorCoder, PortableAutoregressiveCoder)}
+                              PortableHyperpriorCoder, PortableAutoregressiveCoder, ProgressiveCoder)}
 
 
 def coder_class(model_or_spec) -> type:
