@@ -24,11 +24,13 @@ once per bit. 0 in the inputs means "unknown / outside" (bits are ±1).
 Network: h₁ = relu(A·above + P·prev + E[t] + a), z_c = relu(W·h₁ + S·(same ⊙ [c′ < c]) + s),
 logit_c = u_c·z_c + v_c. Code length = binary cross-entropy.
 
-**Exactness.** The entropy coder needs the same probability on both sides. The coder evaluates
-:func:`row_frequencies` — one jitted function, the same inputs on both sides (the encoder feeds
-exactly the bits the decoder will have) — and quantises p(b = +1) to an integer frequency
-k ∈ [1, 2¹⁶ − 1] (probability k / 2¹⁶, a dyadic float64 the range coder quantises the same way
-on both sides). Training uses :func:`logits_grid` (all bits at once, teacher forcing); it computes
+**Exactness.** The entropy coder needs the same probability on both sides. Per row, the coder
+evaluates :func:`row_hidden` (one jitted call: everything that does not depend on the row's own
+bits), then runs the channel recursion of :class:`RowState` in numpy float32 (the S·same term
+added one channel at a time, then relu, u_c, sigmoid) — the same code on the same inputs on both
+sides (the encoder feeds exactly the bits the decoder will have) — and quantises p(b = +1) to an
+integer frequency k ∈ [1, 2¹⁶ − 1] (probability k / 2¹⁶, a dyadic float64 the range coder
+quantises the same way on both sides). Training uses :func:`logits_grid` (all bits at once, teacher forcing); it computes
 the same function but is never used for coding. Probabilities are float32 network outputs, so
 files are exact on the platform that wrote them (like the other float entropy paths; FORMAT.md §7).
 """
@@ -45,7 +47,7 @@ import numpy as np
 import optax
 
 __all__ = ["BinaryContextModel", "ABOVE_ROWS", "ABOVE_HALF", "PREV_HALF", "MAX_T", "FREQ_BITS", "patches_grid",
-           "logits_grid", "bce_bits", "row_frequencies", "init_params", "fit", "collect_bits", "ideal_bits",
+           "logits_grid", "bce_bits", "row_frequencies", "row_hidden", "RowState", "init_params", "fit", "collect_bits", "ideal_bits",
            "params_to_arrays", "params_from_arrays", "params_fingerprint"]
 
 ABOVE_ROWS = 2  # rows above (current iteration)
@@ -146,26 +148,56 @@ def bce_bits(logits, bits):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _row_frequencies(model, params, above_rows, prev_rows, same, t, c):
-    w = same.shape[0]
+def _row_hidden(model, params, above_rows, prev_rows, t):
+    w = above_rows.shape[1] - 2 * ABOVE_HALF
     above = _windows(above_rows, ABOVE_ROWS, 2 * ABOVE_HALF + 1, 1, w)[0]
     prev = _windows(prev_rows, 2 * PREV_HALF + 1, 2 * PREV_HALF + 1, 1, w)[0]
     tt = jnp.full((w,), t, jnp.int32)
-    logit = model.apply(params, above, prev, same, tt, c, method="channel")
-    p = jax.nn.sigmoid(logit.astype(jnp.float32))
-    k = jnp.round(p * float(1 << FREQ_BITS))
-    return jnp.clip(k, 1, (1 << FREQ_BITS) - 1).astype(jnp.int32)
+    return model.apply(params, above, prev, tt, method=lambda m, a, p, t: m.w(m._h1(a, p, t)))
+
+
+def row_hidden(model: BinaryContextModel, params, above_rows, prev_rows, t: int) -> np.ndarray:
+    """The part of one row's logits that does not depend on the row's own bits: W·h₁ (w, H)
+    float32. ``above_rows``: rows i … i+1 of :func:`pad_above` (the two rows above row i,
+    padded; (2, w+4, C)); ``prev_rows``: rows i … i+2 of :func:`pad_prev` of the previous
+    iteration ((3, w+2, C)); ``t``: 0-based iteration. One jitted call per row."""
+    return np.asarray(_row_hidden(model, params, jnp.asarray(above_rows, jnp.float32),
+                                  jnp.asarray(prev_rows, jnp.float32), jnp.int32(t)), np.float32)
+
+
+class RowState:
+    """The channel recursion of one row in numpy float32 (what the coder runs, identically on
+    both sides): ``acc`` = S·(same ⊙ [c′ < c]) is built up one channel at a time, so channel c
+    costs O(w·H) instead of a network call. ``frequencies(c)`` → k (w,) int32 of p(+1) = k/2¹⁶;
+    ``add(c, bits)`` records the row's channel-c bits (±1)."""
+
+    def __init__(self, params, hidden: np.ndarray):
+        p = params["params"]
+        self.S = np.asarray(p["same"]["kernel"], np.float32)  # (C, H)
+        self.u = np.asarray(p["u"], np.float32)  # (C, H)
+        self.v = np.asarray(p["v"], np.float32)  # (C,)
+        self.hidden = np.asarray(hidden, np.float32)
+        self.acc = np.zeros_like(self.hidden)
+
+    def frequencies(self, c: int) -> np.ndarray:
+        z = np.maximum(self.hidden + self.acc, np.float32(0.0))
+        logit = np.sum(z * self.u[c][None, :], axis=1, dtype=np.float32) + self.v[c]
+        p = np.float32(1.0) / (np.float32(1.0) + np.exp(-logit, dtype=np.float32))
+        k = np.rint(p * np.float32(1 << FREQ_BITS))
+        return np.clip(k, 1, (1 << FREQ_BITS) - 1).astype(np.int32)
+
+    def add(self, c: int, bits: np.ndarray):
+        self.acc = self.acc + np.asarray(bits, np.float32)[:, None] * self.S[c][None, :]
 
 
 def row_frequencies(model: BinaryContextModel, params, above_rows, prev_rows, same, t: int, c: int) -> np.ndarray:
-    """Integer frequencies k (w,) of p(b = +1) = k / 2**16 for channel ``c`` of one row.
-
-    ``above_rows``: rows i … i+1 of :func:`pad_above` (the two rows above row i, padded; (2, w+4, C)),
-    ``prev_rows``: rows i … i+2 of :func:`pad_prev` of the previous iteration ((3, w+2, C)),
-    ``same``: (w, C) the row's bits of channels < c (others 0), ``t``: 0-based iteration."""
-    return np.asarray(_row_frequencies(model, params, jnp.asarray(above_rows, jnp.float32),
-                                       jnp.asarray(prev_rows, jnp.float32), jnp.asarray(same, jnp.float32),
-                                       jnp.int32(t), jnp.int32(c)))
+    """Integer frequencies k (w,) of channel ``c`` of one row given ``same`` (w, C), the row's bits
+    of channels < c (others ignored): :func:`row_hidden` + :class:`RowState` replayed — the exact
+    numbers the coder uses (tests; the coder keeps one RowState per row instead)."""
+    st = RowState(params, row_hidden(model, params, above_rows, prev_rows, t))
+    for cc in range(c):
+        st.add(cc, np.asarray(same, np.float32)[:, cc])
+    return st.frequencies(c)
 
 
 def ideal_bits(freq: np.ndarray, ones: np.ndarray) -> float:

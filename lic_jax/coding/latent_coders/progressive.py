@@ -3,8 +3,9 @@ al. 2017; ``lic_jax.models.toderici2017``), one range-coded segment per iteratio
 coded with the learned binary context model of :mod:`lic_jax.entropy_models.binary`.
 
 One traversal for both directions (:meth:`ProgressiveCoder._traverse`): for iteration t, rows
-i = 0 … h−1, channels c = 0 … 31, the context model gives the integer frequencies of the row's
-w bits of channel c (:func:`~lic_jax.entropy_models.binary.row_frequencies`), which the encoder
+i = 0 … h−1 (one jitted context-network call per row: ``binary.row_hidden``), channels
+c = 0 … 31 (``binary.RowState``, numpy), the context model gives the integer frequencies of the
+row's w bits of channel c, which the encoder
 writes and the decoder reads with constriction's queue ``RangeEncoder`` / ``RangeDecoder``
 (``Bernoulli`` model, p = k / 2¹⁶). The inputs of every context-model call are built from the bits
 coded so far only, by the same code on both sides, so the decoder sees exactly the encoder's
@@ -78,13 +79,14 @@ class ProgressiveCoder(LatentCoder):
         ph = binary.PREV_HALF
         prev_pad = np.pad(np.asarray(prev, np.float32), ((ph, ph), (ph, ph), (0, 0)))
         for i in range(h):
-            above = cur_pad[i:i + binary.ABOVE_ROWS].copy()
-            prv = prev_pad[i:i + 2 * ph + 1]
+            hidden = binary.row_hidden(self.context_model, self.context_params, cur_pad[i:i + binary.ABOVE_ROWS],
+                                       prev_pad[i:i + 2 * ph + 1], t)
+            st = binary.RowState(self.context_params, hidden)
             same = np.zeros((w, C), np.float32)
             for c in range(C):
-                k = binary.row_frequencies(self.context_model, self.context_params, above, prv, same, t, c)
-                ones = np.asarray(bit_io(k, i, c), bool)
+                ones = np.asarray(bit_io(st.frequencies(c), i, c), bool)
                 same[:, c] = np.where(ones, 1.0, -1.0)
+                st.add(c, same[:, c])
             cur_pad[binary.ABOVE_ROWS + i, binary.ABOVE_HALF:binary.ABOVE_HALF + w] = same
         return cur_pad[binary.ABOVE_ROWS:, binary.ABOVE_HALF:binary.ABOVE_HALF + w].copy()
 
