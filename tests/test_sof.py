@@ -214,14 +214,20 @@ def test_transpose_building_blocks():
 
 def test_mask_from_original_only():
     """The mask depends on X alone: the same for Y = X, a JPEG, a flat image, noise and a rotated grating.
-    Broken once: the mask built from C_Y instead of C_X → the mask differs, failed."""
+    Broken once: the mask built from C_Y instead of C_X → the mask differs, failed. The original's fields
+    computed once (``original=``, as the study passes them) give the same numbers, and they are really used (another
+    original's fields change the numbers); broken once (sof ignoring ``original``) → failed."""
     x = noisy(grating(6, 40))
     m = S.stripe_mask(x)
     assert m.sum() > 1000
+    o = S.original_fields(x)
     rng = np.random.default_rng(1)
     for y in (x, jpeg(x, 5), np.full_like(x, 128), rng.integers(0, 256, x.shape), grating(6, 130)):
         assert np.array_equal(S.sof_maps(x, y)["mask"], m)
-        assert S.sof(x, y)["mask_px"] == int(m.sum())
+        r = S.sof(x, y)
+        assert r["mask_px"] == int(m.sum())
+        assert S.sof(x, y, original=o) == r
+    assert S.sof(x, x, original=S.original_fields(noisy(grating(6, 100))))["maoe"] > 10
 
 
 def test_rois_errors_and_empty_mask(tmp_path):

@@ -133,7 +133,7 @@ import numpy as np
 from .hvs import rgb_to_luma
 
 __all__ = ["MIN_SIDE", "FIELDS", "ENERGY_TESTS", "luma", "structure_tensor", "local_contrast", "stripe_mask",
-           "wrap_deg", "orientation_histograms", "sof", "sof_maps", "sof_row", "write_overlay"]
+           "wrap_deg", "orientation_histograms", "original_fields", "sof", "sof_maps", "sof_row", "write_overlay"]
 
 SIGMA_D = 1.0
 SIGMA_I = 3.0
@@ -343,26 +343,33 @@ def _check_size(shape):
         raise ValueError(f"SOF needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels, got {shape[0]}x{shape[1]}")
 
 
-def _prepare(x, y):
-    xa, ya = np.asarray(x), np.asarray(y)
-    if xa.shape != ya.shape:
-        raise ValueError(f"SOF: reconstruction shape {ya.shape} differs from the original's {xa.shape}")
-    lx, ly = luma(xa), luma(ya)
+def original_fields(x, rois=None, energy_test: str = "contrast") -> dict:
+    """The original's half of :func:`sof_maps` (luma, θ, coherence, energy and the stripe mask),
+    computed once: pass it as ``original=`` to :func:`sof` / :func:`sof_maps` when one original is
+    compared with many reconstructions (a study's codec points); the numbers are identical."""
+    _check_energy_test(energy_test)
+    xa = np.asarray(x)
+    lx = luma(xa)
     _check_size(lx.shape)
-    return lx, ly
+    tx, cx, ex = structure_tensor(lx)
+    mask = _roi_mask(lx.shape, rois) if rois else _auto_mask(lx, cx, ex, energy_test)
+    return {"shape": xa.shape, "mask": mask, "theta_x": tx, "coh_x": cx, "energy_x": ex, "luma_x": lx}
 
 
-def sof_maps(x, y, rois=None, energy_test: str = "contrast") -> dict:
+def sof_maps(x, y, rois=None, energy_test: str = "contrast", original: dict | None = None) -> dict:
     """The per-pixel fields behind :func:`sof`: ``mask``, ``theta_x``, ``theta_y``, ``coh_x``,
     ``coh_y``, ``energy_x``, ``energy_y``, ``dtheta`` (wrap(θ_Y − θ_X), degrees), and the lumas.
-    ``energy_test`` as in :func:`stripe_mask` (ignored with ``rois``)."""
-    _check_energy_test(energy_test)
-    lx, ly = _prepare(x, y)
-    tx, cx, ex = structure_tensor(lx)
+    ``energy_test`` as in :func:`stripe_mask` (ignored with ``rois``). ``original``: the result of
+    :func:`original_fields` for this ``x`` (and the same ``rois`` / ``energy_test``), to skip its recomputation."""
+    o = original if original is not None else original_fields(x, rois, energy_test)
+    ya = np.asarray(y)
+    if ya.shape != tuple(o["shape"]):
+        raise ValueError(f"SOF: reconstruction shape {ya.shape} differs from the original's {tuple(o['shape'])}")
+    ly = luma(ya)
     ty, cy, ey = structure_tensor(ly)
-    mask = _roi_mask(lx.shape, rois) if rois else _auto_mask(lx, cx, ex, energy_test)
-    return {"mask": mask, "theta_x": tx, "theta_y": ty, "coh_x": cx, "coh_y": cy, "energy_x": ex,
-            "energy_y": ey, "dtheta": wrap_deg(ty - tx), "luma_x": lx, "luma_y": ly}
+    return {"mask": o["mask"], "theta_x": o["theta_x"], "theta_y": ty, "coh_x": o["coh_x"], "coh_y": cy,
+            "energy_x": o["energy_x"], "energy_y": ey, "dtheta": wrap_deg(ty - o["theta_x"]), "luma_x": o["luma_x"],
+            "luma_y": ly}
 
 
 def _summary(f: dict, spectral: bool) -> dict:
@@ -410,14 +417,15 @@ def _summary(f: dict, spectral: bool) -> dict:
     return out
 
 
-def sof(x, y, rois=None, spectral: bool = True, energy_test: str = "contrast") -> dict:
+def sof(x, y, rois=None, spectral: bool = True, energy_test: str = "contrast", original: dict | None = None) -> dict:
     """Stripe-orientation fidelity of reconstruction ``y`` against original ``x`` (§13; see the module
     docstring): a JSON-able dict with ``mask_px``, ``mask_frac``, ``rois``, ``maoe`` (degrees),
     ``flip_rate``, ``washout_rate``, ``coherence_ratio``, ``ohd_mean``, ``ohd_p95``, ``ohd_tiles`` and,
     with ``spectral``, ``spectral_angle_err`` (degrees) / ``spectral_radius_err``. An empty mask gives
     ``mask_px = 0``, the numbers ``None`` and a ``note``. ``energy_test``: the mask's strength test,
-    ``"contrast"`` (default) or §13's ``"s13"`` (see :func:`stripe_mask`)."""
-    f = sof_maps(x, y, rois, energy_test)
+    ``"contrast"`` (default) or §13's ``"s13"`` (see :func:`stripe_mask`). ``original``: see
+    :func:`original_fields`."""
+    f = sof_maps(x, y, rois, energy_test, original)
     out = _summary(f, spectral)
     if rois:
         out["rois"] = [list(map(int, r)) for r in rois]
