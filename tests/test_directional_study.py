@@ -1,0 +1,48 @@
+"""The matched-rate arithmetic of the directional-distortion study (experiments/directional_distortion.py, issue 17).
+
+Checked against closed forms, not against the script's own output: a measure linear in log(bpp) interpolates
+exactly; a target outside a codec's measured range is missing (no extrapolation), and ``summarise`` gives the
+MS-SSIM twin minus the MSE twin with the count of positive differences. Broken once each: interpolation over
+linear bpp (the log-linear value differed by 0.29, failed); clamping instead of None outside the range (failed);
+MSE − MS-SSIM in summarise (sign flipped, failed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "directional_distortion", os.path.join(os.path.dirname(__file__), "..", "experiments", "directional_distortion.py"))
+D = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(D)
+
+
+def test_interp_over_log_bpp_without_extrapolation():
+    pts = [(0.1, 1.0), (0.4, 3.0)]  # v = 1 + 2·log(b/0.1)/log(4)
+    assert D.interp_logbpp(pts, 0.2) == pytest.approx(1.0 + 2.0 * math.log(2) / math.log(4), abs=1e-12)
+    assert D.interp_logbpp(pts, 0.1) == pytest.approx(1.0)
+    assert D.interp_logbpp(pts, 0.09) is None and D.interp_logbpp(pts, 0.41) is None
+    assert D.interp_logbpp([(0.2, 1.0)], 0.2) is None  # one point: no curve
+    assert D.interp_logbpp([(0.1, None), (0.2, 1.0), (0.4, 2.0)], 0.15) is None  # missing values are dropped
+
+
+def _row(image, arch, loss, bpp, flip):
+    return {"image": image, "codec": f"{arch}:{loss}", "arch": arch, "loss": loss, "bpp": bpp, "psnr": 30.0,
+            "ms_ssim": 0.9, "maoe": 10 * flip, "flip_rate": flip, "washout_rate": 0.1, "ohd_mean": 0.01}
+
+
+def test_matched_and_summary_sign():
+    rows = []
+    for img, (fm, fs) in {"a": (0.1, 0.3), "b": (0.2, 0.1), "c": (0.0, 0.4)}.items():
+        for loss, f in (("mse", fm), ("ms-ssim", fs)):
+            rows += [_row(img, "net", loss, 0.1, f), _row(img, "net", loss, 0.5, f)]
+    m = D.matched(rows)
+    at = {(r["image"], r["loss"], r["target_bpp"]): r for r in m}
+    assert at[("a", "ms-ssim", 0.25)]["flip_rate"] == pytest.approx(0.3)
+    s = D.summarise(m)["net@0.25"]["flip_rate"]
+    assert s["mean_diff"] == pytest.approx(((0.3 - 0.1) + (0.1 - 0.2) + (0.4 - 0.0)) / 3)
+    assert (s["n_images"], s["n_positive"]) == (3, 2)
