@@ -74,8 +74,8 @@ def test_codec_dispatch_and_fit(setup):
 
 def test_round_trip_bits_exact(setup):
     """Decoded bits == the encoder's bits == the bits of ``unroll`` computed independently.
-    Broken once: RowState.add skipped on the decoder side only (decoder's probabilities drift
-    after channel 0) → the bits differed, failed."""
+    Broken once: the decoder flipped the first decoded bit of channel 3 of every row (a
+    decoder-only change) → the bits differed, failed."""
     codec, enc = setup["codec"], setup["enc"]
     ref_bits, _ = _unroll_reference(setup["model"], setup["variables"], setup["img"])
     np.testing.assert_array_equal(enc.bits, ref_bits)
@@ -87,7 +87,7 @@ def test_every_prefix_decodes_to_the_k_iteration_reconstruction(setup):
     """A file cut after iteration k decodes to exactly (bit-identical float32) ``unroll``'s k-th
     reconstruction, cropped and clipped; ``iterations=k`` on the whole file gives the same.
     Broken once: the decoder skipped decode_iteration for the first segment (carry not advanced)
-    → differed, failed. Measured max |difference| 0.0 (CPU)."""
+    → failed (at k = 1: no reconstruction at all). Measured max |difference| 0.0 (CPU)."""
     codec, enc = setup["codec"], setup["enc"]
     _, recs = _unroll_reference(setup["model"], setup["variables"], setup["img"])
     assert len(enc.offsets) == K and enc.offsets[-1] == len(enc.data)
@@ -101,8 +101,8 @@ def test_every_prefix_decodes_to_the_k_iteration_reconstruction(setup):
 def test_mid_iteration_cut_is_a_one_line_error(setup):
     """Every cut that is not an iteration boundary (inside the header or a segment) raises a
     one-line TruncatedFileError (header cuts) naming the iteration, before any decoding.
-    Broken once: unpack_progressive accepted a segment whose payload ran past the end (slice
-    shorter than declared) → the cut decoded, failed."""
+    Broken once: unpack_progressive accepted a segment whose payload ran past the end (only the
+    varint checked against the file's end) → a cut crashed with struct.error, failed."""
     codec, enc = setup["codec"], setup["enc"]
     header_size = enc.offsets[0] - (len(container._varint(enc.header.stream_lengths[0]))
                                     + enc.header.stream_lengths[0] + 4)
@@ -153,7 +153,7 @@ def test_bytes_match_the_cross_entropy(setup):
     probabilities (range-coder flush: up to two 32-bit words). Measured on the 48×32 grid of
     an untrained context model: 7484 bytes for an estimate of 7482.4 (0.02 %); here the
     segments are ~25 bytes, so the constant dominates. Broken once: the encoder passed p(0)
-    instead of p(1) to constriction → segments 1.5-3× the estimate, failed."""
+    instead of p(1) to constriction → a segment of 84 bytes for an estimate of 22.9, failed."""
     enc = setup["enc"]
     for n, ideal in zip(enc.header.stream_lengths, enc.segment_bits):
         assert n <= ideal / 8 * 1.01 + 8, (n, ideal / 8)
