@@ -7,7 +7,9 @@
                                 [--qf Q]   (JPEG-payload models, e.g. comcnn-jpeg: the payload's quality)
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
                                   [--original IMG]
-    lic info IN.lic [--json]
+    lic compress IN.png OUT.lic --checkpoint TODERICI_DIR [--iterations K | --target-bpp B]   (progressive)
+    lic decompress IN.lic OUT.png [--iterations k]   (progressive files: decode the first k iterations)
+    lic info IN.lic [--json]   (progressive files: per-iteration byte offsets)
     lic restore IN.jpg OUT.png [--model arcnn|arcnn-aspp] [--qf Q] [--original IMG]
 
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
@@ -367,8 +369,24 @@ def _run_files(pairs, folder, desc, quiet, one):
 # ------------------------------------------------------------------------------------------
 # commands
 # ------------------------------------------------------------------------------------------
+def _is_progressive(codec) -> bool:
+    return getattr(codec, "kind", None) == "progressive"
+
+
 def _check_rate_args(args, codec):
     name = codec.spec.name if codec.spec is not None else "this model"
+    if _is_progressive(codec):  # rate = number of iterations (docs/PROGRESSIVE.md)
+        if args.lmbda is not None:
+            raise CliError(f"{name} is progressive: its rate is set by --iterations K or --target-bpp B, not λ")
+        if args.iterations is not None and args.target_bpp is not None:
+            raise CliError("--iterations and --target-bpp exclude each other (--target-bpp picks the iterations)")
+        if args.target_bpp is not None and not (args.target_bpp > 0 and math.isfinite(args.target_bpp)):
+            raise CliError(f"--target-bpp must be positive, got {args.target_bpp}")
+        if args.iterations is not None and not 1 <= args.iterations <= 64:
+            raise CliError(f"--iterations must be 1 … 64, got {args.iterations}")
+        return
+    if args.iterations is not None:
+        raise CliError(f"--iterations needs a progressive model (toderici2017); {name} is not one")
     if not codec.variable_rate:
         if args.lmbda is not None or args.target_bpp is not None:
             raise CliError(f"--lmbda / --target-bpp need a variable-rate model (mae-*); {name} has the fixed rate "
@@ -428,6 +446,8 @@ def cmd_compress(args) -> int:
     def one(src, dst):
         img = read_image(src, drop_alpha=args.drop_alpha, warn=_warn, max_pixels=args.max_pixels)
         extra = ""
+        if _is_progressive(codec):
+            return _compress_progressive(codec, args, src, dst, img)
         if args.target_bpp is not None:
             r = encode_at_bpp(codec, img, args.target_bpp, rtol=args.rtol)
             if not r.hit:
@@ -450,6 +470,27 @@ def cmd_compress(args) -> int:
         return _fmt_line(src, dst, h, w, len(enc.data), bpp, psnr) + extra, bpp, psnr
 
     return _run_files(pairs, folder, "compress", args.quiet, one)
+
+
+def _compress_progressive(codec, args, src, dst, img):
+    """One image with a progressive codec: --iterations K (default: the model's) or --target-bpp B
+    (the longest prefix of the real file that fits B; the file is cut at an iteration boundary)."""
+    from .coding.image_io import atomic_write_bytes
+
+    if args.target_bpp is not None:
+        enc = codec.encode_at_bpp(img, args.target_bpp)
+        if 8.0 * len(enc.data) / (img.shape[0] * img.shape[1]) > args.target_bpp:
+            _warn(f"{src}: one iteration already takes {8.0 * len(enc.data) / (img.shape[0] * img.shape[1]):.4f} bpp "
+                  f"> {args.target_bpp}; wrote 1 iteration")
+    else:
+        enc = codec.encode(img, iterations=args.iterations)
+    atomic_write_bytes(dst, enc.data)
+    h, w = img.shape[:2]
+    bpp = 8.0 * len(enc.data) / (h * w)
+    psnr = None
+    if not args.no_psnr:
+        psnr = _psnr(img, codec.reconstruct(enc.bits, h, w, 1 if img.ndim == 2 else 3))
+    return _fmt_line(src, dst, h, w, len(enc.data), bpp, psnr) + f", {enc.iterations} iterations", bpp, psnr
 
 
 def _original_for(args, src, folder):
@@ -475,6 +516,11 @@ def _read_lic(path, models, max_pixels) -> bytes:
     with open(path, "rb") as f:
         head = f.read(container.MAX_HEADER_SIZE)  # the whole header (or the whole file if shorter)
         header, hsize = container.read_header(head)
+        if header.progressive:  # segments are checked one by one as they are parsed (FORMAT.md §8)
+            limits.check_pixels(header.height, header.width, max_pixels, "image")
+            limits.check_progressive_size(header, hsize, os.fstat(f.fileno()).st_size)
+            f.seek(0)
+            return f.read()
         container.check_declared_size(header, hsize, os.fstat(f.fileno()).st_size)
         limits.check_pixels(header.height, header.width, max_pixels, "image")
         if 1 <= header.height <= container.MAX_SIDE and 1 <= header.width <= container.MAX_SIDE:
@@ -495,7 +541,17 @@ def cmd_decompress(args) -> int:
         header, _ = container.unpack(data)
         codec = models.for_header(header)
         _set_tiling(codec, args)
-        img = codec.decompress(data, max_pixels=args.max_pixels)
+        extra = ""
+        if header.progressive:
+            if args.iterations is not None and args.iterations > len(header.stream_lengths):
+                raise CliError(f"{src} holds {len(header.stream_lengths)} iterations, --iterations {args.iterations} "
+                               f"asked for more")
+            img = codec.decompress(data, max_pixels=args.max_pixels, iterations=args.iterations)
+            extra = f", {args.iterations or len(header.stream_lengths)} of {len(header.stream_lengths)} iterations"
+        elif args.iterations is not None:
+            raise CliError(f"--iterations needs a progressive file; {src} is a format-version-{header.version} file")
+        else:
+            img = codec.decompress(data, max_pixels=args.max_pixels)
         write_image(dst, img)
         h, w = img.shape[:2]
         bpp = 8.0 * len(data) / (h * w)
@@ -507,7 +563,7 @@ def cmd_decompress(args) -> int:
                 _warn(f"{orig}: shape {ref.shape} differs from the decoded {img.shape}; no PSNR")
             else:
                 psnr = _psnr(ref, img)
-        return _fmt_line(src, dst, h, w, len(data), bpp, psnr), bpp, psnr
+        return _fmt_line(src, dst, h, w, len(data), bpp, psnr) + extra, bpp, psnr
 
     return _run_files(pairs, folder, "decompress", args.quiet, one)
 
@@ -531,8 +587,9 @@ def cmd_info(args) -> int:
             print(f"{p}: .lic v{d['format_version']}, {d['model']}{q}{lam} (weights {d['fingerprint']}), "
                   f"{d['width']}x{d['height']} {'grey' if d['channels'] == 1 else 'RGB'} {d['bit_depth']}-bit, "
                   f"coder {d['coder']}, {'portable' if d['portable'] else 'not portable (float entropy path)'}, "
-                  f"streams {d['stream_lengths']} bytes, {d['file_bytes']} bytes "
-                  f"({d['container_bytes']} container), {d['bpp']:.4f} bpp")
+                  + (f"{d['iterations']} iterations, segments {d['stream_lengths']} bytes, ending at byte offsets "
+                     f"{d['iteration_offsets']}, " if "iterations" in d else f"streams {d['stream_lengths']} bytes, ")
+                  + f"{d['file_bytes']} bytes ({d['container_bytes']} container), {d['bpp']:.4f} bpp")
     if args.json:
         print(json.dumps(out if len(out) != 1 or os.path.isdir(args.input) else out[0], indent=2))
     return 0
@@ -614,7 +671,11 @@ def _parser() -> argparse.ArgumentParser:
     model_opts(c, True)
     r = c.add_mutually_exclusive_group()
     r.add_argument("--lmbda", type=float, metavar="L", help="variable-rate models: the λ to code at (CompressAI scale)")
-    r.add_argument("--target-bpp", type=float, metavar="B", help="variable-rate models: per-image rate control to B bpp")
+    r.add_argument("--target-bpp", type=float, metavar="B",
+                   help="variable-rate models: per-image rate control to B bpp; progressive models: the most "
+                        "iterations whose real file fits B bpp")
+    c.add_argument("--iterations", type=int, metavar="K",
+                   help="progressive models (toderici2017): code K iterations (default: the model's)")
     c.add_argument("--rtol", type=float, default=0.03, metavar="R", help="--target-bpp tolerance (default 0.03)")
     c.add_argument("--coder", choices=("constriction", "tfc"), default=None, help="entropy coder (default constriction)")
     c.add_argument("--portable", action="store_true",
@@ -636,6 +697,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("output", help="image file (PNG) or folder")
     model_opts(d, False)
     d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
+    d.add_argument("--iterations", type=int, metavar="K",
+                   help="progressive files: decode only the first K iterations (a coarser image)")
     d.add_argument("--tile", type=int, metavar="PIXELS",
                    help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
     d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",

@@ -56,6 +56,7 @@ __all__ = [
     "check_streams",
     "check_decode",
     "pad_streams",
+    "check_progressive_size",
 ]
 
 # 64 MiP: a 24-MP (6000 × 4000) camera photo and anything up to 8192 × 8192 pass; a forged
@@ -198,3 +199,16 @@ def pad_streams(codec, height: int, width: int, streams) -> list[bytes]:
             s = s + b"\0" * (sb.min_bytes - len(s))
         out.append(s)
     return out + [bytes(s) for s in streams[len(bounds):]]
+
+
+def check_progressive_size(header, header_size: int, file_size: int):
+    """Progressive files (format version 2, FORMAT.md §8): LimitError if the file is longer than
+    MAX_ITERATIONS segments of the longest plausible size for its image can be, checked from the
+    header before the file is read. (Each segment's own length is checked as it is parsed.)"""
+    from . import container
+
+    seg = container.max_segment_bytes(header.height, header.width) + 5 + 4  # varint + payload + CRC
+    limit = header_size + container.MAX_ITERATIONS * seg
+    if file_size > limit:
+        raise LimitError(f"implausible file: {file_size} bytes, more than {limit} that {container.MAX_ITERATIONS} "
+                         f"iterations of a {header.width}x{header.height} image can take")
