@@ -72,7 +72,8 @@ def test_every_documented_error():
         b"LI": TruncatedFileError,
         b"PNG\x89": NotALicFileError,
         b"\x89PNG\r\n\x1a\n" + data[8:]: NotALicFileError,
-        data[:3] + b"\x02" + data[4:]: UnsupportedVersionError,
+        data[:3] + b"\x03" + data[4:]: UnsupportedVersionError,
+        data[:3] + b"\x02" + data[4:]: CorruptFileError,  # read as progressive: its header CRC fails
         data[:10]: TruncatedFileError,
         data[:-1]: TruncatedFileError,
         data + b"\0": CorruptFileError,
@@ -196,3 +197,68 @@ def test_artifact_stores_and_verifies_tables(tmp_path):
     # config.json records the exact weights
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["fingerprint"] == fp
+
+
+# ------------------------------------------------------------------------------------------------
+# progressive files (format version 2, docs/FORMAT.md §8)
+# ------------------------------------------------------------------------------------------------
+def _pheader(**kw):
+    return dataclasses.replace(_header(**kw), version=container.PROGRESSIVE_VERSION, context_fingerprint=b"C" * 8)
+
+
+def test_progressive_layout_prefixes_and_errors():
+    """Version 2: header + header CRC, then per iteration ``varint length | payload | CRC-32``
+    chained from the previous CRC. Every prefix at a segment end unpacks to that many segments;
+    every other cut is a one-line TruncatedFileError; a flipped bit is a CorruptFileError (the
+    header's or that segment's CRC); appended bytes are a truncated extra segment or a CRC error.
+    Broken once: the chain restarted at 0 for each segment (crc32(part) only) → a segment swap
+    went undetected by ``swapped`` below, failed."""
+    segs = [b"abcd" * 3, b"", b"wxyz" * 40, b"1234"]
+    h = _pheader()
+    data = container.pack_progressive(h, segs)
+    hd, got = unpack(data)
+    assert hd.progressive and got == segs and hd.stream_lengths == (12, 0, 160, 4)
+    offsets = hd.segment_offsets
+    assert offsets[-1] == len(data) and hd.file_size == len(data)
+    for k, end in enumerate(offsets, 1):
+        hk, gk = unpack(data[:end])
+        assert gk == segs[:k]
+    hsize = read_header(data)[1]
+    for n in range(len(data)):
+        if n in offsets:
+            continue
+        with pytest.raises((TruncatedFileError, CorruptFileError) if n < hsize else TruncatedFileError) as e:
+            unpack(data[:n])
+        assert "\n" not in str(e.value)
+    for pos in range(4, len(data)):
+        bad = bytearray(data)
+        bad[pos] ^= 0x04
+        with pytest.raises(LicError) as e:
+            unpack(bytes(bad))
+        assert "\n" not in str(e.value)
+    with pytest.raises(LicError):
+        unpack(data + b"\x01")
+    # two whole segments swapped (each with its own bytes and CRC): the chain catches it
+    a0, a1 = offsets[0], offsets[1]
+    swapped = data[:hsize] + data[a0:a1] + data[hsize:a0] + data[a1:]
+    with pytest.raises(CorruptFileError, match="CRC-32"):
+        unpack(swapped)
+
+
+def test_progressive_limits_and_packing():
+    """Segment lengths above the bound of the image's bits are a LimitError before the payload
+    is read; pack_progressive refuses 0 or more than MAX_ITERATIONS segments."""
+    from lic_jax.coding.errors import LimitError
+
+    h = _pheader(height=16, width=16)  # 1 position: 32 bits per iteration
+    bound = container.max_segment_bytes(16, 16)
+    assert bound == 32 * container.SEGMENT_BITS_PER_BIT // 8 + container.SEGMENT_SLACK_BYTES
+    ok = container.pack_progressive(h, [b"\0" * bound])
+    assert len(unpack(ok)[1][0]) == bound
+    too_long = container.pack_progressive(h, [b"\0" * (bound + 1)])
+    with pytest.raises(LimitError):
+        unpack(too_long[: 40])  # refused from the length alone, before the payload
+    with pytest.raises(ValueError):
+        container.pack_progressive(h, [])
+    with pytest.raises(ValueError):
+        container.pack_progressive(h, [b""] * (container.MAX_ITERATIONS + 1))
