@@ -22,7 +22,7 @@ import numpy as np
 from . import container
 from .errors import LicError
 
-__all__ = ["MUTATIONS", "DOCUMENTED", "mutate", "run_case", "campaign", "CaseResult"]
+__all__ = ["MUTATIONS", "PROGRESSIVE_MUTATIONS", "DOCUMENTED", "mutate", "run_case", "campaign", "CaseResult"]
 
 MUTATIONS = (
     "payload_flip",  # 1-8 bit flips inside one stream
@@ -40,6 +40,13 @@ MUTATIONS = (
     "model_id",  # another architecture id (0 = unlisted, unknown ids)
     "fingerprint",  # other weights
     "coder",  # the other coder decodes this coder's stream
+)
+# progressive files (format version 2, FORMAT.md §8): the streams above are the iterations' segments
+# (re-packed with valid chained CRCs), plus
+PROGRESSIVE_MUTATIONS = MUTATIONS + (
+    "segment_drop",  # one iteration's segment removed (the next one then decodes against other bits)
+    "segment_duplicate",  # one segment repeated
+    "context_fingerprint",  # another bit context model
 )
 
 
@@ -136,6 +143,18 @@ def mutate(data: bytes, rng: np.random.Generator, kind: str | None = None, multi
         fp = bytearray(h.fingerprint)
         fp[int(rng.integers(0, 8))] ^= 1 << int(rng.integers(0, 8))
         hdr = dataclasses.replace(h, fingerprint=bytes(fp))
+    elif kind == "segment_drop":
+        if len(streams) > 1:
+            del streams[_pick_stream(rng, streams)]
+    elif kind == "segment_duplicate":
+        i = _pick_stream(rng, streams)
+        streams.insert(i, bytearray(streams[i]))
+    elif kind == "context_fingerprint":
+        if not h.progressive:
+            raise ValueError("context_fingerprint: only progressive files have one")
+        fp = bytearray(h.context_fingerprint)
+        fp[int(rng.integers(0, 8))] ^= 1 << int(rng.integers(0, 8))
+        hdr = dataclasses.replace(h, context_fingerprint=bytes(fp))
     elif kind == "coder":
         other = other_coder if other_coder is not None else (2 if h.coder_id == 1 else 1)
         hdr = dataclasses.replace(h, coder_id=other)
@@ -146,6 +165,8 @@ def mutate(data: bytes, rng: np.random.Generator, kind: str | None = None, multi
 
 def _pack_raw(h: container.Header, streams) -> bytes:
     """container.pack without its field validation for λ (NaN/inf/≤ 0 must reach the reader)."""
+    if h.progressive:
+        return _pack_progressive_raw(h, streams)
     if h.lmbda is not None and not np.isfinite(h.lmbda):
         body = container.pack(dataclasses.replace(h, lmbda=1.0), streams)[:-4]
         pos = body.index(struct.pack("<f", 1.0), 15)
@@ -154,6 +175,28 @@ def _pack_raw(h: container.Header, streams) -> bytes:
 
         return body + struct.pack("<I", zlib.crc32(body) & 0xFFFFFFFF)
     return container.pack(h, streams)
+
+
+def _pack_progressive_raw(h: container.Header, segments) -> bytes:
+    """container.pack_progressive with valid header and segment CRCs, a non-finite λ allowed, and
+    at most MAX_ITERATIONS segments kept (more is a packing error, not a forgery)."""
+    import zlib
+
+    segments = [bytes(s) for s in segments][: container.MAX_ITERATIONS] or [b""]
+    lam = h.lmbda
+    data = container.pack_progressive(dataclasses.replace(h, lmbda=1.0) if lam is not None else h, segments)
+    hd, hsize = container.read_header(data)
+    head = bytearray(data[: hsize - 4])
+    if lam is not None:
+        pos = head.index(struct.pack("<f", 1.0), 15)
+        head[pos:pos + 4] = struct.pack("<f", lam)
+    crc = zlib.crc32(bytes(head)) & 0xFFFFFFFF
+    out = bytearray(head) + struct.pack("<I", crc)
+    for s in segments:
+        part = container._varint(len(s)) + s
+        crc = zlib.crc32(part, crc) & 0xFFFFFFFF
+        out += part + struct.pack("<I", crc)
+    return bytes(out)
 
 
 @dataclasses.dataclass

@@ -30,7 +30,7 @@ import numpy as np
 from ..models.base import pad_amounts
 from ..models.registry import record_for
 from . import container, limits, pixels
-from .backends import backend_by_id, get_backend
+from .backends import get_backend
 from .codec import Codec, Decoded, _np_params, weights_fingerprint
 from .environment import current_environment
 from .errors import CorruptFileError, LicError, ModelMismatchError
@@ -231,7 +231,9 @@ class ProgressiveCodec(Codec):
 
         _, step = _programs(self.model)
         carry = T.initial_carry(self.model, 1, Hp, Wp)[1]
-        backend_by_id(header.coder_id)
+        if header.coder_id != get_backend("constriction").id:
+            raise CorruptFileError(f"corrupt header: progressive files are range-coded with constriction (coder id "
+                                   f"{get_backend('constriction').id}), this one names coder id {header.coder_id}")
         bits, prev, x_hat = [], np.zeros((h, w, container.PROGRESSIVE_BITS), np.float32), None
         try:
             for t, seg in enumerate(segments):

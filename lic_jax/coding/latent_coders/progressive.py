@@ -137,7 +137,7 @@ class ProgressiveCoder(LatentCoder):
 
         try:
             bits = self._traverse(t, prev, bit_io)
-        except (ValueError, RuntimeError, OverflowError) as e:
+        except (ValueError, RuntimeError, OverflowError, AssertionError) as e:  # constriction: invalid data
             raise CorruptFileError(f"corrupt bitstream in iteration {t + 1} ({type(e).__name__}: {e})") from None
         if stats is not None:
             stats["coder_s"] = stats.get("coder_s", 0.0) + acc[0]
