@@ -1,0 +1,389 @@
+"""Akutsu, Suzuki, Zhong, Aizawa: "Ultra low bitrate learned image compression by selective
+detail decoding", CVPR 2020 workshops (CLIC 2020, team "neuro"; seed 002;
+``/work/shared/docs/SYSTEMS.md`` §8; docs/AKUTSU.md) — networks only (issue 20, increment 1).
+The losses are in :mod:`lic_jax.losses_gan`.
+
+Components (paper §2, Fig. 1; channel lists of §3.1, "first number = input"):
+
+* encoder E: 3 →body 32 →body 64 →body 128 →body 192 →conv3×3 64 (latent /16, 64 channels);
+* main decoder G_m: 64 →conv3×3 192 →body 128 →body 64 →body 32 →body 3 (conditional-GAN trained);
+* selective detail decoder G_s: 64 →conv3×3 192 →body 96 →body 64 →body 32 →body 4
+  (3 RGB channels + 1 mask logit, weighted-MS-SSIM trained);
+* hyper encoder H_e: 64 →conv3×3 32 →body 32 →body 32 (/64); hyper decoder H_d: 32 →body 32
+  →body 32 →conv3×3 128;
+* entropy estimator H (§2.3): context estimator (causal) + mixing body fusing it with H_d's 128
+  channels → (μ, σ) of the Gaussian of eq. 2 for every latent channel;
+* conditional patch discriminator D (§3.1): 8 →body 32 →body 64 →body 128 →body 192 →conv3×3 1
+  (one "fake" logit per 16×16 patch); input = 3 image channels + 5 label channels, the one-hot
+  segmentation t_s reduced to 5 channels by 1×1 convolutions.
+* mask fusion, eq. 1: m = sigmoid(4th channel of G_s), x̂ = x̂_s·m + x̂_m·(1 − m) (:func:`fuse`).
+
+Bodies (§2.4, Fig. 3; blocks of ref. [14] = CVQN, with RAM-style attention, ref. [7]):
+
+* encoder body (halves H, W): space-to-depth ×2 (C → 4C) → GDN(4C) → residual group →
+  conv3×3 4C → C_out;
+* decoder body (doubles H, W): conv3×3 C → 4·C_out → residual group → IGDN(4·C_out) →
+  pixel-shuffle ×2 (→ C_out);
+* residual group: x + conv3×3(RCAB_n(… RCAB_1(x))), ``blocks`` RCABs (default 6, CVQN's count);
+* RCAB: r = conv3×3(ReLU(conv3×3(x))); x + r·sigmoid(CA(r) + SA(r)) where CA = 1×1 → ReLU → 1×1
+  on the per-channel *variance* of r (RAM) with reduction ``ca_reduction`` (default 1, CVQN) and
+  SA = depthwise 3×3 conv of r (RAM), broadcast-added before the sigmoid.
+
+Entropy model (§2.3, eq. 2; Fig. 2 is absent from the seed, so SYSTEMS.md §8's recommendation):
+
+* context estimator: 5×5 masked conv (type A) 64 → 128, then one causal self-attention block
+  (:class:`CausalSelfAttention`: single head, key/query 16, value = 128, residual);
+* mixing body: 1×1 conv on concat(context 128, H_d 128) 256 → 192, LeakyReLU, causal
+  self-attention (192), 1×1 conv 192 → 128 = (μ, σ_raw) for the 64 channels, σ = softplus(σ_raw),
+  bounded below at 0.11 by :class:`~lic_jax.entropy_models.GaussianConditional`;
+* hyper-latent: deep factorized density (:class:`~lic_jax.entropy_models.EntropyBottleneck`).
+  (The paper: "I_h can be obtained in the same way as I_f"; it gives no hyper-hyperprior, so the
+  factorized density is the only self-contained reading.)
+
+Naming: the paper's latent z is ``y`` here and its hyper-latent is ``z`` (the project's dict keys:
+``likelihoods = {'y': …, 'z': …}``), so the rate losses and coders of the other models apply.
+
+Ambiguities resolved (also in docs/AKUTSU.md) [I]:
+
+1. latent width 64 (E / H_e say 64, G_m / G_s "start at 32" = CVQN's code width): 64, and the
+   heads of G_m / G_s are conv3×3 64 → 192.
+2. §3.1 says G_m consists of "encoder bodies": decoder bodies (it must upsample ×16).
+3. GDN in the encoder body, IGDN in the decoder body (CVQN writes "GDN" for both).
+4. blocks per residual group: 6 (CVQN yaml); CA reduction 1 (CVQN); RAM fusion sigmoid(CA + SA).
+5. attention: single head, d_k = 16; the mask admits keys j ≤ i (raster order) over features that
+   are *already* strictly causal (type-A masked conv), so the output at i depends on latents at
+   positions < i only; admitting j = i avoids an empty softmax at i = 0. No positional encoding
+   (translation-equivariant; latents of any size). Full attention over the latent here; the coder
+   (later increment) decodes it sequentially or with a local window.
+6. D's label reducer: 1×1 conv ``label_classes`` → 16, LeakyReLU(0.2), 1×1 conv 16 → 5; D's bodies
+   are the encoder bodies above (with GDN); no activation on its logits.
+7. outputs are linear (no clipping / sigmoid on images; mask logit → sigmoid).
+8. ``x_hat`` is the fused image (eq. 1) when ``detail=True`` (default), else G_m's output.
+
+Images: NHWC in [0, 1], float32 by default; ``dtype=jnp.bfloat16`` computes convolutions, GDN and
+attention products in bf16 (parameters, variance pooling, softmax, entropy parameters and outputs
+stay float32). Sizes not a multiple of 64 are zero-padded (centred) and cropped back
+(:mod:`lic_jax.models.base`). ``width`` scales every internal channel count (tests use tiny
+widths); the 3 RGB / 4 detail / 1 logit / 5 label output channels are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
+from ..layers import GDN, Conv, MaskedConv
+from .base import crop_image, leaky_relu, pad_image, quant_modes
+
+__all__ = ["Akutsu2020", "Discriminator", "EncoderBody", "DecoderBody", "RCAB", "ResidualGroup",
+           "CausalSelfAttention", "ContextEstimator", "MixingBody", "space_to_depth", "depth_to_space",
+           "fuse", "causal_attention_mask", "scaled", "DOWNSAMPLING", "LABEL_CHANNELS"]
+
+DOWNSAMPLING = 64
+LABEL_CHANNELS = 5
+
+
+def scaled(c: int, width: float, minimum: int = 1) -> int:
+    """round(c · width), at least ``minimum``."""
+    return max(minimum, int(round(c * width)))
+
+
+def depth_to_space(x, r: int = 2):
+    """Pixel shuffle (B, H, W, C·r²) → (B, rH, rW, C), PyTorch ``pixel_shuffle`` channel order."""
+    B, H, W, C = x.shape
+    if C % (r * r):
+        raise ValueError(f"depth_to_space ×{r} needs channels divisible by {r * r}, got {C}")
+    x = x.reshape(B, H, W, C // (r * r), r, r)
+    return x.transpose(0, 1, 4, 2, 5, 3).reshape(B, H * r, W * r, C // (r * r))
+
+
+def space_to_depth(x, r: int = 2):
+    """Exact inverse of :func:`depth_to_space`: (B, rH, rW, C) → (B, H, W, C·r²)."""
+    B, H, W, C = x.shape
+    if H % r or W % r:
+        raise ValueError(f"space_to_depth ×{r} needs H, W divisible by {r}, got {H}x{W}")
+    x = x.reshape(B, H // r, r, W // r, r, C)
+    return x.transpose(0, 1, 3, 5, 2, 4).reshape(B, H // r, W // r, C * r * r)
+
+
+def fuse(x_detail, x_main, mask):
+    """Eq. 1: x̂ = x̂_s·m + x̂_m·(1 − m) (mask broadcast over the channels)."""
+    return x_detail * mask + x_main * (1.0 - mask)
+
+
+def causal_attention_mask(n: int) -> np.ndarray:
+    """(n, n) boolean raster-order mask: query i may read keys j ≤ i (see the module docstring, 5)."""
+    return np.tril(np.ones((n, n), bool))
+
+
+class DepthwiseConv3(nn.Module):
+    """Depthwise 3×3 convolution, stride 1, zero padding 1 (RAM's spatial attention)."""
+
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        bound = 1.0 / 3.0  # fan-in 9 (PyTorch default uniform bound 1/sqrt(fan_in))
+        init = lambda k, s: jax.random.uniform(k, s, jnp.float32, -bound, bound)  # noqa: E731
+        kernel = self.param("kernel", init, (3, 3, 1, c))
+        bias = self.param("bias", init, (c,))
+        dtype = self.dtype or x.dtype
+        y = jax.lax.conv_general_dilated(x.astype(dtype), kernel.astype(dtype), (1, 1), ((1, 1), (1, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+        return y + bias.astype(dtype)
+
+
+class RCAB(nn.Module):
+    """Residual channel-attention block with RAM-style attention (module docstring, "Bodies")."""
+
+    ca_reduction: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        c, d = x.shape[-1], self.dtype
+        r = Conv(c, 3, 1, dtype=d)(x)
+        r = Conv(c, 3, 1, dtype=d)(nn.relu(r))
+        var = jnp.var(r.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(r.dtype)
+        ca = Conv(max(1, c // self.ca_reduction), 1, 1, dtype=d)(var)
+        ca = Conv(c, 1, 1, dtype=d)(nn.relu(ca))
+        sa = DepthwiseConv3(dtype=d)(r)
+        return x + r * jax.nn.sigmoid(ca + sa)
+
+
+class ResidualGroup(nn.Module):
+    blocks: int = 6
+    ca_reduction: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        h = x
+        for _ in range(self.blocks):
+            h = RCAB(self.ca_reduction, self.dtype)(h)
+        return x + Conv(x.shape[-1], 3, 1, dtype=self.dtype)(h)
+
+
+class EncoderBody(nn.Module):
+    """Halves H, W: space-to-depth → GDN → residual group → conv3×3 → ``features``."""
+
+    features: int
+    blocks: int = 6
+    ca_reduction: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        h = space_to_depth(x)
+        h = GDN(dtype=self.dtype)(h)
+        h = ResidualGroup(self.blocks, self.ca_reduction, self.dtype)(h)
+        return Conv(self.features, 3, 1, dtype=self.dtype)(h)
+
+
+class DecoderBody(nn.Module):
+    """Doubles H, W: conv3×3 → 4·``features`` → residual group → IGDN → pixel shuffle."""
+
+    features: int
+    blocks: int = 6
+    ca_reduction: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        h = Conv(4 * self.features, 3, 1, dtype=self.dtype)(x)
+        h = ResidualGroup(self.blocks, self.ca_reduction, self.dtype)(h)
+        h = GDN(inverse=True, dtype=self.dtype)(h)
+        return depth_to_space(h)
+
+
+class CausalSelfAttention(nn.Module):
+    """Single-head causal self-attention over the raster-ordered positions, residual:
+    h + W_o · softmax(q kᵀ/√d_k, mask j ≤ i) v with q, k, v 1×1 projections of h."""
+
+    key_dim: int = 16
+    value_dim: int | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, h):
+        b, H, W, C = h.shape
+        n, d = H * W, self.dtype
+        v_dim = self.value_dim or C
+        q = Conv(self.key_dim, 1, 1, dtype=d)(h).reshape(b, n, self.key_dim)
+        k = Conv(self.key_dim, 1, 1, dtype=d)(h).reshape(b, n, self.key_dim)
+        v = Conv(v_dim, 1, 1, dtype=d)(h).reshape(b, n, v_dim)
+        logits = jnp.einsum("bid,bjd->bij", q, k).astype(jnp.float32) / math.sqrt(self.key_dim)
+        logits = jnp.where(causal_attention_mask(n)[None], logits, -jnp.inf)
+        a = jax.nn.softmax(logits, axis=-1)
+        o = jnp.einsum("bij,bjv->biv", a.astype(v.dtype), v).reshape(b, H, W, v_dim)
+        return h + Conv(C, 1, 1, dtype=d)(o)
+
+
+class ContextEstimator(nn.Module):
+    """5×5 type-A masked conv → causal self-attention (the output at i reads ŷ at positions < i)."""
+
+    features: int = 128
+    key_dim: int = 16
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, y_hat):
+        h = MaskedConv(self.features, 5, "A", dtype=self.dtype)(y_hat)
+        return CausalSelfAttention(self.key_dim, dtype=self.dtype)(h).astype(jnp.float32)
+
+
+class MixingBody(nn.Module):
+    """concat(context, hyper) → 1×1 → LeakyReLU → causal attention → 1×1 → (σ, μ) (σ = softplus)."""
+
+    latent: int = 64
+    features: int = 192
+    key_dim: int = 16
+    attention: bool = True
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, ctx, hyper):
+        d = self.dtype
+        h = Conv(self.features, 1, 1, dtype=d)(jnp.concatenate([ctx, hyper], axis=-1))
+        h = leaky_relu(h)
+        if self.attention:
+            h = CausalSelfAttention(self.key_dim, dtype=d)(h)
+        p = Conv(2 * self.latent, 1, 1, dtype=d)(h).astype(jnp.float32)
+        means, s = jnp.split(p, 2, axis=-1)
+        return jax.nn.softplus(s), means
+
+
+def _bodies(kind, channels, blocks, ca_reduction, dtype):
+    body = EncoderBody if kind == "enc" else DecoderBody
+    return [body(c, blocks, ca_reduction, dtype) for c in channels]
+
+
+def _run(layers, x):
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
+class Discriminator(nn.Module):
+    """Conditional patch discriminator D (§3.1): one "fake" logit per 16×16 patch (float32).
+
+    ``labels``: (B, H, W, ``label_classes``) one-hot (or soft) segmentation t_s."""
+
+    channels: Sequence[int] = (32, 64, 128, 192)
+    label_classes: int = LABEL_CHANNELS
+    label_hidden: int = 16
+    blocks: int = 6
+    ca_reduction: int = 1
+    width: float = 1.0
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x, labels):
+        d, w = self.dtype, self.width
+        if labels.shape[:3] != x.shape[:3] or labels.shape[-1] != self.label_classes:
+            raise ValueError(f"labels must be {x.shape[:3] + (self.label_classes,)}, got {labels.shape}")
+        t = Conv(scaled(self.label_hidden, w), 1, 1, dtype=d)(labels)
+        t = Conv(LABEL_CHANNELS, 1, 1, dtype=d)(nn.leaky_relu(t, 0.2))
+        h = jnp.concatenate([x.astype(t.dtype), t], axis=-1)
+        h = _run(_bodies("enc", [scaled(c, w) for c in self.channels], self.blocks, self.ca_reduction, d), h)
+        return Conv(1, 3, 1, dtype=d)(h).astype(jnp.float32)
+
+
+class Akutsu2020(nn.Module):
+    """E, G_m, G_s, H_e, H_d and the entropy estimator of Akutsu et al. 2020 (D is separate:
+    :class:`Discriminator`, its own parameters and optimiser).
+
+    ``apply(variables, x, train=..., quant=..., detail=True, rngs={'noise': key})`` returns the
+    project's model dict (``x_hat``, ``likelihoods`` {'y', 'z'}, ``y``, ``z``, ``y_hat``,
+    ``z_hat``, ``scales``, ``means``) plus ``x_hat_main``, ``x_hat_detail``, ``mask`` (B, H, W, 1)
+    and ``mask_logit``. With ``detail=False`` G_s is not run (``x_hat`` = ``x_hat_main``)."""
+
+    latent: int = 64
+    encoder_channels: Sequence[int] = (32, 64, 128, 192)
+    main_channels: Sequence[int] = (192, 128, 64, 32)
+    detail_channels: Sequence[int] = (192, 96, 64, 32)
+    hyper: int = 32
+    hyper_out: int = 128
+    context: int = 128
+    mix: int = 192
+    key_dim: int = 16
+    mix_attention: bool = True
+    blocks: int = 6
+    ca_reduction: int = 1
+    eb_filters: tuple = (3, 3, 3, 3)
+    width: float = 1.0
+    dtype: Any = None
+
+    downsampling = DOWNSAMPLING
+
+    def setup(self):
+        d, w, n, r = self.dtype, self.width, self.blocks, self.ca_reduction
+        s = lambda c: scaled(c, w)  # noqa: E731
+        lat, hyp = s(self.latent), s(self.hyper)
+        self.g_a = _bodies("enc", [s(c) for c in self.encoder_channels], n, r, d) + [Conv(lat, 3, 1, dtype=d)]
+        mc, dc = [s(c) for c in self.main_channels], [s(c) for c in self.detail_channels]
+        self.g_m = [Conv(mc[0], 3, 1, dtype=d)] + _bodies("dec", mc[1:] + [3], n, r, d)
+        self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d)
+        self.h_a = [Conv(hyp, 3, 1, dtype=d)] + _bodies("enc", [hyp, hyp], n, r, d)
+        self.h_s = _bodies("dec", [hyp, hyp], n, r, d) + [Conv(s(self.hyper_out), 3, 1, dtype=d)]
+        self.context_estimator = ContextEstimator(s(self.context), max(4, s(self.key_dim)), d)
+        self.mixing_body = MixingBody(lat, s(self.mix), max(4, s(self.key_dim)), self.mix_attention, d)
+        self.entropy_bottleneck = EntropyBottleneck(hyp, filters=self.eb_filters)
+        self.gaussian_conditional = GaussianConditional()
+
+    # -- pieces (used by losses, tests and the later coder) ---------------------------------------
+    def analysis(self, x):
+        return _run(self.g_a, x).astype(jnp.float32)
+
+    def hyper_analysis(self, y):
+        return _run(self.h_a, y).astype(jnp.float32)
+
+    def hyper_synthesis(self, z_hat):
+        return _run(self.h_s, z_hat).astype(jnp.float32)
+
+    def gaussian_params(self, hyper, y_hat):
+        """(σ, μ) at every position from H_d's features and the causal context of ŷ."""
+        return self.mixing_body(self.context_estimator(y_hat), hyper)
+
+    def synthesis_main(self, y_hat):
+        return _run(self.g_m, y_hat).astype(jnp.float32)
+
+    def synthesis_detail(self, y_hat):
+        """G_s: (x̂_s, mask logit)."""
+        out = _run(self.g_d, y_hat).astype(jnp.float32)
+        return out[..., :3], out[..., 3:]
+
+    def __call__(self, x, train: bool = False, quant: str | None = None, detail: bool = True):
+        """Forward pass with mbt2018's quantisation convention (context, rate and synthesis share
+        one noisy sample in training; eval rounds, the rate is that of round(y − μ) + μ)."""
+        h, w = x.shape[1:3]
+        rate_mode, syn_mode = quant_modes(train, quant)
+        y = self.analysis(pad_image(x, self.downsampling))
+        z = self.hyper_analysis(y)
+        z_rate, z_lik = self.entropy_bottleneck(z, rate_mode)
+        z_hat = z_rate if syn_mode == rate_mode else quantize(z, syn_mode, self.entropy_bottleneck.medians())
+        hyper = self.hyper_synthesis(z_hat)
+        rng = self.make_rng("noise") if rate_mode == "noise" else None
+        y_ctx = quantize(y, rate_mode, None, rng)
+        scales, means = self.gaussian_params(hyper, y_ctx)
+        y_rate = y_ctx if rate_mode == "noise" else quantize(y, rate_mode, means)
+        y_lik = self.gaussian_conditional.likelihood(y_rate, scales, means)
+        y_hat = y_ctx if syn_mode == rate_mode else quantize(y, syn_mode)
+        x_main = crop_image(self.synthesis_main(y_hat), h, w)
+        out = {"x_hat_main": x_main, "likelihoods": {"y": y_lik, "z": z_lik}, "y": y, "z": z, "y_hat": y_hat,
+               "z_hat": z_hat, "scales": scales, "means": means}
+        if detail:
+            x_det, logit = self.synthesis_detail(y_hat)
+            x_det, logit = crop_image(x_det, h, w), crop_image(logit, h, w)
+            mask = jax.nn.sigmoid(logit)
+            out.update(x_hat=fuse(x_det, x_main, mask), x_hat_detail=x_det, mask=mask, mask_logit=logit)
+        else:
+            out["x_hat"] = x_main
+        return out
