@@ -9,9 +9,9 @@ Each property was broken once on purpose and its test failed:
 * resume — the binarizer key made to depend on where the process started
   (``noise_key = fold_in(noise_key, start_step)`` in ``loop.py`` after the restore: "the key is
   not restored"): the resumed steps' losses differed from the straight run's;
-* 8 devices — the binarizer key made to depend on the device count
-  (``fold_in(noise_key, jax.device_count())`` in ``iterative.make_loss_fn``): the losses of the
-  8-device run differed from the 1-device run's from step 1 on (relative ≈ 1e-2);
+* 8 devices — the binarizer key made to depend on the mesh (``fold_in(noise_key, mesh.size)``
+  where ``steps.make_train_step`` builds the iterative loss): the 8-device losses differed from
+  the 1-device ones;
 * learning — the learning rate set to 0 (``--config.optim.lr=0``): the validation L1 did not move.
 """
 
@@ -150,9 +150,10 @@ SAME_BATCH_SCRIPT = textwrap.dedent("""
 
 
 def test_8_devices_equal_1_device(env):
-    """3 steps on 8 virtual CPU devices (batch sharded 1 crop per device) vs 1 device: the same
-    losses and parameters within the tolerances of tests/test_parallel.py (the all-reduce sums in
-    another order; measured here: see the printed max |Δp| and leaf-relative difference)."""
+    """3 steps on 8 virtual CPU devices (batch sharded 1 crop per device) vs 1 device. The all-reduce
+    sums in another order, so equality is to rounding: measured (two runs) loss differences ≤ 1.3e-7
+    relative, parameters max |Δp| 1.2e-6 and leaf-relative ‖Δp‖/‖p‖ ≤ 1.7e-7. Tolerances ≈ 3× those:
+    losses rtol 5e-7, leaf-relative 5e-7; elementwise tests/test_parallel.py's allclose(1e-5, 1e-6)."""
     steps = 3
     e = _opt_env(env)
     e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
@@ -162,9 +163,9 @@ def test_8_devices_equal_1_device(env):
     r = json.loads([line for line in p.stdout.splitlines() if line.startswith("RESULT")][-1][len("RESULT"):])
     print(f"toderici2017 8 vs 1 device after {steps} steps: {json.dumps(r)}")
     assert r["devices"] == 8 and r["batch_shards_8"] == 8 and r["batch_shards_1"] == 1
-    np.testing.assert_allclose(r["losses_8"], r["losses_1"], rtol=1e-5)
+    np.testing.assert_allclose(r["losses_8"], r["losses_1"], rtol=5e-7)
     assert r["allclose"], r
-    assert r["max_leaf_rel"] < 1e-5, r
+    assert r["max_leaf_rel"] < 5e-7, r
 
 
 # -- in-process: registry entry, spec / artifact round trip, config argument, schedule ----------------
