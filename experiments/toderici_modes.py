@@ -3,18 +3,23 @@
 
 Every configuration is one ``train.py --config configs/toderici2017.py:…`` run in its own workdir
 under ``--root`` (default ``~/lic_runs/toderici/<tag>/<cell>-<mode>-<schedule>``), the same steps,
-batch, crops, data, seed and validation for all. Re-running the same command continues: train.py
-resumes each unfinished run from its newest checkpoint, finished runs (artifact + final
-validation present) are skipped. After each run (and at the end) the report is rewritten:
+batch, crops, data, seed and validation for all. The lr schedule spans ``--steps``; each
+invocation trains every run up to ``--until`` steps (``config.stop_at``: validation + checkpoint
+there), one run after the other, then exports its best checkpoint (``train.py --mode=export``), so
+the budget grows in equal installments: re-run with a larger ``--until`` to continue (train.py
+resumes each run from its newest checkpoint; runs already at ``--until`` are skipped). After each run (and at the end) the report is rewritten:
 ``<out>/<tag>.json`` and ``.csv`` (per-iteration validation L1 / PSNR, sign binarizer, of the
 exported = best-by-mean-L1 checkpoint, and of the last step) and ``<tag>.png`` (PSNR and L1 against
 iterations = bpp·8).
 
     # the issue's experiment ({one-shot, additive} × {lstm, gru}), in the background:
-    nice -n 15 nohup .venv/bin/python experiments/toderici_modes.py --tag modes > ~/lic_runs/toderici/modes.log 2>&1 &
+    nice -n 15 nohup .venv/bin/python experiments/toderici_modes.py --tag modes --until 300 \
+        >> ~/lic_runs/toderici/modes.log 2>&1 &
+    # … a later session continues all four runs to step 600 of the same 3000-step schedule:
+    nice -n 15 nohup .venv/bin/python experiments/toderici_modes.py --tag modes --until 600 >> … &
     # the optimiser-schedule comparison of docs/TODERICI.md (GRU one-shot, port MultiStep vs cosine):
     python experiments/toderici_modes.py --tag schedules --cells gru --modes one-shot --schedules multistep,cosine \\
-        --steps 200 --width 0.125
+        --width 0.0625 --iterations 8 --batch 8 --steps 600 --until 600 --val-crop 64
     python experiments/toderici_modes.py --tag modes --report-only      # rewrite the report from the runs
 """
 
@@ -43,13 +48,14 @@ def parse_args(argv=None):
     p.add_argument("--schedules", default="cosine", help="multistep (the port's halvings) | cosine | constant")
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--iterations", type=int, default=16)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=3000, help="schedule length (num_steps)")
+    p.add_argument("--until", type=int, default=300, help="train every run up to this step now (≤ --steps)")
+    p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-crop", type=int, default=128)
     p.add_argument("--val-limit", type=int, default=16)
-    p.add_argument("--evals", type=int, default=4, help="validations per run (plus one at step 0)")
+    p.add_argument("--eval-every", type=int, default=100, help="validation cadence (plus step 0 and --until)")
     p.add_argument("--train", default=os.path.join(SHARED, "data", "train"))
     p.add_argument("--val", default=os.path.join(SHARED, "data", "val"))
     p.add_argument("--report-only", action="store_true")
@@ -66,21 +72,28 @@ def runs(a):
 def command(a, name, arch, workdir):
     arg = (f"cell={arch['cell']},mode={arch['mode']},width={a.width},iterations={a.iterations},"
            f"schedule={arch['schedule']}")
-    every = max(1, a.steps // max(1, a.evals))
     return [sys.executable, os.path.join(REPO, "train.py"), "--config", f"{REPO}/configs/toderici2017.py:{arg}",
             "--workdir", workdir, f"--config.num_steps={a.steps}", f"--config.batch_size={a.batch}",
             f"--config.optim.lr={a.lr}", f"--config.seed={a.seed}", f"--config.data.train={a.train}",
             f"--config.data.val={a.val}", f"--config.data.val_crop={a.val_crop}",
-            f"--config.data.val_limit={a.val_limit}", f"--config.val_batch_size=8", f"--config.eval_every={every}",
-            f"--config.checkpoint_every={min(every, 100)}", "--config.eval_at_start=True",
-            f"--config.log_every={max(1, min(25, a.steps // 20))}", "--config.progress_bar=False"]
+            f"--config.data.val_limit={a.val_limit}", "--config.val_batch_size=8",
+            f"--config.eval_every={a.eval_every}", f"--config.checkpoint_every={min(a.eval_every, 50)}",
+            "--config.eval_at_start=True", f"--config.stop_at={min(a.until, a.steps)}", "--config.log_every=25",
+            "--config.progress_bar=False"]
 
 
-def finished(workdir, steps) -> bool:
+def reached(workdir, step) -> bool:
     from lic_jax.train.metrics_writer import read_metrics
 
-    val = read_metrics(os.path.join(workdir, "metrics.jsonl"), "val")
-    return os.path.isfile(os.path.join(workdir, "artifact", "config.json")) and any(v["step"] == steps for v in val)
+    return any(v["step"] >= step for v in read_metrics(os.path.join(workdir, "metrics.jsonl"), "val"))
+
+
+def exported_step(workdir):
+    art = os.path.join(workdir, "artifact", "config.json")
+    if not os.path.isfile(art):
+        return None
+    tr = json.load(open(art))["metadata"].get("training", {})
+    return tr.get("exported_step", tr.get("checkpoint_meta", {}).get("step"))
 
 
 def summarise(a):
@@ -95,14 +108,10 @@ def summarise(a):
         train = read_metrics(os.path.join(wd, "metrics.jsonl"), "train")
         if not val:
             continue
-        exported = None
-        art = os.path.join(wd, "artifact", "config.json")
-        if os.path.isfile(art):
-            exported = json.load(open(art))["metadata"]["training"].get("exported_step")
+        exported = exported_step(wd)
         best = min(val, key=lambda v: v["loss"])
         sel = next((v for v in val if v["step"] == exported), best)
         last = val[-1]
-        wall = sum(t.get("wall_s", 0) for t in train)  # (not logged per step; see time stamps)
         t0 = min(r["time"] for r in val + train)
         t1 = max(r["time"] for r in val + train)
         results[name] = {**arch, "width": a.width, "iterations": a.iterations, "steps_done": max(r["step"] for r in val + train),
@@ -110,12 +119,11 @@ def summarise(a):
                          "last": curve(last), "mean_l1_selected": sel["loss"], "wall_s_logged": t1 - t0,
                          "train_loss_last": train[-1]["loss"] if train else None,
                          "history": [{"step": v["step"], "mean_l1": v["loss"], "psnr_last": v["psnr"]} for v in val]}
-        del wall
         c = curve(sel)
         for k, bpp, l1, psnr in zip(c["iteration"], c["bpp"], c["l1"], c["psnr"]):
             rows.append({"run": name, **arch, "step": sel["step"], "iteration": k, "bpp": bpp, "l1": l1, "psnr": psnr})
     os.makedirs(a.out, exist_ok=True)
-    meta = {"tag": a.tag, "budget": {"steps": a.steps, "batch": a.batch, "crop": 32, "lr": a.lr, "width": a.width,
+    meta = {"tag": a.tag, "budget": {"steps": a.steps, "until": a.until, "batch": a.batch, "crop": 32, "lr": a.lr, "width": a.width,
                                      "iterations": a.iterations, "seed": a.seed},
             "validation": {"data": a.val, "centre_crop": a.val_crop, "images": a.val_limit,
                            "binarizer": "sign", "psnr": "per image of the clipped reconstruction, then mean"},
@@ -162,14 +170,18 @@ def main(argv=None):
         t_start = time.time()
         for i, (name, arch) in enumerate(todo):
             wd = os.path.join(a.root, a.tag, name)
-            if finished(wd, a.steps):
-                print(f"[{i + 1}/{len(todo)}] {name}: done", flush=True)
+            until = min(a.until, a.steps)
+            if reached(wd, until) and exported_step(wd) is not None:
+                print(f"[{i + 1}/{len(todo)}] {name}: at step {until} already", flush=True)
                 continue
             os.makedirs(wd, exist_ok=True)
             t0 = time.time()
-            print(f"[{i + 1}/{len(todo)}] {name}: training {a.steps} steps in {wd}", flush=True)
+            print(f"[{i + 1}/{len(todo)}] {name}: training to step {until} of {a.steps} in {wd}", flush=True)
+            cmd = command(a, name, arch, wd)
             with open(os.path.join(wd, "train.log"), "a") as log:
-                r = subprocess.run(command(a, name, arch, wd), cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                r = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                if r.returncode == 0 and until < a.steps:  # train.py exports by itself only at num_steps
+                    r = subprocess.run(cmd + ["--mode=export"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
             if r.returncode != 0:
                 print(f"  {name}: train.py exited {r.returncode} (see {wd}/train.log); continuing", flush=True)
             el = time.time() - t_start
@@ -180,7 +192,7 @@ def main(argv=None):
     res = summarise(a)
     for name, r in sorted(res.items()):
         c = r["selected"]
-        print(f"{name}: step {r['selected_step']}/{r['steps']} mean L1 {r['mean_l1_selected']:.4f}; PSNR @ it 1/4/8/16: "
+        print(f"{name}: step {r['selected_step']} (of {r['steps_done']} done, schedule {r['steps']}) mean L1 {r['mean_l1_selected']:.4f}; PSNR @ it 1/4/8/16: "
               + " / ".join(f"{c['psnr'][k - 1]:.2f}" for k in (1, 4, 8, 16) if k <= len(c["psnr"])))
     print(f"report: {os.path.join(a.out, a.tag)}.json/.csv/.png")
 

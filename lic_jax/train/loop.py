@@ -214,7 +214,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     sleep = float(config.get("debug_step_sleep", 0.0) or 0.0)
     try:
         with _Stop() as stopper:
-            for step, local in batches.iterate(start_step, num_steps):
+            stop_at = int(config.get("stop_at", 0) or 0)  # pause here (validate + checkpoint); the schedule keeps num_steps
+            end = min(num_steps, stop_at) if stop_at > 0 else num_steps
+            for step, local in batches.iterate(start_step, end):
                 if step == int(config.debug_nan_step):
                     state = poison(state)
                 t0 = time.time() if first_step_time is None else None
@@ -229,9 +231,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     time.sleep(sleep)
                 done = step + 1
                 writer.advance(1)
-                is_log = done % log_every == 0 or done == num_steps
-                is_eval = (eval_every > 0 and done % eval_every == 0) or done == num_steps
-                is_ckpt = ckpt is not None and ckpt_every > 0 and (done % ckpt_every == 0 or done == num_steps)
+                is_log = done % log_every == 0 or done == end
+                is_eval = (eval_every > 0 and done % eval_every == 0) or done == end
+                is_ckpt = ckpt is not None and ckpt_every > 0 and (done % ckpt_every == 0 or done == end)
                 stop_now = stopper.requested
                 if is_log or is_eval or is_ckpt or stop_now:
                     host = check_finite(done)
