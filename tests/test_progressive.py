@@ -149,7 +149,7 @@ def test_corrupt_byte_is_a_crc_error(setup):
 
 
 def test_bytes_match_the_cross_entropy(setup):
-    """Each segment's bytes are within 1 % + 8 bytes of Σ −log2 p of the quantised
+    """Each segment's bytes (method byte + stream) are within 1 % + 8 bytes of Σ −log2 p of the quantised
     probabilities (range-coder flush: up to two 32-bit words). Measured on the 48×32 grid of
     an untrained context model: 7484 bytes for an estimate of 7482.4 (0.02 %); here the
     segments are ~25 bytes, so the constant dominates. Broken once: the encoder passed p(0)
@@ -288,3 +288,28 @@ def test_cli_iterations_target_bpp_info_and_cuts(setup, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compress", str(src), str(enc_path), "--checkpoint", str(art), "--lmbda", "0.01", "-q"]) != 0
     assert "not λ" in capsys.readouterr().err
+
+
+def test_raw_fallback_bounds_every_segment(setup):
+    """With a context model that is confidently wrong (p(+1) = 1 − 2⁻¹⁶ everywhere), every segment
+    is stored raw: method byte 1 + the packed bits (= raw bits + 1 byte), and still decodes
+    exactly; a raw segment of the wrong length is a CorruptFileError. Broken once: the encoder
+    never fell back (``>=`` → ``> 10**9``) → segments of ~7× raw, failed."""
+    import jax.tree_util as jtu
+
+    s = setup
+    cm, cp = s["ctx"]
+    bad = jtu.tree_map(lambda a: a, cp)
+    bad["params"]["u"] = jnp.zeros_like(cp["params"]["u"])
+    bad["params"]["v"] = jnp.full_like(cp["params"]["v"], 30.0)
+    codec = Codec(s["model"], s["spec"], s["variables"], context=(cm, bad))
+    enc = codec.encode(s["img"])
+    raw = 2 * 3 * 32 // 8
+    assert list(enc.header.stream_lengths) == [raw + 1] * K
+    np.testing.assert_array_equal(codec.decode(enc.data, output="latents")[0], enc.bits)
+    h = enc.header
+    forged = container.pack_progressive(h, [bytes([1]) + b"\0" * (raw - 1)])
+    with pytest.raises(CorruptFileError, match="raw segment"):
+        codec.decompress(forged)
+    with pytest.raises(CorruptFileError, match="method"):
+        codec.decompress(container.pack_progressive(h, [bytes([7]) + b"\0" * 8]))

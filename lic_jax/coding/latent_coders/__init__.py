@@ -15,8 +15,9 @@ int``              context model and entropy parameters
 =================  ==========================================  =======================
 
 A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
-:class:`LatentCoder` subclass for a new structure (a progressive multi-iteration coder codes one
-stream per iteration through the same :class:`SymbolIO`).
+:class:`LatentCoder` subclass for a new structure. The ``progressive`` coder codes ±1 bits, one
+segment per iteration, with its own binary range-coder IO (its codec is
+``lic_jax.coding.progressive.ProgressiveCodec``; docs/PROGRESSIVE.md).
 """
 
 from __future__ import annotations

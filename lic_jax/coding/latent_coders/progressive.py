@@ -9,9 +9,11 @@ row's w bits of channel c, which the encoder
 writes and the decoder reads with constriction's queue ``RangeEncoder`` / ``RangeDecoder``
 (``Bernoulli`` model, p = k / 2¹⁶). The inputs of every context-model call are built from the bits
 coded so far only, by the same code on both sides, so the decoder sees exactly the encoder's
-probabilities. Segments are independent range-coder streams (32-bit words, little-endian,
-nothing stripped): iteration t needs only the bits of iteration t−1, so a file cut after any
-segment decodes (docs/FORMAT.md §8, docs/PROGRESSIVE.md).
+probabilities. A segment is one method byte then either (0) an independent range-coder stream
+(32-bit words, little-endian, nothing stripped) or (1) the bits stored raw (``np.packbits`` of
+b > 0 in (h, w, 32) order), whichever is shorter — so no iteration ever costs more than
+raw bits + 1 byte, whatever the context model. Iteration t needs only the bits of iteration
+t−1, so a file cut after any segment decodes (docs/FORMAT.md §10, docs/PROGRESSIVE.md).
 """
 
 from __future__ import annotations
@@ -23,9 +25,15 @@ import numpy as np
 from ..errors import CorruptFileError
 from .base import LatentCoder
 
-__all__ = ["ProgressiveCoder", "CONTEXT_PREFIX"]
+__all__ = ["ProgressiveCoder", "CONTEXT_PREFIX", "METHOD_CODED", "METHOD_RAW", "raw_bytes"]
 
 CONTEXT_PREFIX = "bitcoder/"  # the context model's arrays inside an artifact's tables / bitcoder.npz
+METHOD_CODED, METHOD_RAW = 0, 1  # a segment's first byte
+
+
+def raw_bytes(shape) -> int:
+    """Bytes of one iteration's bits stored raw (packed, 8 per byte)."""
+    return -(-int(np.prod(shape)) // 8)
 
 
 def _constriction():
@@ -114,12 +122,30 @@ class ProgressiveCoder(LatentCoder):
         if stats is not None:
             stats["coder_s"] = stats.get("coder_s", 0.0) + acc[1]
             stats["symbols"] = stats.get("symbols", 0) + int(bits.size)
-        return data, acc[0]
+        raw = raw_bytes(bits.shape)
+        if len(data) >= raw:  # the context model does worse than raw bits here: store them raw
+            return bytes([METHOD_RAW]) + np.packbits(bits.ravel() > 0).tobytes(), float(8 * raw)
+        return bytes([METHOD_CODED]) + data, acc[0]
 
     def decode_iteration(self, t: int, data: bytes, prev: np.ndarray, stats: dict | None = None) -> np.ndarray:
         """Iteration t's bits (h, w, C) ±1 from its segment; ``prev``: iteration t−1's (or zeros)."""
         from ...entropy_models.binary import FREQ_BITS
 
+        data = bytes(data)
+        shape = tuple(prev.shape)
+        method, data = (data[0], data[1:]) if data else (None, b"")
+        if method == METHOD_RAW:
+            if len(data) != raw_bytes(shape):
+                raise CorruptFileError(f"corrupt file: iteration {t + 1}'s raw segment has {len(data)} bytes, "
+                                       f"{raw_bytes(shape)} expected")
+            n = int(np.prod(shape))
+            bits = np.where(np.unpackbits(np.frombuffer(data, np.uint8))[:n] > 0, 1.0, -1.0).astype(np.float32)
+            if stats is not None:
+                stats["symbols"] = stats.get("symbols", 0) + n
+            return bits.reshape(shape)
+        if method != METHOD_CODED:
+            raise CorruptFileError(f"corrupt file: iteration {t + 1}'s segment has method "
+                                   f"{'none (empty)' if method is None else method}, expected 0 (coded) or 1 (raw)")
         if len(data) % 4:
             raise CorruptFileError(f"corrupt file: iteration {t + 1}'s segment has {len(data)} bytes, not a whole "
                                    "number of 32-bit words")
