@@ -13,7 +13,7 @@ pass compiles in ≈9 s). The tests therefore fill the *same* tree (structure an
 (:func:`_host_init`; GDN and entropy-bottleneck leaves from their own initialisers).
 Compiled functions use XLA:CPU's fast-compile options, as tests/test_toderici2017.py.
 
-Broken on purpose once each (then restored), and the test that failed:
+Broken on purpose once each (a sed edit of the source, the named test run, the file restored; all failed):
 * ``causal_attention_mask`` → all ones (non-causal attention): test_context_causality failed
   (future latents reached the output).
 * ``MaskedConv(…, "A")`` → ``"B"`` in ContextEstimator: test_context_causality failed (position i
