@@ -23,7 +23,9 @@ Broken on purpose once each (a sed edit of the source, the named test run, the f
   test_weighted_ms_ssim_constant_weight failed.
 * weighted MS-SSIM with the weight ignored (plain mean): test_weighted_ms_ssim_nonconstant failed.
 * ``discriminator_loss`` with softplus(fake) instead of softplus(−fake): test_gan_losses failed.
-* a residual group with one extra RCAB: test_param_counts failed.
+* a residual group with one extra RCAB: test_param_counts_and_shapes_full_width failed.
+* G_m's output not cropped back: test_eval_mode_padding_main_only failed.
+* space_to_depth with a different channel order: test_space_to_depth_inverse failed.
 """
 
 from __future__ import annotations
@@ -198,6 +200,28 @@ def test_tiny_forward(tiny):
     dv = _host_init(d, x, labels)
     logits = _compiled(d.apply, dv, x, labels)(dv, x, labels)
     assert logits.shape == (2, 4, 4, 1) and logits.dtype == jnp.float32
+
+
+def test_eval_mode_padding_main_only(tiny):
+    """Eval mode rounds (ŷ integer), odd sizes are padded to ×64 and cropped back, and
+    ``detail=False`` skips G_s (x̂ = x̂_m, no mask)."""
+    model, v, _, _ = tiny
+    x = _images(1, 48, 80, seed=4)
+    out = _compiled(lambda v, x: model.apply(v, x, detail=False), v, x)(v, x)
+    assert out["x_hat"].shape == x.shape and "mask" not in out and "x_hat_detail" not in out
+    np.testing.assert_array_equal(out["x_hat"], out["x_hat_main"])
+    assert out["y_hat"].shape[1:3] == (4, 8)  # 64 × 128 padded → /16
+    np.testing.assert_array_equal(out["y_hat"], jnp.round(out["y"]))
+    for lik in out["likelihoods"].values():
+        assert bool(jnp.all((lik > 0) & (lik <= 1)))
+
+
+def test_space_to_depth_inverse():
+    x = jnp.arange(2 * 4 * 6 * 3, dtype=jnp.float32).reshape(2, 4, 6, 3)
+    s = A.space_to_depth(x)
+    assert s.shape == (2, 2, 3, 12)
+    np.testing.assert_array_equal(A.depth_to_space(s), x)
+    np.testing.assert_array_equal(s[0, 0, 0, :4], x[0, :2, :2, 0].ravel())  # PyTorch pixel_shuffle order
 
 
 def test_fusion_identity():
