@@ -87,6 +87,7 @@ def main(argv=None):
     ap.add_argument("--train-images", type=int, default=64)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--batch", type=int, default=None, help="crops per step (default: all)")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-images", type=int, default=2)
@@ -104,7 +105,7 @@ def main(argv=None):
     print(f"codes of {args.count} crops {args.crop}² × {K} iterations: {time.time() - t:.1f} s; "
           f"fraction of +1 bits {float(np.mean(bits > 0)):.3f}", flush=True)
     t = time.time()
-    cm, cp, hist = BN.fit(bits, k_fit, steps=args.steps, lr=args.lr, hidden=args.hidden,
+    cm, cp, hist = BN.fit(bits, k_fit, steps=args.steps, lr=args.lr, hidden=args.hidden, batch=args.batch,
                           log_every=max(1, args.steps // 10))
     fit_s = time.time() - t
     per_it = np.asarray(jax.numpy.mean(BN.bce_bits(BN.logits_grid(cm, cp, bits), bits), axis=(1, 2, 3, 4)))
@@ -141,7 +142,7 @@ def main(argv=None):
     summary = {
         "model": {"name": spec.name, "hparams": spec.hparams, "checkpoint": args.checkpoint,
                   "random_init": args.random_init},
-        "context_model": {"steps": args.steps, "lr": args.lr, "hidden": args.hidden, "crops": args.count,
+        "context_model": {"steps": args.steps, "lr": args.lr, "batch": args.batch, "hidden": args.hidden, "crops": args.count,
                           "crop": args.crop, "fit_s": round(fit_s, 1), "loss_first": hist[0], "loss_last": hist[-1],
                           "train_bits_per_bit_per_iteration": [round(float(v), 4) for v in per_it]},
         "iterations": K,
