@@ -52,7 +52,7 @@ def _opt_env(env):
 def _train(workdir, env, *extra):
     cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config", f"{os.path.join(REPO, 'configs', 'toderici2017.py')}:{ARCH}",
            "--workdir", str(workdir), f"--config.data.train={TRAIN_DIR}", f"--config.data.val={VAL_DIR}", *RUN, *extra]
-    r = subprocess.run(cmd, env=_opt_env(env), cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, env=_opt_env(env), cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
     return r
 
@@ -158,7 +158,7 @@ def test_8_devices_equal_1_device(env):
     e = _opt_env(env)
     e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     code = SAME_BATCH_SCRIPT.format(repo=REPO, train=TRAIN_DIR, steps=steps, arch=ARCH)
-    p = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=600, cwd=REPO)
+    p = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=1800, cwd=REPO)
     assert p.returncode == 0, p.stderr[-4000:]
     r = json.loads([line for line in p.stdout.splitlines() if line.startswith("RESULT")][-1][len("RESULT"):])
     print(f"toderici2017 8 vs 1 device after {steps} steps: {json.dumps(r)}")
