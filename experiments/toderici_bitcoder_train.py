@@ -142,7 +142,8 @@ def main(argv=None):
     summary = {
         "model": {"name": spec.name, "hparams": spec.hparams, "checkpoint": args.checkpoint,
                   "random_init": args.random_init},
-        "context_model": {"steps": args.steps, "lr": args.lr, "batch": args.batch, "hidden": args.hidden, "crops": args.count,
+        "context_model": {"steps": args.steps, "lr": args.lr, "batch": args.batch, "hidden": args.hidden,
+                          "crops": args.count,
                           "crop": args.crop, "fit_s": round(fit_s, 1), "loss_first": hist[0], "loss_last": hist[-1],
                           "train_bits_per_bit_per_iteration": [round(float(v), 4) for v in per_it]},
         "iterations": K,

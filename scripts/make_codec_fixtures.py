@@ -143,7 +143,8 @@ def main(argv=None):
         if progressive:
             from lic_jax.coding import container
 
-            methods = [seg[0] for f in files for seg in container.unpack(open(os.path.join(d, f["file"]), "rb").read())[1]]
+            methods = [seg[0] for f in files
+                       for seg in container.unpack(open(os.path.join(d, f["file"]), "rb").read())[1]]
             print(name, [f["bytes"] for f in files], "bits +1 fraction", float(np.mean(expected["0_bits"] > 0)),
                   "segment methods (0 coded, 1 raw)", methods)
             continue

@@ -30,7 +30,8 @@ bits), then runs the channel recursion of :class:`RowState` in numpy float32 (th
 added one channel at a time, then relu, u_c, sigmoid) — the same code on the same inputs on both
 sides (the encoder feeds exactly the bits the decoder will have) — and quantises p(b = +1) to an
 integer frequency k ∈ [1, 2¹⁶ − 1] (probability k / 2¹⁶, a dyadic float64 the range coder
-quantises the same way on both sides). Training uses :func:`logits_grid` (all bits at once, teacher forcing); it computes
+quantises the same way on both sides). Training uses :func:`logits_grid` (all bits at once,
+teacher forcing); it computes
 the same function but is never used for coding. Probabilities are float32 network outputs, so
 files are exact on the platform that wrote them (like the other float entropy paths; FORMAT.md §7).
 """
@@ -47,7 +48,8 @@ import numpy as np
 import optax
 
 __all__ = ["BinaryContextModel", "ABOVE_ROWS", "ABOVE_HALF", "PREV_HALF", "MAX_T", "FREQ_BITS", "patches_grid",
-           "logits_grid", "bce_bits", "row_frequencies", "row_hidden", "RowState", "init_params", "fit", "collect_bits", "ideal_bits",
+           "logits_grid", "bce_bits", "row_frequencies", "row_hidden", "RowState", "init_params", "fit", "collect_bits",
+           "ideal_bits",
            "params_to_arrays", "params_from_arrays", "params_fingerprint"]
 
 ABOVE_ROWS = 2  # rows above (current iteration)
