@@ -8,11 +8,13 @@ Each property was broken once on purpose and its test failed:
 
 * resume — the binarizer key made to depend on where the process started
   (``noise_key = fold_in(noise_key, start_step)`` in ``loop.py`` after the restore: "the key is
-  not restored"): the resumed steps' losses differed from the straight run's;
+  not restored"): the resumed steps' losses differed from the straight run's from step 21 on
+  (0.24677 vs 0.24695 at step 21);
 * 8 devices — the binarizer key made to depend on the mesh (``fold_in(noise_key, mesh.size)``
-  where ``steps.make_train_step`` builds the iterative loss): the 8-device losses differed from
-  the 1-device ones;
-* learning — the learning rate set to 0 (``--config.optim.lr=0``): the validation L1 did not move.
+  where ``steps.make_train_step`` builds the iterative loss): losses 3e-4 relative apart at step 1,
+  parameters leaf-relative 0.14 apart after 3 steps;
+* learning — the learning rate set to 0 (``--config.optim.lr=0``): the validation L1 stayed at
+  0.27610 (drop 0).
 """
 
 from __future__ import annotations
