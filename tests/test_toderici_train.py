@@ -52,7 +52,8 @@ def _opt_env(env):
 
 
 def _train(workdir, env, *extra):
-    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config", f"{os.path.join(REPO, 'configs', 'toderici2017.py')}:{ARCH}",
+    config = f"{os.path.join(REPO, 'configs', 'toderici2017.py')}:{ARCH}"
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--config", config,
            "--workdir", str(workdir), f"--config.data.train={TRAIN_DIR}", f"--config.data.val={VAL_DIR}", *RUN, *extra]
     r = subprocess.run(cmd, env=_opt_env(env), cwd=REPO, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]

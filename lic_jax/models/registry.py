@@ -117,8 +117,8 @@ def _records():
         # Jiang et al. 2017 (seed 004): ComCNN → standard JPEG payload → RecCNN (docs/COMCNN.md)
         ModelRecord("comcnn-jpeg", ComCNNJpeg, 9, "external"),
         # Toderici et al. 2017 (seed 003): recurrent progressive codec, 32 bits / 16×16 block / iteration
-        ModelRecord("toderici2017", Toderici2017, 10, "progressive", decoders=("decode_step",), objective="iterative-l1",
-                    spec_fields=("cell", "mode", "width", "iterations")),
+        ModelRecord("toderici2017", Toderici2017, 10, "progressive", decoders=("decode_step",),
+                    objective="iterative-l1", spec_fields=("cell", "mode", "width", "iterations")),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),

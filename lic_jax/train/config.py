@@ -97,7 +97,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.export.fit_quantiles = True  # exact EB quantiles by bisection at export
 
     c.stop_at = 0  # > 0: stop after this step with a validation and a checkpoint (lr schedule still spans num_steps;
-    #                  re-run with a larger stop_at to continue: equal budgets in installments, experiments/toderici_modes.py)
+    #                  re-run with a larger stop_at to continue: equal budgets in installments,
+    #                  experiments/toderici_modes.py)
     c.debug_nan_step = -1  # testing aid: poison the parameters before this step (NaN guard test)
     c.debug_step_sleep = 0.0  # testing aid: seconds to sleep after every step (kill -9 test)
     return c

@@ -214,7 +214,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     sleep = float(config.get("debug_step_sleep", 0.0) or 0.0)
     try:
         with _Stop() as stopper:
-            stop_at = int(config.get("stop_at", 0) or 0)  # pause here (validate + checkpoint); the schedule keeps num_steps
+            # stop_at: pause here (validate + checkpoint); the lr schedule keeps num_steps
+            stop_at = int(config.get("stop_at", 0) or 0)
             end = min(num_steps, stop_at) if stop_at > 0 else num_steps
             for step, local in batches.iterate(start_step, end):
                 if step == int(config.debug_nan_step):
