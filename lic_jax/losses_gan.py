@@ -33,25 +33,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .metrics import MS_SSIM_WEIGHTS, _avg_pool_pad_odd, _filter, _gauss_1d, _to_planes, ms_ssim
+from .metrics import MS_SSIM_WEIGHTS, _avg_pool_pad_odd, _filter, _gauss_1d, _ssim_maps, _to_planes, ms_ssim
 
 __all__ = ["weighted_ms_ssim", "discriminator_loss", "generator_gan_loss", "discriminator_accuracy",
            "distortion_loss", "LAMBDAS", "WEIGHT_EPS"]
 
 WEIGHT_EPS = 1e-3
 LAMBDAS = {"lambda_p": 5.0, "lambda_e": 0.18, "lambda_g": 0.01}  # S002 §3.1
-
-
-def _maps(x, y, data_range, win, k1=0.01, k2=0.03):
-    """(SSIM map, cs map) of (N, H, W, 1) planes ('valid' filtered), as lic_jax.metrics._ssim_cs."""
-    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    mu1, mu2 = _filter(x, win), _filter(y, win)
-    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    s1 = _filter(x * x, win) - mu1_sq
-    s2 = _filter(y * y, win) - mu2_sq
-    s12 = _filter(x * y, win) - mu12
-    cs_map = (2 * s12 + c2) / (s1 + s2 + c2)
-    return ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map, cs_map
 
 
 def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, win_sigma: float = 1.5,
@@ -84,7 +72,7 @@ def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, 
         if small == "shrink" and size % 2 == 0:
             size -= 1
         win = jnp.asarray(_gauss_1d(size, win_sigma * size / win_size))
-        ssim_map, cs_map = _maps(xp, yp, data_range, win)
+        ssim_map, cs_map = _ssim_maps(xp, yp, data_range, win)
         om = _filter(wp + eps, win)
         mean = lambda m: jnp.sum(m * om, axis=(1, 2, 3)) / jnp.sum(om, axis=(1, 2, 3))  # noqa: E731
         if i < levels - 1:

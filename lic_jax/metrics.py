@@ -58,8 +58,8 @@ def _filter(x, win):
     return out
 
 
-def _ssim_cs(x, y, data_range, win, k1=0.01, k2=0.03):
-    """Per-(image, channel) SSIM and contrast-structure; x, y are (B·C, H, W, 1)."""
+def _ssim_maps(x, y, data_range, win, k1=0.01, k2=0.03):
+    """SSIM and contrast-structure maps ('valid' filtered) of (B·C, H, W, 1) planes."""
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu1, mu2 = _filter(x, win), _filter(y, win)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
@@ -67,7 +67,12 @@ def _ssim_cs(x, y, data_range, win, k1=0.01, k2=0.03):
     s2 = _filter(y * y, win) - mu2_sq
     s12 = _filter(x * y, win) - mu12
     cs_map = (2 * s12 + c2) / (s1 + s2 + c2)
-    ssim_map = ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    return ((2 * mu12 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map, cs_map
+
+
+def _ssim_cs(x, y, data_range, win, k1=0.01, k2=0.03):
+    """Per-(image, channel) SSIM and contrast-structure; x, y are (B·C, H, W, 1)."""
+    ssim_map, cs_map = _ssim_maps(x, y, data_range, win, k1, k2)
     return ssim_map.mean(axis=(1, 2, 3)), cs_map.mean(axis=(1, 2, 3))
 
 
