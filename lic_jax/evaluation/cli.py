@@ -7,6 +7,9 @@ Subcommands (``run`` is the default when the first argument is an option)::
   eval.py [run] --model NAME --pretrained [mse|ms-ssim] --quality Q… --dataset … --out results.json
   eval.py [run] --checkpoint MAE_DIR (--lmbda L… | --lmbda-grid N) --dataset … --out mae.json
   eval.py [run] --codec jpeg|webp|jpeg2000|avif [--quality Q…] --dataset … --out jpeg.json
+  eval.py [run] --checkpoint TODERICI_DIR [--iterations K] --dataset … --out tod.json
+                (progressive models: one real .lic per image, every iteration prefix k = 1…K decoded
+                from its bytes; one point per k; lic_jax.evaluation.progressive)
   eval.py bd ANCHOR TEST… [--metric psnr|ms-ssim-db|…] [--method pchip|cubic|both]
   eval.py auc CURVE… [--metric ms-ssim|psnr-hvs|psnr-hvs-m] [--range 0.125 2] [--extrapolate clamp]
   eval.py plot CURVE… [--anchor NAME…] --out rd.png
@@ -93,6 +96,9 @@ def _run_parser(sub):
                         "JSON's meta.sof_per_image, means per point as results.sof-*); 'sof' alone also computes "
                         "psnr-rgb and ms-ssim-rgb")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for --random-init")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="progressive models (toderici2017): iterations per file (default: the model's); one RD "
+                        "point per prefix k = 1 … K")
     p.add_argument("--no-warmup", action="store_true", help="do not run the first image of each shape untimed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -318,6 +324,11 @@ def cmd_run(args):
         ds = resolve_dataset(args.dataset, args.data_dir, args.tfds_data_dir).limit(args.limit)
     except DatasetNotFound as e:
         _die(str(e), 1)
+    prog = _progressive_artifact(args)
+    if prog is not None:
+        return _run_progressive(args, prog, ds)
+    if args.iterations is not None:
+        _die("--iterations applies to progressive models (toderici2017) only")
     points = _classical_points(args) if args.codec else _learned_points(args)
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     want_sof = "sof" in metrics
@@ -346,6 +357,62 @@ def cmd_run(args):
                                "loss = bpp + λ·255²·MSE), rounded to float32 as the .lic header stores it")
     if want_sof:
         _add_sof(curve, rows)
+    save_json(curve, args.out)
+    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
+    write_csv(rows, csv_path)
+    _print_curve(curve)
+    print(f"wrote {args.out} and {csv_path}", file=sys.stderr)
+    return 0
+
+
+def _progressive_artifact(args):
+    """The loaded artifact when ``--checkpoint`` names one progressive (toderici2017) model, else None."""
+    if args.codec or not args.checkpoint or args.compressai_checkpoint or args.random_init or args.pretrained:
+        return None
+    from lic_jax.artifact import ArtifactError, load_artifact
+
+    from .progressive import is_progressive
+
+    paths = [p for p in args.checkpoint if os.path.isdir(p)]
+    if len(paths) != len(args.checkpoint):
+        return None
+    arts = []
+    for p in paths:
+        try:
+            arts.append(load_artifact(p))
+        except ArtifactError:
+            return None
+    prog = [is_progressive(a.spec) for a in arts]
+    if not any(prog):
+        return None
+    if len(arts) != 1:
+        _die("progressive models are evaluated one --checkpoint at a time (one point per iteration count)")
+    if args.quality or _lmbda_requested(args) or args.entropy_estimation or args.float_recon:
+        _die("a progressive model's rate is its iteration count: no --quality / --lmbda / --entropy-estimation / "
+             "--float-recon (use --iterations)")
+    return arts[0]
+
+
+def _run_progressive(args, art, ds):
+    import lic_jax
+    from lic_jax.coding.progressive import ProgressiveCodec
+
+    from .progressive import evaluate_progressive
+    from .results import save_json, write_csv
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if "sof" in metrics:
+        _die("--metrics sof is not supported for progressive models")
+    codec = ProgressiveCodec.from_artifact(art, coder=args.coder)
+    curve, rows = evaluate_progressive(codec, ds, args.iterations, metrics=metrics, progress=not args.no_progress,
+                                       name=args.name or os.path.basename(os.path.normpath(args.checkpoint[0])),
+                                       warmup=not args.no_warmup)
+    curve.meta.update({
+        "source": "bitstream (progressive)", "checkpoint": os.path.abspath(args.checkpoint[0]),
+        "fingerprint": art.fingerprint, "model": {"name": art.spec.name, "hparams": art.spec.hparams},
+        "context_fingerprint": codec.latent_coder.context_fingerprint,
+        "reconstruction": "8-bit (rounded)", "lic_jax_version": getattr(lic_jax, "__version__", "?"),
+    })
     save_json(curve, args.out)
     csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
     write_csv(rows, csv_path)
@@ -403,7 +470,7 @@ def _add_sof(curve, rows):
 
 
 def _print_curve(curve):
-    keys = [k for k in ("quality", "lmbda", "bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
+    keys = [k for k in ("quality", "lmbda", "bpp", "raw-bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
                         "sof-maoe", "sof-flip-rate", "sof-washout-rate", "encoding_time", "decoding_time")
             if k == "bpp" or k in curve.metrics]
     print(" ".join(f"{k:>14s}" for k in keys))

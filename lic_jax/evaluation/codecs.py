@@ -119,6 +119,8 @@ class PillowCodec:
                                 "mct": 1, **self.save_kwargs}
         else:
             self.save_kwargs = {"quality": int(quality), **self.save_kwargs}
+        if codec == "jpeg":  # explicit 4:2:0 chroma subsampling (= Pillow's default: the same bytes)
+            self.save_kwargs.setdefault("subsampling", 2)
         self.name = label
         self.description = f"{label}. Pillow version {PIL.__version__} (lib {_feature_version(codec)})"
 
