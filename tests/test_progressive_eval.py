@@ -154,3 +154,23 @@ def test_cli_runs_a_progressive_checkpoint(prog, tmp_path, capsys):
     assert res["results"]["quality"] == [1, 2] and len(res["results"]["raw-bpp"]) == 2
     with pytest.raises(SystemExit):
         main(["run", "--checkpoint", str(d), "--dataset", str(data), "--out", str(out), "--quality", "3"])
+
+
+def test_auc_report_table(tmp_path, anchors_dir):
+    # broken once: the common-range column integrated over [0.125, 2] instead of the covered range — failed here.
+    from lic_jax.evaluation.auc_report import build_report
+
+    k = np.arange(1, 17)
+    m = {"name": "m", "results": {"bpp": list(0.045 * k), "raw-bpp": list(0.125 * k),
+                                  "ms-ssim-rgb": list(0.8 + 0.01 * k), "psnr-hvs": list(20 + 0.5 * k)},
+         "meta": {"num_images": 2}}
+    (tmp_path / "m.json").write_text(json.dumps(m))
+    rep, md = build_report([str(tmp_path / "m.json")], None, anchors_dir, str(tmp_path))
+    rows = {r["curve"]: r for r in rep["rows"]}
+    assert rep["common_range"] == pytest.approx([0.125, 0.72])
+    real, raw = rows["m — real file bytes"], rows["m — raw bits (0.125 bpp / iteration)"]
+    assert real["ms-ssim-rgb"]["extrapolated"] and not raw["ms-ssim-rgb"]["extrapolated"]
+    assert raw["ms-ssim-rgb"]["auc"] == pytest.approx(auc(0.125 * k, 0.8 + 0.01 * k))
+    assert real["ms-ssim-rgb@common"] == pytest.approx(auc(0.045 * k, 0.8 + 0.01 * k, 0.125, 0.72))
+    assert rows["Toderici 2017 (TFC published curve)"]["ms-ssim-rgb"]["auc"] == pytest.approx(1.8116, abs=1e-3)
+    assert "1.8098" in md and (tmp_path / "rd_msssim.png").stat().st_size > 10000

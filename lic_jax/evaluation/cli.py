@@ -15,6 +15,7 @@ Subcommands (``run`` is the default when the first argument is an option)::
   eval.py plot CURVE… [--anchor NAME…] --out rd.png
   eval.py table CURVE… [--vs jpeg --vs bpg444] [--out summary.md]
   eval.py anchors
+  eval.py auc-report --model TOD.json… --jpeg JPEG.json --out-dir DIR   (Toderici AUC table + RD plot)
 
 CURVE / ANCHOR / TEST: a result file (CompressAI JSON, lic_jax JSON, TFC .txt) or an anchor name
 (``eval.py anchors`` lists them). Full guide: docs/EVALUATION.md.
@@ -30,7 +31,7 @@ import sys
 
 __all__ = ["main"]
 
-SUBCOMMANDS = ("run", "bd", "auc", "plot", "table", "anchors")
+SUBCOMMANDS = ("run", "bd", "auc", "plot", "table", "anchors", "auc-report")
 
 
 def _die(msg: str, code: int = 2):
@@ -627,6 +628,10 @@ def build_parser():
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["auc-report"]:
+        from .auc_report import main as report_main
+
+        return report_main(argv[1:])
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run"] + argv
     args = build_parser().parse_args(argv)

@@ -12,7 +12,7 @@ k-iteration reconstruction for k = 1 … K. Per image and k:
 * the metrics of :mod:`lic_jax.evaluation.image_metrics` on the 8-bit reconstruction.
 
 The curve's point k is the mean over images at **fixed iteration count** k (SYSTEMS.md §12.5),
-for the rate as well as the metrics. ``check_prefixes`` (default: k = 1 and K) additionally
+for the rate as well as the metrics. ``check_prefixes`` (default: k = 1) additionally
 decodes those prefixes with ``codec.decode(enc.prefix(k))`` and requires the identical image
 (the separate-process check over all k is ``experiments/toderici_kodak_prefix.py``).
 """
@@ -112,7 +112,7 @@ def evaluate_progressive(codec, dataset, iterations: int | None = None, metrics=
     if n_img == 0:
         raise ValueError("the data set is empty")
     K = codec._iterations(iterations)
-    checks = sorted({1, K} if check_prefixes is None else {int(k) for k in check_prefixes})
+    checks = sorted({1} if check_prefixes is None else {int(k) for k in check_prefixes})
     bar = _progress(n_img, progress)
     rows: list[dict] = []
     warmed = set()
