@@ -108,7 +108,8 @@ def prog():
 
 
 def test_progressive_points_are_real_prefixes(prog):
-    # broken once: decode_prefixes reported offsets[t + 1] (the next prefix's size) — failed here;
+    # broken once: decode_prefixes reported offsets[t + 1] (the next prefix's size) — evaluate_progressive's
+    # own offset check raised in the fixture (both tests using it errored);
     # broken once: the per-iteration carry not updated (carry dropped) — reconstructions differed, failed here.
     codec, rows = prog["codec"], prog["rows"]
     assert len(rows) == 2 * K
