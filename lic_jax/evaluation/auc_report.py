@@ -62,11 +62,46 @@ def _cell(r, digits):
     return s + "†" if r["extrapolated"] else s
 
 
+def _csv_rows(json_path):
+    import csv
+
+    p = os.path.splitext(json_path)[0] + ".csv"
+    if not os.path.exists(p):
+        return None
+    with open(p, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _jpeg_on_images(jpeg_path, images):
+    """The JPEG curve re-aggregated (mean per quality setting) over ``images`` only, from the
+    per-image CSV next to the JSON; None when that CSV is missing or lacks an image."""
+    rows = _csv_rows(jpeg_path)
+    if rows is None:
+        return None
+    sel = [r for r in rows if r["image"] in images]
+    by_q: dict = {}
+    for r in sel:
+        by_q.setdefault(float(r["quality"]), []).append(r)
+    if not by_q or any(len(v) != len(images) for v in by_q.values()):
+        return None
+    qs = sorted(by_q)
+
+    def mean(k):
+        return [float(np.mean([float(r[k]) for r in by_q[q]])) for q in qs]
+
+    return {"bpp": mean("bpp"), "ms-ssim-rgb": mean("ms-ssim-rgb"),
+            "psnr-hvs": mean("psnr-hvs") if "psnr-hvs" in sel[0] else None}
+
+
 def build_report(models, jpeg_path=None, anchors_root=None, out_dir=".", lo=AUC_RANGE[0], hi=AUC_RANGE[1]):
     from .anchors import load_anchor
 
     curves = []  # (label, kind, rate, {metric: values}, extra)
+    images = set()
     for p in models:
+        rows = _csv_rows(p)
+        if rows:
+            images |= {r["image"] for r in rows}
         with open(p) as f:
             d = json.load(f)
         res, meta = d["results"], d.get("meta", {})
@@ -79,9 +114,14 @@ def build_report(models, jpeg_path=None, anchors_root=None, out_dir=".", lo=AUC_
     if jpeg_path:
         with open(jpeg_path) as f:
             d = json.load(f)
+        n = d.get("meta", {}).get("num_images")
         curves.append((f"{d['name']} (measured, eval.py)", "jpeg", d["results"]["bpp"],
-                       {m: d["results"].get(m) for m in ("ms-ssim-rgb", "psnr-hvs")},
-                       {"images": d.get("meta", {}).get("num_images"), "src": jpeg_path}))
+                       {m: d["results"].get(m) for m in ("ms-ssim-rgb", "psnr-hvs")}, {"images": n, "src": jpeg_path}))
+        sub = _jpeg_on_images(jpeg_path, images) if images and n != len(images) else None
+        if sub is not None:
+            curves.append((f"{d['name']} (measured, eval.py, the models' {len(images)} images)", "jpeg-sub",
+                           sub["bpp"], {m: sub[m] for m in ("ms-ssim-rgb", "psnr-hvs")},
+                           {"images": len(images), "src": jpeg_path}))
     for name, label in (("tfc:toderici-2017-cvpr", "Toderici 2017 (TFC published curve)"),
                         ("tfc:jpeg420", "JPEG 4:2:0 (TFC published curve)")):
         c = load_anchor(name, anchors_root)
@@ -140,12 +180,12 @@ def _markdown(rep):
         cov = r["ms-ssim-rgb"]["covered"] if r.get("ms-ssim-rgb") else None
         c1 = r.get("ms-ssim-rgb@common")
         c2 = r.get("psnr-hvs@common")
+        e1 = "†" if r.get("ms-ssim-rgb@common_extrapolated") else ""
+        e2 = "†" if r.get("psnr-hvs@common_extrapolated") else ""
         out.append(f"| {r['curve']} | {r.get('images', '—')} | "
                    f"{'—' if cov is None else f'{cov[0]:.3f} – {cov[1]:.3f}'} | {_cell(r.get('ms-ssim-rgb'), 4)} | "
-                   f"{_cell(r.get('psnr-hvs'), 2)} | "
-                   f"{'—' if c1 is None else f'{c1:.4f}' + ('†' if r.get('ms-ssim-rgb@common_extrapolated') else '')}"
-                   f" | {'—' if c2 is None else f'{c2:.2f}' + ('†' if r.get('psnr-hvs@common_extrapolated') else '')}"
-                   " |")
+                   f"{_cell(r.get('psnr-hvs'), 2)} | {'—' if c1 is None else f'{c1:.4f}{e1}'} | "
+                   f"{'—' if c2 is None else f'{c2:.2f}{e2}'} |")
     out += ["", "Seed 003 (Toderici et al. 2017, Kodak, as quoted in the seed text):", "",
             "| model | MS-SSIM AUC | PSNR-HVS AUC |", "|---|---|---|"]
     out += [f"| {s['model']} | {s['ms-ssim-rgb']:.4f} | {s['psnr-hvs']:.2f} |" for s in rep["seed_003"]]
@@ -161,6 +201,7 @@ def _plot(curves, path, common):
 
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     styles = {"model": dict(marker="o", ms=3.5, lw=1.6), "model-raw": dict(marker=".", ls=":", lw=1.2),
+              "jpeg-sub": dict(marker="^", ms=3, lw=1.0),
               "jpeg": dict(marker="s", ms=3, lw=1.2), "anchor": dict(ls="--", lw=1.4)}
     for label, kind, rate, q, _ in curves:
         if q.get("ms-ssim-rgb") is None:

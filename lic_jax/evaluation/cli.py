@@ -471,7 +471,8 @@ def _add_sof(curve, rows):
 
 
 def _print_curve(curve):
-    keys = [k for k in ("quality", "lmbda", "bpp", "raw-bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb", "psnr-hvs-m",
+    keys = [k for k in ("quality", "lmbda", "bpp", "raw-bpp", "psnr-rgb", "psnr-y", "ms-ssim-rgb", "ms-ssim-db-rgb",
+                        "psnr-hvs-m",
                         "sof-maoe", "sof-flip-rate", "sof-washout-rate", "encoding_time", "decoding_time")
             if k == "bpp" or k in curve.metrics]
     print(" ".join(f"{k:>14s}" for k in keys))
