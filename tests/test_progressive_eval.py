@@ -176,3 +176,18 @@ def test_auc_report_table(tmp_path, anchors_dir):
     assert real["ms-ssim-rgb@common"] == pytest.approx(auc(0.045 * k, 0.8 + 0.01 * k, 0.125, 0.72))
     assert rows["Toderici 2017 (TFC published curve)"]["ms-ssim-rgb"]["auc"] == pytest.approx(1.8116, abs=1e-3)
     assert "1.8098" in md and (tmp_path / "rd_msssim.png").stat().st_size > 10000
+
+
+def test_jpeg_baseline_is_420():
+    # broken once: the explicit subsampling=2 removed from PillowCodec — failed here.
+    import io
+
+    from PIL import Image, JpegImagePlugin
+
+    from lic_jax.evaluation.codecs import PillowCodec
+
+    c = PillowCodec("jpeg", 50)
+    assert c.save_kwargs["subsampling"] == 2
+    buf = io.BytesIO()
+    Image.fromarray(_image(32, 32, 0)).save(buf, format="JPEG", **c.save_kwargs)
+    assert JpegImagePlugin.get_sampling(Image.open(buf)) == 2  # 2 = 4:2:0
