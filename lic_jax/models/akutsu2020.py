@@ -271,6 +271,15 @@ def _run(layers, x):
     return x
 
 
+def check_width_blocks(owner: str, width, blocks):
+    """``width`` a finite number > 0 (channel multiplier; 1 = the paper), ``blocks`` an integer ≥ 1."""
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or width <= 0:
+        raise ValueError(f"{owner}: width must be a finite number > 0 (channel multiplier, 1 = the paper's "
+                         f"sizes), got {width!r}")
+    if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
+        raise ValueError(f"{owner}: blocks (RCABs per residual group, paper 6) must be an integer ≥ 1, got {blocks!r}")
+
+
 class Discriminator(nn.Module):
     """Conditional patch discriminator D (§3.1): one "fake" logit per 16×16 patch (float32).
 
@@ -322,6 +331,23 @@ class Akutsu2020(nn.Module):
     dtype: Any = None
 
     downsampling = DOWNSAMPLING
+
+    def check_hparams(self):
+        """Clear errors for hyper-parameters that cannot build a model (``registry.get_model`` calls it)."""
+        check_width_blocks(type(self).__name__, self.width, self.blocks)
+        for name in ("latent", "hyper", "hyper_out", "context", "mix", "key_dim", "ca_reduction"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, got {v!r}")
+        for name in ("encoder_channels", "main_channels", "detail_channels"):
+            v = tuple(getattr(self, name))
+            if len(v) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in v):
+                raise ValueError(f"{type(self).__name__}: {name} must be 4 positive integers, got {v!r}")
+
+    def discriminator(self, **kw) -> "Discriminator":
+        """The D that goes with this model: same ``width``, ``blocks``, ``ca_reduction`` and dtype."""
+        return Discriminator(blocks=self.blocks, ca_reduction=self.ca_reduction, width=self.width,
+                             dtype=self.dtype, parent=None, **kw)
 
     def setup(self):
         d, w, n, r = self.dtype, self.width, self.blocks, self.ca_reduction

@@ -13,6 +13,11 @@ quality nor λ: ``get_model('toderici2017', cell='gru', mode='one-shot', width=0
 always records cell, mode, width and iterations, and its record's ``objective`` is
 ``'iterative-l1'`` (the training loss is the L1 residual over the iterations, not
 rate–distortion; ``lic_jax.train.iterative``).
+
+``akutsu2020`` (Akutsu et al. 2020, seed 002; ``lic_jax.models.akutsu2020``) has neither quality
+nor λ either: ``get_model('akutsu2020', width=1/16, blocks=1)`` (defaults: the paper's sizes,
+width 1, 6 RCABs per residual group); its record's ``objective`` is ``'gan'``
+(``lic_jax.train.gan``) and it has no latent coder yet (coder ``'none'``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from .akutsu2020 import Akutsu2020
 from .bls2017 import Bls2017
 from .bmshj2018 import FactorizedPrior, ScaleHyperprior
 from .jiang2017 import ComCNNJpeg
@@ -38,7 +44,7 @@ __all__ = ["OBJECTIVES", "ModelRecord", "REGISTRY", "record", "record_for", "reg
            "lmbda_for"]
 
 
-OBJECTIVES = ("rd", "iterative-l1")
+OBJECTIVES = ("rd", "iterative-l1", "gan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +68,8 @@ class ModelRecord:
         float model whose parameters it shares (``lic compress --portable`` maps one to the other).
       objective: what training minimises (``lic_jax.train.steps`` dispatches on it): 'rd' (bpp +
         λ·distortion, every model with a λ) or 'iterative-l1' (Toderici 2017: the mean L1 residual
-        over the iterations, ``lic_jax.train.iterative``; no λ, no quality).
+        over the iterations, ``lic_jax.train.iterative``; no λ, no quality) or 'gan' (Akutsu 2020:
+        alternating discriminator / generator steps, ``lic_jax.train.gan``; no λ, no quality).
       spec_fields: hyper-parameters always written into the spec (the class default unless
         given), so an artifact names its architecture completely.
     """
@@ -119,6 +126,10 @@ def _records():
         # Toderici et al. 2017 (seed 003): recurrent progressive codec, 32 bits / 16×16 block / iteration
         ModelRecord("toderici2017", Toderici2017, 10, "progressive", decoders=("decode_step",),
                     objective="iterative-l1", spec_fields=("cell", "mode", "width", "iterations")),
+        # Akutsu et al. 2020 (seed 002): selective detail decoding, conditional-GAN trained (docs/AKUTSU.md).
+        # No latent coder yet (issue 20, increment 3): coder 'none' (compress raises until it exists).
+        ModelRecord("akutsu2020", Akutsu2020, 11, "none", decoders=("synthesis_main", "synthesis_detail"),
+                    objective="gan", spec_fields=("width", "blocks")),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),

@@ -85,7 +85,7 @@ def export_from_workdir(config, workdir: str, out_dir: str | None = None) -> str
     """Export the artifact from the best (``config.export.which='best'``) or newest checkpoint in ``workdir``."""
     from .checkpoint import Checkpointer
     from .optim import make_optimizer
-    from .setup import build_model, resolve_variable_rate
+    from .setup import build_model, objective, resolve_variable_rate
     from .state import create_train_state
 
     workdir = os.path.abspath(workdir)
@@ -93,7 +93,12 @@ def export_from_workdir(config, workdir: str, out_dir: str | None = None) -> str
     model, spec = build_model(config)
     vr = resolve_variable_rate(config, spec)
     tx, _ = make_optimizer(config, int(config.num_steps))
-    state = create_train_state(model, tx, jax.random.PRNGKey(int(config.seed)), mesh)
+    extra = None
+    if objective(spec.name) == "gan":  # the checkpoint holds D's group too: restore into the same layout
+        from .gan import extra_groups
+
+        extra = extra_groups(model, config)
+    state = create_train_state(model, tx, jax.random.PRNGKey(int(config.seed)), mesh, extra=extra)
     ckpt = Checkpointer(workdir, keep=int(config.keep_checkpoints), keep_best=True, async_save=False)
     r = ckpt.restore_best(state) if config.export.which == "best" else None
     kind = "best"

@@ -109,7 +109,11 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     lset = resolve_lambda_set(config, spec) if kind == "rd" else None
     conditioned = takes_lambda(model)
     lmbda = None if vr is not None or lset is None else lset.lmbdas[0]
-    if kind != "rd":
+    if kind == "gan":
+        from . import gan
+
+        lmbda_desc = f"objective gan {gan.settings(config)}"
+    elif kind != "rd":
         lmbda_desc = f"objective {kind} over {getattr(model, 'iterations', '?')} iterations"
     else:
         lmbda_desc = (f"λ={lmbda}" if vr is None else
@@ -117,7 +121,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     tx, schedule = make_optimizer(config, num_steps)
     key = jax.random.PRNGKey(int(config.seed))
     init_key, noise_key, lmbda_key = (jax.random.fold_in(key, i) for i in range(3))
-    state = create_train_state(model, tx, init_key, mesh)
+    extra = gan.extra_groups(model, config) if kind == "gan" else None  # D: its own params and optimiser
+    state = create_train_state(model, tx, init_key, mesh, extra=extra)
     if config.get("init_from", ""):
         from .portable import load_init_params
 
@@ -170,6 +175,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         eval_step = make_eval_step(model, config, lset, mesh, int(d.val_crop)) if val_src is not None else None
         validate = make_validator(eval_step, lset, conditioned, val_src, mesh, writer, batch=vb,
                                   crop=int(d.val_crop), limit=int(d.val_limit), tb_images=int(config.tb_images))
+    elif kind == "gan":  # eval-mode bpp, PSNR / MS-SSIM of G_m and fused; 'loss' = L_d + λ_e·bpp
+        validate = gan.make_validator(model, config, val_src, mesh, writer, batch=vb, crop=int(d.val_crop),
+                                      limit=int(d.val_limit), tb_images=int(config.tb_images))
     else:  # per-iteration curve (l1_k, psnr_k); 'loss' = mean L1 over the iterations (best selection)
         from . import iterative
 

@@ -67,12 +67,16 @@ def make_train_step(model, config, lmbdas, tx, schedule, mesh, noise_key, lmbda_
     optax update. ``lmbda_key`` draws λ in mode 'sample'.
 
     A model whose registry record has another objective (:func:`~lic_jax.train.setup.objective`;
-    ``'iterative-l1'``: Toderici 2017, :mod:`lic_jax.train.iterative`) gets that loss instead;
-    ``lmbdas`` must then be None. The update, finiteness check and state handling are shared."""
+    ``'iterative-l1'``: Toderici 2017, :mod:`lic_jax.train.iterative`; ``'gan'``: Akutsu 2020,
+    :mod:`lic_jax.train.gan`, its own step) gets that loss instead; ``lmbdas`` must then be None. The update, finiteness check and state handling are shared."""
     kind = objective(model)
     if kind != "rd":
         if lmbdas is not None:
             raise ValueError(f"{type(model).__name__} trains for {kind!r}: it takes no λ, got {lmbdas}")
+        if kind == "gan":  # Akutsu 2020: alternating D / G steps, D in TrainState.extra (train/gan.py)
+            from . import gan
+
+            return gan.make_train_step(model, config, tx, schedule, mesh, noise_key)
         from . import iterative
 
         return _jit_step(iterative.make_loss_fn(model, noise_key), tx, schedule, mesh, use_aux=False)

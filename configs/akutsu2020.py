@@ -1,0 +1,75 @@
+"""Akutsu et al. 2020 selective detail decoding (seed 002; SYSTEMS.md §8; docs/AKUTSU.md): the paper's recipe.
+
+Objective ``'gan'`` (``lic_jax.train.gan``): alternating D / G steps (1:1), the G loss
+L_d + λ_e·bpp + λ_g·L_g with λ_p 5, λ_e 0.18, λ_g 0.01 (S002 §3.1), eq. 5's softplus GAN loss;
+Adam lr 8e-5 for both networks, batch 8, ≈ 800 k iterations [V §3.1]; 256² random crops and no
+warm-up [I, §8] (``warmup=N``: MS-SSIM + rate only, D frozen, for the first N steps).
+Validation: eval-mode bpp, PSNR and MS-SSIM of G_m and of the fused image on centre crops of
+``data.val``; the best checkpoint minimises L_d + λ_e·bpp (no GAN term).
+
+The argument is comma-separated ``key=value`` parts (or the bare word ``small``)::
+
+    python train.py --config configs/akutsu2020.py --workdir runs/akutsu              # the paper's recipe
+    python train.py --config configs/akutsu2020.py:small --workdir /tmp/akutsu-smoke  # CPU smoke run
+    python train.py --config configs/akutsu2020.py:width=0.25,blocks=2,warmup=5000 --workdir runs/akutsu-q
+
+keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
+shrunk for the small crops), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
+residual group, paper 6), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``,
+``crop``.
+"""
+
+from lic_jax.train.config import get_default_config, set_recipe
+from lic_jax.train.gan import SETTINGS
+
+import ml_collections
+
+
+def _small(c):
+    c.model_hparams.width = 0.0625
+    c.model_hparams.blocks = 1
+    set_recipe(c, steps=20, lr=8e-5, batch=2, crop=64, val_crop=64, log_every=1, eval_every=10,
+               checkpoint_every=10, cache=True)
+    c.val_batch_size = 2
+    c.data.val_limit = 4
+    c.ms_ssim_small = "shrink"
+    c.tb_images = 2
+    return c
+
+
+def get_config(arg: str = ""):
+    c = get_default_config()
+    c.model = "akutsu2020"
+    c.quality = 0  # no quality, no λ: the objective is the GAN loss of train/gan.py
+    c.metric = "ms-ssim"
+    c.model_hparams.width = 1.0
+    c.model_hparams.blocks = 6
+    set_recipe(c, steps=800_000, lr=8e-5, batch=8, crop=256, val_crop=256, log_every=100, eval_every=10_000,
+               checkpoint_every=5000, cache=False)
+    c.optim.clip_norm = 1.0  # the project's default for the codec; the paper states none
+    c.optim.aux_loss = True  # the hyper-latent's entropy bottleneck
+    c.export.fit_quantiles = True
+    c.data.val_limit = 24
+    c.gan = ml_collections.ConfigDict(dict(SETTINGS))  # λ_p, λ_e, λ_g, warmup_steps, d_lr, d_b1, d_b2, d_clip_norm
+    for part in filter(None, (p.strip() for p in (arg or "").split(","))):
+        key, _, value = part.partition("=")
+        if not value:
+            if key != "small":
+                raise ValueError(f"configs/akutsu2020.py: the only bare part is 'small', got {part!r}")
+            _small(c)
+        elif key == "width":
+            c.model_hparams.width = float(value)
+        elif key == "blocks":
+            c.model_hparams.blocks = int(value)
+        elif key == "warmup":
+            c.gan.warmup_steps = int(value)
+        elif key == "steps":
+            c.num_steps = int(value)
+        elif key == "batch":
+            c.batch_size = c.val_batch_size = int(value)
+        elif key == "crop":
+            c.data.crop = c.data.val_crop = int(value)
+        else:
+            raise ValueError(f"configs/akutsu2020.py keys: small, width, blocks, warmup, steps, batch, crop; "
+                             f"got {key!r}")
+    return c

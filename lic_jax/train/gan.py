@@ -1,0 +1,296 @@
+"""Training objective ``'gan'`` (registry ``ModelRecord.objective``): Akutsu et al. 2020 (seed 002;
+SYSTEMS.md §8; docs/AKUTSU.md), alternating discriminator and generator steps.
+
+Every train step is one D step followed by one G step (1:1 alternation [I, §8]):
+
+* **D step** (eq. 5, r = −1): D sees the real crop x and G_m's reconstruction x̂_m of the *current*
+  generator (no gradient into the generator), both conditioned on t_s;
+  loss E[softplus(D(x, t_s))] + E[softplus(−D(x̂_m, t_s))], one update of D's own optax optimiser
+  (``extra['disc']`` of the :class:`~lic_jax.train.state.TrainState`: parameters and optimiser
+  state, so they are in the same orbax checkpoint and a resume is exact; never exported).
+* **G step**: L_d + λ_e·L_e + λ_g·L_g with L_d = (1 − MS-SSIM(x, x̂_m)) + λ_p·(1 − wMS-SSIM(x, x̂, t_a))
+  (eq. 3, x̂ the fused image of eq. 1), L_e the bits per pixel of both latents (y and z),
+  L_g = E[softplus(D(x̂_m, t_s))] against the D just updated (eq. 5, r = +1). The codec's
+  optimiser is the project's (:func:`~lic_jax.train.optim.make_optimizer`: clipping + Adam on
+  the main group, the entropy bottleneck's quantiles on the aux loss).
+* **Warm-up** (``gan.warmup_steps``): before it, no GAN term (λ_g·L_g multiplied by 0) and no D
+  update (D's parameters and optimiser state are carried over unchanged; D is still evaluated so
+  its loss and accuracy are logged).
+
+The generator's forward pass runs once per step (``jax.vjp``): the D step uses its x̂_m, the G
+step pulls the gradient of its loss back through it. The D step does not change the generator,
+so this is the same as running the generator again after the D step.
+
+Randomness: the quantisation noise of step s is ``fold_in(noise_key, s)``; the batch of step s is
+a pure function of (seed, s) (:mod:`lic_jax.train.input_pipeline`). Nothing else is random.
+
+Labels in this increment (substitutes, documented in docs/AKUTSU.md; the detectors come next):
+
+* t_s (D's 5-class semantic input): :func:`colour_labels`, a deterministic colour clustering of
+  the (slightly blurred) image in luma–chroma space, computed in-graph: achromatic pixels
+  (chroma < 0.05) split by luma into dark / mid / light, chromatic ones into warm (Cr ≥ Cb) and
+  cool; one-hot, 5 channels.
+* t_a (face / text importance map of the weighted MS-SSIM): uniform (all ones), so wMS-SSIM is
+  plain MS-SSIM of the fused image.
+
+Data parallelism: the step is one ``jax.jit`` with replicated state and a batch sharded over the
+``('data',)`` mesh (:mod:`lic_jax.train.parallel`), like every other step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..losses_gan import (LAMBDAS, discriminator_accuracy, discriminator_loss, distortion_loss,
+                          generator_gan_loss)
+from ..metrics import ms_ssim
+from ..models.base import total_bits
+from . import parallel
+from .input_pipeline import eval_batches
+from .optim import aux_loss, param_labels
+from .state import ParamGroup, TrainState
+
+__all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "make_disc_optimizer",
+           "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
+
+DISC = "disc"  # the name of D's parameter group in TrainState.extra
+SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0}
+CHROMA_T = 0.05  # colour_labels: chroma magnitude below which a pixel is achromatic
+LUMA_T = (1.0 / 3.0, 2.0 / 3.0)  # and the luma thresholds of dark / mid / light
+
+
+def settings(config) -> dict:
+    """``config.gan`` over :data:`SETTINGS` (λ_p, λ_e, λ_g, warmup_steps, D's Adam)."""
+    g = config.get("gan", None)
+    g = g.to_dict() if hasattr(g, "to_dict") else dict(g or {})
+    unknown = sorted(set(g) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"config.gan: unknown keys {unknown}; known: {sorted(SETTINGS)}")
+    s = {**SETTINGS, **g}
+    s["warmup_steps"] = int(s["warmup_steps"])
+    if s["warmup_steps"] < 0:
+        raise ValueError(f"gan.warmup_steps must be ≥ 0, got {s['warmup_steps']}")
+    for k in ("lambda_p", "lambda_e", "lambda_g", "d_lr", "d_clip_norm"):
+        s[k] = float(s[k])
+        if not (np.isfinite(s[k]) and s[k] >= 0):
+            raise ValueError(f"gan.{k} must be a finite number ≥ 0, got {s[k]}")
+    return s
+
+
+def colour_labels(x, classes: int = 5):
+    """t_s substitute: (B, H, W, 5) one-hot colour classes of NHWC images in [0, 1] (module docstring).
+
+    Deterministic and in-graph: a 5×5 box blur (edge-replicated), BT.601 luma / chroma, then
+    class 0/1/2 = achromatic dark / mid / light, 3 = chromatic warm (Cr ≥ Cb), 4 = chromatic cool."""
+    if classes != 5:
+        raise ValueError(f"colour_labels makes 5 classes, got {classes}")
+    x = jax.lax.stop_gradient(x.astype(jnp.float32))
+    xp = jnp.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    xb = jax.lax.reduce_window(xp, 0.0, jax.lax.add, (1, 5, 5, 1), (1, 1, 1, 1), "VALID") / 25.0
+    r, g, b = xb[..., 0], xb[..., 1], xb[..., 2]
+    luma = 0.299 * r + 0.587 * g + 0.114 * b
+    cb = 0.564 * (b - luma)
+    cr = 0.713 * (r - luma)
+    grey = jnp.where(luma < LUMA_T[0], 0, jnp.where(luma < LUMA_T[1], 1, 2))
+    colour = jnp.where(cr >= cb, 3, 4)
+    cls = jnp.where(jnp.sqrt(cb * cb + cr * cr) < CHROMA_T, grey, colour)
+    return jax.nn.one_hot(cls, classes, dtype=jnp.float32)
+
+
+def importance_map(x):
+    """t_a substitute: uniform importance (B, H, W, 1) of ones (the face / text detectors come next)."""
+    return jnp.ones(x.shape[:3] + (1,), jnp.float32)
+
+
+def make_disc_optimizer(config):
+    """D's own Adam (``gan.d_lr``, constant; optional global-norm clipping ``gan.d_clip_norm``)."""
+    s = settings(config)
+    parts = [optax.clip_by_global_norm(s["d_clip_norm"])] if s["d_clip_norm"] > 0 else []
+    parts.append(optax.adam(s["d_lr"], b1=float(s["d_b1"]), b2=float(s["d_b2"])))
+    return optax.chain(*parts)
+
+
+def _discriminator(model):
+    make = getattr(model, "discriminator", None)
+    if not callable(make):
+        raise ValueError(f"{type(model).__name__} trains for 'gan' but has no discriminator() method")
+    return make()
+
+
+def extra_groups(model, config, init_size: int = 64) -> dict:
+    """``create_train_state(..., extra=...)``: D's group, initialised on a zero image of
+    ``init_size``² with ``label_classes`` label channels."""
+    disc = _discriminator(model)
+    tx_d = make_disc_optimizer(config)
+
+    def init_fn(key):
+        x = jnp.zeros((1, init_size, init_size, 3), jnp.float32)
+        t = jnp.zeros((1, init_size, init_size, disc.label_classes), jnp.float32)
+        return disc.init(key, x, t)["params"]
+
+    return {DISC: (init_fn, tx_d)}
+
+
+def _finite(*trees):
+    ok = jnp.asarray(True)
+    for t in trees:
+        for leaf in jax.tree_util.tree_leaves(t):
+            ok = ok & jnp.all(jnp.isfinite(leaf))
+    return ok
+
+
+def make_phases(model, config, tx, schedule, noise_key):
+    """The unjitted pieces of a step: ``phases(state, x) → (state after the D step, state after
+    the G step, metrics)`` (``x`` float in [0, 1]). :func:`make_train_step` jits this and keeps
+    the last two; the tests look at the first as well."""
+    s = settings(config)
+    disc = _discriminator(model)
+    tx_d = make_disc_optimizer(config)
+    quant = config.quant
+    small = config.get("ms_ssim_small", "error")
+    use_aux = bool(config.optim.aux_loss)
+    lam_p, lam_e, lam_g, warm = s["lambda_p"], s["lambda_e"], s["lambda_g"], s["warmup_steps"]
+
+    def phases(st: TrainState, x):
+        if DISC not in st.extra:
+            raise ValueError("the GAN step needs the discriminator's group in TrainState.extra "
+                             "(create_train_state(..., extra=gan.extra_groups(model, config)))")
+        step = st.step
+        h, w = x.shape[1:3]
+        gan_on = step >= warm
+        t_s, t_a = colour_labels(x), importance_map(x)
+        key = jax.random.fold_in(noise_key, step)
+
+        def forward(p):
+            return model.apply({"params": p}, x, train=True, quant=quant, rngs={"noise": key})
+
+        out, pullback = jax.vjp(forward, st.params)
+
+        # -- D step (eq. 5, r = −1): real vs the current generator's x̂_m, one update of D --------
+        dg = st.extra[DISC]
+        fake = jax.lax.stop_gradient(out["x_hat_main"])
+        n = x.shape[0]
+
+        def d_loss_fn(dp):
+            logits = disc.apply({"params": dp}, jnp.concatenate([x, fake]), jnp.concatenate([t_s, t_s]))
+            return discriminator_loss(logits[:n], logits[n:]), (logits[:n], logits[n:])
+
+        (d_loss, (real_l, fake_l)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(dg.params)
+        d_upd, d_opt = tx_d.update(d_grads, dg.opt_state, dg.params)
+        d_new = optax.apply_updates(dg.params, d_upd)
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(gan_on, a, b), new, old)  # noqa: E731
+        d_group = ParamGroup(params=keep(d_new, dg.params), opt_state=keep(d_opt, dg.opt_state))
+        st_d = st.replace(extra={**st.extra, DISC: d_group})
+        acc = discriminator_accuracy(real_l, fake_l)
+
+        # -- G step: L_d + λ_e·bpp + λ_g·L_g against the updated D ---------------------------------
+        def g_loss_fn(o):
+            dist = distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
+            bpp = jnp.mean(total_bits(o["likelihoods"])) / (h * w)
+            g_adv = generator_gan_loss(disc.apply({"params": d_group.params}, o["x_hat_main"], t_s))
+            loss = dist["loss"] + lam_e * bpp + jnp.where(gan_on, lam_g, 0.0) * g_adv
+            return loss, {"loss": loss, "distortion": dist["loss"], "g_loss": g_adv, "bpp": bpp,
+                          "ms_ssim_main": dist["ms_ssim_main"], "ms_ssim": dist["wms_ssim"]}
+
+        (loss, r), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(out)
+        (grads,) = pullback(out_grads)
+        params = st_d.params
+        labels = param_labels(params)
+        if use_aux:
+            aux, aux_grads = jax.value_and_grad(aux_loss)(params)
+            grads = jax.tree_util.tree_map(lambda lb, g, ga: ga if lb == "aux" else g, labels, grads, aux_grads)
+        else:
+            aux = jnp.zeros((), jnp.float32)
+        main_grads = jax.tree_util.tree_map(lambda lb, g: g if lb == "main" else jnp.zeros_like(g), labels, grads)
+        gnorm = optax.global_norm(main_grads)
+        updates, opt_state = tx.update(grads, st_d.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        st_g = st_d.replace(step=step + 1, params=new_params, opt_state=opt_state)
+
+        x_main = jnp.clip(out["x_hat_main"], 0.0, 1.0)
+        mse_main = jnp.mean(jnp.square(x_main - x), axis=(1, 2, 3))
+        finite = (jnp.isfinite(loss) & jnp.isfinite(gnorm) & jnp.isfinite(aux) & jnp.isfinite(d_loss)
+                  & _finite(new_params, d_group.params))
+        metrics = dict(r)
+        metrics.update(d_loss=d_loss, d_acc_real=acc["real"], d_acc_fake=acc["fake"],
+                       d_grad_norm=optax.global_norm(d_grads), gan_on=gan_on.astype(jnp.float32),
+                       psnr_main=jnp.mean(10.0 * jnp.log10(1.0 / jnp.maximum(mse_main, 1e-12))),
+                       mask_mean=jnp.mean(out["mask"]), aux_loss=aux, grad_norm=gnorm, lr=schedule(step),
+                       finite=finite)
+        return st_d, st_g, metrics
+
+    return phases
+
+
+def make_train_step(model, config, tx, schedule, mesh, noise_key):
+    """The jitted ``step(state, batch_uint8) → (state, metrics)``: one D step, then one G step."""
+    phases = make_phases(model, config, tx, schedule, noise_key)
+
+    def step_fn(state, batch):
+        _, st, metrics = phases(state, batch.astype(jnp.float32) / 255.0)
+        return st, metrics
+
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(model, config, mesh, crop: int):
+    """``eval_step(params, batch_uint8, weights) → (weighted sums, uint8 [x̂_m | x̂])``: eval-mode
+    (rounded) bpp, PSNR and MS-SSIM of G_m and of the fused image, and the selection loss
+    L_d + λ_e·bpp (no GAN term; t_a uniform)."""
+    s = settings(config)
+    small = "shrink" if (crop and crop <= 160) or config.get("ms_ssim_small", "error") == "shrink" else "error"
+
+    def step_fn(params, batch, weights):
+        x = batch.astype(jnp.float32) / 255.0
+        out = model.apply({"params": params}, x, train=False)
+        h, w = x.shape[1:3]
+        vals = {"bpp": total_bits(out["likelihoods"]) / (h * w)}
+        shown = []
+        for tag, xh in (("main", out["x_hat_main"]), ("fused", out["x_hat"])):
+            xc = jnp.clip(xh.astype(jnp.float32), 0.0, 1.0)
+            mse = jnp.mean(jnp.square(xc - x), axis=(1, 2, 3))
+            vals[f"psnr_{tag}"] = 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-12))
+            vals[f"ms_ssim_{tag}"] = ms_ssim(xc, x, data_range=1.0, reduce=False, small=small)
+            shown.append(jnp.round(xc * 255.0).astype(jnp.uint8))
+        vals["loss"] = (1.0 - vals["ms_ssim_main"]) + s["lambda_p"] * (1.0 - vals["ms_ssim_fused"]) + \
+            s["lambda_e"] * vals["bpp"]
+        sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
+        sums["count"] = jnp.sum(weights)
+        return sums, jnp.concatenate(shown, axis=2)
+
+    rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    return jax.jit(step_fn, in_shardings=(rep, dat, dat), out_shardings=(rep, dat))
+
+
+def make_validator(model, config, val_src, mesh, writer, *, batch: int, crop: int, limit: int, tb_images: int):
+    """``validate(params, step) → metrics`` (written to ``writer`` under 'val', images to
+    TensorBoard as original | G_m | fused); {} without validation data."""
+    from .validation import local_rows
+
+    if val_src is None:
+        return lambda params, step: {}
+    eval_step = make_eval_step(model, config, mesh, crop)
+    pidx, pcount = jax.process_index(), jax.process_count()
+
+    def validate(params, step):
+        totals, shown = None, None
+        for local, wts in eval_batches(val_src, batch, crop, pidx, pcount, limit):
+            sm, xh = eval_step(params, parallel.global_batch(local, mesh), parallel.global_batch(wts, mesh))
+            sm = parallel.fetch(sm)
+            totals = sm if totals is None else {k: totals[k] + sm[k] for k in sm}
+            if shown is None and tb_images > 0 and pidx == 0:
+                shown = np.concatenate([local[:tb_images], local_rows(xh)[:tb_images]], axis=2)
+        if totals is None:
+            return {}
+        cnt = max(1.0, float(totals.pop("count")))
+        res = {k: float(v) / cnt for k, v in totals.items()}
+        writer.write(step, "val", res)
+        if shown is not None:
+            writer.images(step, "val/original|main|fused", shown)
+        return res
+
+    return validate
