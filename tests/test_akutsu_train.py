@@ -1,0 +1,212 @@
+"""Akutsu 2020 GAN training (issue 20, increment 2): registry entry, config, and the alternating
+D / G step of ``lic_jax.train.gan``.
+
+One compiled step function (``gan.make_phases``: the exact function ``gan.make_train_step`` jits,
+compiled here with XLA:CPU's fast-compile options) returns the state after the D step, the state
+after the G step and the metrics. A tiny model (width 1/16, 1 RCAB per group; D the same), random
+64×64 crops from ``data/train`` (batch 2, a pure function of (seed, step)), warm-up of 1 step:
+
+* step 0 (warm-up): D's parameters and optimiser state are untouched, the loss has no GAN term;
+* step 1: the D step changes D (parameters and its Adam state) and nothing else; the G step
+  changes the generator (parameters, its optimiser state, the step) and nothing else;
+* exact resume: 4 steps straight == 2 steps, orbax checkpoint (D's group included), restore into
+  a freshly initialised state, 2 more steps: bit-identical losses, D losses and parameters of
+  both networks.
+
+Each property was broken once on purpose (edit, run, restore) and its test failed:
+
+* the G step also applying D's update once more (``st_g``'s D params ← optax.apply_updates(D, d_upd)):
+  test_d_step_changes_only_d_and_g_step_only_g failed;
+* D's group left out of the checkpoint (``TrainState.to_checkpoint`` without 'extra'): the restored D
+  was the fresh one and test_resume_is_bit_identical failed;
+* the warm-up ignored (``gan_on = step >= 0``): test_warmup_leaves_d_untouched failed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import DATA
+from test_akutsu2020 import FAST, _host_init
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, HALF = 4, 2
+
+
+def _config():
+    sys.path.insert(0, REPO)
+    try:
+        from configs import akutsu2020 as cfgmod
+    finally:
+        sys.path.remove(REPO)
+    c = cfgmod.get_config("small,warmup=1")
+    c.data.train = str(DATA / "train")
+    return c, cfgmod
+
+
+def _leaves(tree):
+    return [np.asarray(v) for v in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def _same(a, b):
+    la, lb = _leaves(a), _leaves(b)
+    return len(la) == len(lb) and all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+def _changed_fraction(a, b):
+    la, lb = _leaves(a), _leaves(b)
+    return np.mean([not np.array_equal(x, y) for x, y in zip(la, lb)])
+
+
+@pytest.fixture(scope="module")
+def rig():
+    from lic_jax.train import gan
+    from lic_jax.train.input_pipeline import FolderSource, TrainBatches
+    from lic_jax.train.optim import make_optimizer
+    from lic_jax.train.setup import build_model
+    from lic_jax.train.state import ParamGroup, TrainState
+
+    if not (DATA / "train").is_dir():
+        pytest.skip("data/train missing")
+    cfg, _ = _config()
+    model, spec = build_model(cfg)
+    tx, sched = make_optimizer(cfg, int(cfg.num_steps))
+    disc = model.discriminator()
+    tx_d = gan.make_disc_optimizer(cfg)
+    x0 = jnp.zeros((1, 64, 64, 3), jnp.float32)
+
+    def fresh(seed):
+        p = _host_init(model, x0, seed=seed)["params"]
+        dp = _host_init(disc, x0, jnp.zeros((1, 64, 64, 5), jnp.float32), seed=seed + 1)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                          extra={gan.DISC: ParamGroup.create(dp, tx_d)})
+
+    phases = gan.make_phases(model, cfg, tx, sched, jax.random.PRNGKey(1))
+    batches = TrainBatches(FolderSource(str(DATA / "train"), cache=True), int(cfg.batch_size),
+                           int(cfg.data.crop), seed=0, prefetch=0)
+    batch = lambda s: jnp.asarray(batches.batch(s), jnp.float32) / 255.0  # noqa: E731
+    st = fresh(0)
+    compiled = jax.jit(phases).lower(st, batch(0)).compile(
+        compiler_options=FAST if jax.default_backend() == "cpu" else None)
+    # the straight run: every step's (state before, state after D, state after G, metrics) on the host
+    records = []
+    for s in range(STEPS):
+        st_d, st_g, m = compiled(st, batch(s))
+        records.append(jax.device_get((st, st_d, st_g, m)))
+        st = st_g
+    return {"cfg": cfg, "spec": spec, "fresh": fresh, "run": compiled, "batch": batch, "records": records,
+            "settings": gan.settings(cfg)}
+
+
+def test_registry_and_config():
+    from lic_jax.models import get_model, registry
+    from lic_jax.models.akutsu2020 import Akutsu2020
+    from lic_jax.train.setup import objective
+
+    rec = registry.record("akutsu2020")
+    assert (rec.cls, rec.objective, rec.qualities, rec.variable_rate) == (Akutsu2020, "gan", None, False)
+    assert objective("akutsu2020") == "gan"
+    model, spec = get_model("akutsu2020")
+    assert spec.hparams == {"width": 1.0, "blocks": 6} and (model.width, model.blocks) == (1.0, 6)
+    model, spec = get_model("akutsu2020", width=1 / 16, blocks=1)
+    assert spec.hparams == {"width": 1 / 16, "blocks": 1}
+    d = model.discriminator()
+    assert (d.width, d.blocks) == (1 / 16, 1)
+    for bad in ({"width": 0}, {"width": -1.0}, {"width": float("nan")}, {"blocks": 0}, {"blocks": 1.5},
+                {"latent": 0}):
+        with pytest.raises(ValueError, match="akutsu|Akutsu|width|blocks|latent"):
+            get_model("akutsu2020", **bad)
+    with pytest.raises(ValueError):
+        get_model("akutsu2020", quality=3)
+    c, cfgmod = _config()
+    assert (c.model, c.quality, c.model_hparams.width, c.model_hparams.blocks, c.data.crop, c.batch_size,
+            c.gan.warmup_steps) == ("akutsu2020", 0, 0.0625, 1, 64, 2, 1)
+    full = cfgmod.get_config()
+    assert (full.batch_size, full.num_steps, full.optim.lr, full.gan.d_lr, full.data.crop) == \
+        (8, 800_000, 8e-5, 8e-5, 256)
+    assert (full.gan.lambda_p, full.gan.lambda_e, full.gan.lambda_g) == (5.0, 0.18, 0.01)
+    for bad in ("big", "depth=3"):
+        with pytest.raises(ValueError):
+            cfgmod.get_config(bad)
+
+
+def test_colour_labels_deterministic_one_hot():
+    from lic_jax.train.gan import colour_labels
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.random((2, 32, 32, 3)), jnp.float32)
+    t = np.asarray(colour_labels(x))
+    assert t.shape == (2, 32, 32, 5) and np.all(t.sum(-1) == 1) and set(np.unique(t)) == {0.0, 1.0}
+    np.testing.assert_array_equal(t, np.asarray(colour_labels(x)))
+    flat = lambda v: jnp.full((1, 8, 8, 3), v, jnp.float32)  # noqa: E731
+    cls = lambda img: int(np.argmax(np.asarray(colour_labels(img))[0, 4, 4]))  # noqa: E731
+    assert [cls(flat(0.1)), cls(flat(0.5)), cls(flat(0.9))] == [0, 1, 2]
+    assert cls(flat(jnp.array([0.9, 0.2, 0.1]))) == 3 and cls(flat(jnp.array([0.1, 0.2, 0.9]))) == 4
+
+
+def test_warmup_leaves_d_untouched(rig):
+    st0, st_d, st_g, m = rig["records"][0]
+    assert int(st0.step) == 0 and float(m["gan_on"]) == 0.0
+    assert _same(st_g.extra["disc"].params, st0.extra["disc"].params)
+    assert _same(st_g.extra["disc"].opt_state, st0.extra["disc"].opt_state)
+    # no GAN term in the loss before warmup_steps (D is still evaluated and logged)
+    s = rig["settings"]
+    np.testing.assert_allclose(float(m["loss"]), float(m["distortion"]) + s["lambda_e"] * float(m["bpp"]),
+                               rtol=1e-6)
+    assert float(m["g_loss"]) > 0 and np.isfinite(float(m["d_loss"]))
+    assert _changed_fraction(st_g.params, st0.params) > 0.5  # the generator trains during the warm-up
+    # after it, D does train
+    st1, _, st1_g, m1 = rig["records"][1]
+    assert float(m1["gan_on"]) == 1.0 and _changed_fraction(st1_g.extra["disc"].params, st1.extra["disc"].params) > 0.5
+
+
+def test_d_step_changes_only_d_and_g_step_only_g(rig):
+    st, st_d, st_g, m = rig["records"][1]
+    d0, dd, dg = st.extra["disc"], st_d.extra["disc"], st_g.extra["disc"]
+    # D step: D's parameters and Adam state change, the generator's parameters / optimiser state / step do not
+    assert _same(st_d.params, st.params) and _same(st_d.opt_state, st.opt_state) and int(st_d.step) == int(st.step)
+    assert _changed_fraction(dd.params, d0.params) > 0.9 and not _same(dd.opt_state, d0.opt_state)
+    # G step: the generator changes (parameters, its optimiser state, step + 1), D does not
+    assert _same(dg.params, dd.params) and _same(dg.opt_state, dd.opt_state)
+    assert _changed_fraction(st_g.params, st_d.params) > 0.9 and not _same(st_g.opt_state, st_d.opt_state)
+    assert int(st_g.step) == int(st.step) + 1
+    for k in ("loss", "g_loss", "d_loss", "d_acc_real", "d_acc_fake", "bpp", "ms_ssim_main", "ms_ssim", "finite"):
+        assert np.isfinite(float(m[k])), k
+    assert 0 <= float(m["d_acc_real"]) <= 1 and 0 <= float(m["d_acc_fake"]) <= 1 and bool(m["finite"])
+    print({k: round(float(v), 5) for k, v in m.items()})
+
+
+def test_resume_is_bit_identical(rig, tmp_path):
+    from lic_jax.train.checkpoint import Checkpointer
+
+    run, batch, recs = rig["run"], rig["batch"], rig["records"]
+    st = rig["fresh"](0)
+    losses = []
+    for s in range(HALF):
+        _, st, m = run(st, batch(s))
+        losses.append((float(m["loss"]), float(m["d_loss"])))
+    ck = Checkpointer(str(tmp_path), keep=2, keep_best=False, async_save=False)
+    ck.save(HALF, st, {"note": "half"})
+    ck.wait()
+    ck.close()
+    del st
+    template = rig["fresh"](7)  # different initial values: everything must come from the checkpoint
+    ck = Checkpointer(str(tmp_path), keep=2, keep_best=False, async_save=False)
+    step, st, _ = ck.restore(template)
+    ck.close()
+    assert step == HALF and int(st.step) == HALF
+    for s in range(HALF, STEPS):
+        _, st, m = run(st, batch(s))
+        losses.append((float(m["loss"]), float(m["d_loss"])))
+    want = [(float(r[3]["loss"]), float(r[3]["d_loss"])) for r in recs]
+    assert losses == want
+    end = recs[-1][2]
+    assert _same(st.params, end.params) and _same(st.opt_state, end.opt_state)
+    assert _same(st.extra["disc"].params, end.extra["disc"].params)
+    assert _same(st.extra["disc"].opt_state, end.extra["disc"].opt_state)
