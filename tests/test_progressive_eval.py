@@ -191,3 +191,18 @@ def test_jpeg_baseline_is_420():
     buf = io.BytesIO()
     Image.fromarray(_image(32, 32, 0)).save(buf, format="JPEG", **c.save_kwargs)
     assert JpegImagePlugin.get_sampling(Image.open(buf)) == 2  # 2 = 4:2:0
+
+
+def test_merge_parts_equals_one_run(prog, tmp_path):
+    # broken once: merge_results kept only the first CSV's rows — failed here.
+    from lic_jax.evaluation.progressive import merge_results
+    from lic_jax.evaluation.results import write_csv
+
+    rows = prog["rows"]
+    for n in ("a.png", "b.png"):
+        write_csv([r for r in rows if r["image"] == n], tmp_path / f"{n}.csv")
+    curve, merged = merge_results([str(tmp_path / "a.png.csv"), str(tmp_path / "b.png.csv")], "m")
+    assert curve.bpp == pytest.approx(prog["curve"].bpp)
+    assert curve.metrics["ms-ssim-rgb"] == pytest.approx(prog["curve"].metrics["ms-ssim-rgb"])
+    with pytest.raises(ValueError, match="twice"):
+        merge_results([str(tmp_path / "a.png.csv")] * 2, "m")

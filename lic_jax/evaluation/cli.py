@@ -16,6 +16,7 @@ Subcommands (``run`` is the default when the first argument is an option)::
   eval.py table CURVE… [--vs jpeg --vs bpg444] [--out summary.md]
   eval.py anchors
   eval.py auc-report --model TOD.json… --jpeg JPEG.json --out-dir DIR   (Toderici AUC table + RD plot)
+  eval.py merge-progressive PART.json… --out ALL.json    (one progressive curve from runs on parts of a set)
 
 CURVE / ANCHOR / TEST: a result file (CompressAI JSON, lic_jax JSON, TFC .txt) or an anchor name
 (``eval.py anchors`` lists them). Full guide: docs/EVALUATION.md.
@@ -31,7 +32,7 @@ import sys
 
 __all__ = ["main"]
 
-SUBCOMMANDS = ("run", "bd", "auc", "plot", "table", "anchors", "auc-report")
+SUBCOMMANDS = ("run", "bd", "auc", "plot", "table", "anchors", "auc-report", "merge-progressive")
 
 
 def _die(msg: str, code: int = 2):
@@ -366,6 +367,33 @@ def cmd_run(args):
     return 0
 
 
+def cmd_merge_progressive(argv):
+    """``eval.py merge-progressive --out ALL.json PART1.json PART2.json …``: one progressive curve from
+    runs over parts of a data set (their per-image CSVs; meta from the first part)."""
+    import json as _json
+
+    from .progressive import merge_results
+    from .results import save_json, write_csv
+
+    ap = argparse.ArgumentParser(prog="eval.py merge-progressive")
+    ap.add_argument("parts", nargs="+", help="result JSONs of eval.py run on a progressive model (CSV alongside)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dataset-name", default="")
+    args = ap.parse_args(argv)
+    with open(args.parts[0]) as f:
+        first = _json.load(f)
+    curve, rows = merge_results([os.path.splitext(p)[0] + ".csv" for p in args.parts], first["name"],
+                                args.dataset_name or first.get("meta", {}).get("dataset", ""))
+    for k, v in first.get("meta", {}).items():
+        curve.meta.setdefault(k, v)
+    curve.meta["num_images"] = len({r["image"] for r in rows})
+    curve.meta["merged_from"] = [os.path.abspath(p) for p in args.parts]
+    save_json(curve, args.out)
+    write_csv(rows, os.path.splitext(args.out)[0] + ".csv")
+    _print_curve(curve)
+    return 0
+
+
 def _progressive_artifact(args):
     """The loaded artifact when ``--checkpoint`` names one progressive (toderici2017) model, else None."""
     if args.codec or not args.checkpoint or args.compressai_checkpoint or args.random_init or args.pretrained:
@@ -633,6 +661,8 @@ def main(argv=None) -> int:
         from .auc_report import main as report_main
 
         return report_main(argv[1:])
+    if argv[:1] == ["merge-progressive"]:
+        return cmd_merge_progressive(argv[1:])
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv = ["run"] + argv
     args = build_parser().parse_args(argv)

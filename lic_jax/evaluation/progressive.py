@@ -30,7 +30,8 @@ from .image_metrics import DEFAULT_METRICS, compute_metrics
 from .results import CURVE_KEYS, RDCurve
 from .runner import aggregate
 
-__all__ = ["decode_prefixes", "evaluate_progressive", "is_progressive", "per_iteration_means"]
+__all__ = ["curve_from_rows", "decode_prefixes", "evaluate_progressive", "is_progressive", "merge_results",
+           "per_iteration_means"]
 
 
 def is_progressive(codec_or_spec) -> bool:
@@ -100,6 +101,56 @@ def per_iteration_means(rows: Sequence[dict], keys=None) -> list[dict]:
     return out
 
 
+def curve_from_rows(rows: Sequence[dict], name: str, dataset_name: str = "", dataset_source: str = "") -> RDCurve:
+    """The per-iteration curve (means over images at fixed k) of per-image rows."""
+    means = per_iteration_means(rows)
+    K = max(a["iteration"] for a in means)
+    keys = [k for k in CURVE_KEYS if any(k in a for a in means)]
+    metrics_lists = {k: [a.get(k, math.nan) for a in means] for k in keys if k != "bpp"}
+    metrics_lists["raw-bpp"] = [a["raw-bpp"] for a in means]
+    metrics_lists["quality"] = [a["iteration"] for a in means]
+    for t in ("encoding_time", "decoding_time"):
+        metrics_lists[t] = [float(np.mean([r[t] for r in rows if r["iteration"] == a["iteration"]])) for a in means]
+    n_img = len({r["image"] for r in rows})
+    return RDCurve(
+        name, [a["bpp"] for a in means], metrics_lists,
+        f"{name}: one real progressive .lic file per image, prefixes cut at iteration boundaries k = 1 … {K}",
+        None,
+        {"dataset": dataset_name, "dataset_source": dataset_source, "num_images": n_img, "iterations": K,
+         "points": [f"k={a['iteration']}" for a in means],
+         "aggregation": "mean over images at fixed iteration count k (rate and metrics); "
+                        "ms-ssim-db-rgb = -10*log10(1 - mean ms-ssim-rgb)",
+         "bpp": "8 * bytes of the file cut after iteration k (header included) / (H*W)",
+         "raw-bpp": "k * 32 bits per 16x16 block of the padded image / (H*W) (no bit context model)"},
+    )
+
+
+def merge_results(csv_paths: Sequence[str], name: str, dataset_name: str = "") -> tuple[RDCurve, list[dict]]:
+    """Rebuild one curve from the per-image CSVs of several ``evaluate_progressive`` runs of the
+    same model (e.g. a data set evaluated in parts); an image may appear only once."""
+    import csv
+
+    rows = []
+    for p in csv_paths:
+        with open(p, newline="") as f:
+            for r in csv.DictReader(f):
+                out = {}
+                for k, v in r.items():
+                    try:
+                        out[k] = int(v) if k in ("iteration", "quality", "height", "width", "bytes",
+                                                   "segment_bytes") else float(v)
+                    except (TypeError, ValueError):
+                        out[k] = v
+                rows.append(out)
+    seen = {}
+    for r in rows:
+        key = (r["image"], r["iteration"])
+        if key in seen:
+            raise ValueError(f"image {r['image']} iteration {r['iteration']} appears twice")
+        seen[key] = True
+    return curve_from_rows(rows, name, dataset_name), rows
+
+
 def evaluate_progressive(codec, dataset, iterations: int | None = None, metrics=DEFAULT_METRICS,
                          progress: bool = True, name: str | None = None, check_prefixes: Sequence[int] | None = None,
                          warmup: bool = True) -> tuple[RDCurve, list[dict]]:
@@ -156,27 +207,7 @@ def evaluate_progressive(codec, dataset, iterations: int | None = None, metrics=
     finally:
         if bar is not None:
             bar.close()
-    means = per_iteration_means(rows)
-    keys = [k for k in CURVE_KEYS if any(k in a for a in means)]
-    metrics_lists = {k: [a.get(k, math.nan) for a in means] for k in keys if k != "bpp"}
-    metrics_lists["raw-bpp"] = [a["raw-bpp"] for a in means]
-    metrics_lists["quality"] = [a["iteration"] for a in means]
-    metrics_lists["encoding_time"] = [float(np.mean([r["encoding_time"] for r in rows if r["iteration"] == a[
-        "iteration"]])) for a in means]
-    metrics_lists["decoding_time"] = [float(np.mean([r["decoding_time"] for r in rows if r["iteration"] == a[
-        "iteration"]])) for a in means]
-    curve = RDCurve(
-        name or getattr(codec, "_name", lambda: "progressive")(),
-        [a["bpp"] for a in means], metrics_lists,
-        f"{getattr(codec, '_name', lambda: 'progressive')()}: one real progressive .lic file per image, "
-        f"prefixes cut at iteration boundaries k = 1 … {K}",
-        None,
-        {"dataset": getattr(dataset, "name", ""), "dataset_source": getattr(dataset, "source", ""),
-         "num_images": n_img, "iterations": K, "points": [f"k={a['iteration']}" for a in means],
-         "aggregation": "mean over images at fixed iteration count k (rate and metrics); "
-                        "ms-ssim-db-rgb = -10*log10(1 - mean ms-ssim-rgb)",
-         "bpp": "8 * bytes of the file cut after iteration k (header included) / (H*W)",
-         "raw-bpp": "k * 32 bits per 16x16 block of the padded image / (H*W) (no bit context model)",
-         "prefix_checks": f"prefixes k in {checks} decoded alone = the segment-by-segment images"},
-    )
+    curve = curve_from_rows(rows, name or getattr(codec, "_name", lambda: "progressive")(),
+                            getattr(dataset, "name", ""), getattr(dataset, "source", ""))
+    curve.meta["prefix_checks"] = f"prefixes k in {checks} decoded alone = the segment-by-segment images"
     return curve, rows
