@@ -449,3 +449,38 @@ def test_compress_qf_for_jpeg_payload_model(other_art, tmp_path, capsys):
         assert main(["compress", str(src), str(dst), "--no-psnr", *bad]) == 1
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--qf" in err[0] and not dst.exists(), err
+
+
+def test_decompress_decoder_option(tmp_path, capsys):
+    """``lic decompress --decoder NAME``: one of the model's decoders (its record's ``decoders``)
+    overrides the one the file asks for; a name the model does not have is an error (exit 1, one line
+    naming the model's decoders, no output file). The toy family (tests/toys/jpeg_payload.py) has two."""
+    import jax
+
+    from lic_jax.artifact import load_artifact, save_artifact
+    from lic_jax.models.registry import ModelSpec, registered
+    from toys.jpeg_payload import RECORD, JpegPayloadToy
+
+    rng = np.random.default_rng(5)
+    img = np.clip(np.mgrid[0:37, 0:50][1][..., None] * 4 + rng.integers(0, 40, (37, 50, 3)), 0, 255).astype(np.uint8)
+    src = S.write_png(tmp_path / "toy.png", img)
+    with registered(RECORD):
+        v = JpegPayloadToy().init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))
+        d = tmp_path / "toy"
+        save_artifact(d, ModelSpec(RECORD.name, None, {}), {"params": v["params"]})
+        codec = Codec.from_artifact(load_artifact(d))
+        lic = tmp_path / "toy.lic"
+        assert main(["compress", str(src), str(lic), "--checkpoint", str(d), "-q"]) == 0
+        data = lic.read_bytes()
+        for name in (None, "synthesis", "detail_synthesis"):
+            out = tmp_path / f"{name}.png"
+            opt = ["--decoder", name] if name else []
+            assert main(["decompress", str(lic), str(out), "--checkpoint", str(d), "-q", *opt]) == 0
+            np.testing.assert_array_equal(_read(out), codec.decompress(data, decoder=name))
+        assert not np.array_equal(_read(tmp_path / "detail_synthesis.png"), _read(tmp_path / "synthesis.png"))
+        capsys.readouterr()
+        bad = tmp_path / "bad.png"
+        assert main(["decompress", str(lic), str(bad), "--checkpoint", str(d), "--decoder", "nope"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("lic: error:") and "'nope'" in err[0], err
+        assert "synthesis, detail_synthesis" in err[0] and not bad.exists(), err

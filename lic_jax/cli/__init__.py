@@ -6,11 +6,14 @@
                                 [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
                                 [--qf Q]   (JPEG-payload models, e.g. comcnn-jpeg: the payload's quality)
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
-                                  [--original IMG]
+                                  [--original IMG] [--decoder NAME]
     lic compress IN.png OUT.lic --checkpoint TODERICI_DIR [--iterations K | --target-bpp B]   (progressive)
     lic decompress IN.lic OUT.png [--iterations k]   (progressive files: decode the first k iterations)
     lic info IN.lic [--json]   (progressive files: per-iteration byte offsets)
     lic restore IN.jpg OUT.png [--model arcnn|arcnn-aspp] [--qf Q] [--original IMG]
+
+``--decoder NAME``: decode with another of the model's decoders (its registry record's
+``decoders``) than the one the file asks for; an unknown name is an error listing them.
 
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
 Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .compress import _is_progressive
 from .errors import CliError, _warn
 from .files import _fmt_line, _original_for, _pairs, _psnr, _run_files, _set_tiling
 from .models import _DecoderModels
@@ -31,6 +32,17 @@ def _read_lic(path, models, max_pixels) -> bytes:
         return f.read()
 
 
+def _decoder_choice(codec, name):
+    """``--decoder NAME``: what ``codec.decompress`` gets as ``decoder`` (None: the one the file asks for).
+    NAME must be one of the model's decoders (its registry record's ``decoders``, docs/FORMAT.md §2)."""
+    if name is None:
+        return None
+    if name not in codec.decoders:
+        model = codec.spec.name if codec.spec is not None else codec.record.name
+        raise CliError(f"--decoder {name!r}: {model} has no such decoder; its decoders: {', '.join(codec.decoders)}")
+    return None if _is_progressive(codec) else name  # a progressive model has a single decoder
+
+
 def cmd_decompress(args) -> int:
     from ..coding import container
     from ..coding.image_io import read_image, write_image
@@ -43,6 +55,7 @@ def cmd_decompress(args) -> int:
         header, _ = container.unpack(data)
         codec = models.for_header(header)
         _set_tiling(codec, args)
+        decoder = _decoder_choice(codec, args.decoder)
         extra = ""
         if header.progressive:
             if args.iterations is not None and args.iterations > len(header.stream_lengths):
@@ -53,7 +66,7 @@ def cmd_decompress(args) -> int:
         elif args.iterations is not None:
             raise CliError(f"--iterations needs a progressive file; {src} is a format-version-{header.version} file")
         else:
-            img = codec.decompress(data, max_pixels=args.max_pixels)
+            img = codec.decompress(data, max_pixels=args.max_pixels, decoder=decoder)
         write_image(dst, img)
         h, w = img.shape[:2]
         bpp = 8.0 * len(data) / (h * w)

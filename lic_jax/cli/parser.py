@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--original", metavar="PATH", help="original image (or folder) to report PSNR against")
     d.add_argument("--iterations", type=int, metavar="K",
                    help="progressive files: decode only the first K iterations (a coarser image)")
+    d.add_argument("--decoder", metavar="NAME",
+                   help="decode with the model's decoder NAME instead of the one the file asks for (models with "
+                        "several synthesis paths; docs/FORMAT.md §2)")
     d.add_argument("--tile", type=int, metavar="PIXELS",
                    help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
     d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
