@@ -199,7 +199,8 @@ def _plot(curves, path, common):
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
+    fig, ax = plt.subplots(figsize=(8.5, 5.6))
+    lows = [0.5]
     styles = {"model": dict(marker="o", ms=3.5, lw=1.6), "model-raw": dict(marker=".", ls=":", lw=1.2),
               "jpeg-sub": dict(marker="^", ms=3, lw=1.0),
               "jpeg": dict(marker="s", ms=3, lw=1.2), "anchor": dict(ls="--", lw=1.4)}
@@ -209,16 +210,19 @@ def _plot(curves, path, common):
         r, v = np.asarray(rate, float), np.asarray(q["ms-ssim-rgb"], float)
         o = np.argsort(r)
         ax.plot(r[o], v[o], label=label, **styles[kind])
+        inside = v[(r <= 2.2) & np.isfinite(v)]
+        if inside.size:
+            lows.append(float(inside.min()))
     ax.axvspan(0.125, 2.0, color="0.93", zorder=0, label="AUC range [0.125, 2]")
     if common:
         ax.axvline(common[1], color="0.6", lw=0.8, ls="-.")
     ax.set_xlim(0, 2.2)
-    ax.set_ylim(0.5, 1.0)
+    ax.set_ylim(max(0.0, np.floor(min(lows) * 20) / 20 - 0.05), 1.0)
     ax.set_xlabel("bpp")
     ax.set_ylabel("MS-SSIM (RGB)")
     ax.set_title("Kodak: toderici2017 (lic_jax) vs TFC published Toderici 2017 and JPEG 4:2:0")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center right", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
