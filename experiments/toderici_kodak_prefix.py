@@ -50,7 +50,9 @@ def parent(args):
 
     codec = _codec(args.checkpoint)
     K = codec._iterations(args.iterations)
-    ds = resolve_dataset(args.dataset, args.data_dir).limit(args.images)
+    ds = resolve_dataset(args.dataset, args.data_dir)
+    ds = type(ds)(ds.name, ds.names[args.skip:args.skip + args.images], ds.loaders[args.skip:args.skip + args.images],
+                  ds.source)
     work = tempfile.mkdtemp(prefix="tod_prefix_")
     files = []
     t0 = time.time()
@@ -173,6 +175,7 @@ def main(argv=None):
     ap.add_argument("--dataset", default="kodak")
     ap.add_argument("--data-dir")
     ap.add_argument("--images", type=int, default=24)
+    ap.add_argument("--skip", type=int, default=0, help="start after the first SKIP images of the data set")
     ap.add_argument("--iterations", type=int, default=None)
     ap.add_argument("--out")
     ap.add_argument("--child", metavar="MANIFEST", help=argparse.SUPPRESS)
