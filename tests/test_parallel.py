@@ -15,6 +15,7 @@ import textwrap
 
 import numpy as np
 
+from _helpers import same_batch_script, script_result, with_devices
 from conftest import DATA
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,68 +24,22 @@ FAST_COMPILE = "--xla_backend_optimization_level=0"
 
 
 def _with_devices(env, n):
-    e = dict(env)
     # (a lower XLA:CPU LLVM optimisation level halves compile time, which dominates these short runs)
-    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n} {FAST_COMPILE}"
-    return e
+    return with_devices(env, n, FAST_COMPILE)
 
 
-SAME_BATCH_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import jax, numpy as np
-    jax.config.update("jax_threefry_partitionable", True)
-    sys.path.insert(0, {repo!r})
+SMOKE_SETUP = """
     from configs import smoke
-    from lic_jax.train import parallel, trainer
-    from lic_jax.train.input_pipeline import FolderSource, TrainBatches
-
     cfg = smoke.get_config()
     cfg.model_hparams.N = cfg.model_hparams.M = 8
-    steps = {steps}
-    batches = TrainBatches(FolderSource({train!r}, cache=True), cfg.batch_size, cfg.data.crop, seed=0, prefetch=0)
-    out = {{"devices": len(jax.devices())}}
-    params = {{}}
-    for n in (8, 1):
-        mesh = parallel.make_mesh(jax.devices()[:n])
-        model, _ = trainer.build_model(cfg)
-        tx, sched = trainer.make_optimizer(cfg, steps)
-        state = trainer.create_train_state(model, tx, jax.random.PRNGKey(0), mesh)
-        step = trainer.make_train_step(model, cfg, 0.013, tx, sched, mesh, jax.random.PRNGKey(1))
-        losses = []
-        for s in range(steps):
-            x = parallel.global_batch(batches.batch(s), mesh)
-            if s == 0:
-                out[f"batch_shards_{{n}}"] = len({{d for d in x.sharding.device_set}})
-            state, m = step(state, x)
-            losses.append(float(m["loss"]))
-        out[f"param_devices_{{n}}"] = len(jax.tree_util.tree_leaves(state["params"])[0].sharding.device_set)
-        out[f"losses_{{n}}"] = losses
-        params[n] = jax.tree_util.tree_leaves(parallel.fetch(state["params"]))
-    a, b = params[8], params[1]
-    out["max_abs"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    rel = [np.abs(x - y) / np.maximum(np.abs(y), 1e-30) for x, y in zip(a, b)]
-    k = int(np.argmax([r.max() for r in rel]))
-    i = int(np.argmax(rel[k]))
-    out["max_rel"] = float(rel[k].flat[i])
-    out["max_rel_at"] = [float(a[k].flat[i]), float(b[k].flat[i]), list(a[k].shape)]
-    out["max_leaf_rel"] = max(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)) for x, y in zip(a, b))
-    out["allclose"] = all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
-    out["frac_rel_gt_1e-5"] = float(sum(int((r > 1e-5).sum()) for r in rel) / sum(r.size for r in rel))
-    print("RESULT" + json.dumps(out))
-""")
-
-
-def _result(proc):
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+"""
 
 
 def test_8_devices_equal_1_device(env):
     steps = 5
-    code = SAME_BATCH_SCRIPT.format(repo=REPO, train=TRAIN_DIR, steps=steps)
-    r = _result(subprocess.run([sys.executable, "-c", code], env=_with_devices(env, 8), capture_output=True, text=True,
-                               timeout=600, cwd=REPO))
+    code = same_batch_script(SMOKE_SETUP, repo=REPO, train=TRAIN_DIR, steps=steps, lmbda=0.013)
+    r = script_result(subprocess.run([sys.executable, "-c", code], env=_with_devices(env, 8), capture_output=True,
+                                     text=True, timeout=600, cwd=REPO))
     print(f"8 vs 1 device after {steps} steps: {json.dumps(r)}")
     assert r["devices"] == 8 and r["batch_shards_8"] == 8 and r["batch_shards_1"] == 1
     assert r["param_devices_8"] == 8  # replicated over every device

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import random_variables
 from lic_jax.coding import Codec, container
 from lic_jax.coding.errors import CorruptFileError, LicError, LimitError, ModelMismatchError, TruncatedFileError
 from lic_jax.coding.progressive import ProgressiveCodec
@@ -32,20 +33,10 @@ def _image(h, w, seed):
     return np.clip(np.round((x + rng.normal(0, 0.04, x.shape)) * 255), 0, 255).astype(np.uint8)
 
 
-def _random_variables(model, seed):
-    """LeCun-normal weights of the model's parameter shapes, drawn with numpy (``model.init``
-    compiles for ~35 s on this 2-core machine; the shapes come from ``jax.eval_shape``)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(
-        lambda s: rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(s.shape[:-1])))), s.shape).astype(np.float32),
-        shapes)
-
-
 @pytest.fixture(scope="module")
 def setup():
     model, spec = get_model("toderici2017", cell="gru", mode="additive", width=1 / 16, iterations=K)
-    variables = _random_variables(model, 0)
+    variables = random_variables(model, 0)  # numpy draws: no model.init compile
     train = [_image(64, 64, s).astype(np.float32) / 255.0 for s in range(3)]
     bits = BN.collect_bits(model, variables, train, K, jax.random.key(1), crop=64, count=6)
     ctx_model, ctx_params, hist = BN.fit(bits, jax.random.key(2), steps=60)

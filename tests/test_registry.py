@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import random_variables
 from conftest import require
 from lic_jax.artifact import load_artifact, save_artifact
 from lic_jax.coding import Codec, container
@@ -43,21 +44,11 @@ def _image(h=40, w=56, seed=0):
     return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
 
 
-def _numpy_params(model, shape=(1, 32, 32, 3), seed=0):
-    """LeCun-normal weights of the model's parameter shapes drawn with numpy (a toderici2017 ``model.init``
-    compiles for ~35 s here; the shapes come from ``jax.eval_shape``)."""
-    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(shape))["params"]
-    rng = np.random.default_rng(seed)
-    return jax.tree_util.tree_map(
-        lambda s: rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(s.shape[:-1])))), s.shape).astype(np.float32),
-        shapes)
-
-
 def _build(name):
     rec = registry.record(name)
     if rec.coder == "progressive":  # toderici2017: no N/M, no likelihoods; width 1/16, 2 iterations
         model, spec = registry.get_model(name, width=1 / 16, iterations=2)
-        return rec, model, spec, {"params": _numpy_params(model)}
+        return rec, model, spec, random_variables(model)  # numpy draws: no model.init compile
     model, spec = registry.get_model(name, **tiny_hparams(rec))
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
     args = (model.lmbda_max,) if rec.variable_rate else ()

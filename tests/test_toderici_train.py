@@ -23,11 +23,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
+from _helpers import same_batch_script, script_result, with_devices
 from conftest import DATA
 from lic_jax.train.metrics_writer import read_metrics
 
@@ -113,43 +113,12 @@ def test_stopped_and_resumed_run_is_bit_identical(straight, tmp_path, env):
     assert a == b
 
 
-SAME_BATCH_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import jax, numpy as np
-    jax.config.update("jax_threefry_partitionable", True)
-    sys.path.insert(0, {repo!r})
+TODERICI_SETUP = f"""
     from configs import toderici2017
-    from lic_jax.train import parallel, trainer
-    from lic_jax.train.input_pipeline import FolderSource, TrainBatches
-
-    cfg = toderici2017.get_config({arch!r})
+    cfg = toderici2017.get_config({ARCH!r})
     cfg.batch_size = 8
     cfg.optim.lr = 3e-3
-    steps = {steps}
-    batches = TrainBatches(FolderSource({train!r}, cache=True), cfg.batch_size, cfg.data.crop, seed=0, prefetch=0)
-    out = {{"devices": len(jax.devices())}}
-    params = {{}}
-    for n in (8, 1):
-        mesh = parallel.make_mesh(jax.devices()[:n])
-        model, _ = trainer.build_model(cfg)
-        tx, sched = trainer.make_optimizer(cfg, steps)
-        state = trainer.create_train_state(model, tx, jax.random.PRNGKey(0), mesh)
-        step = trainer.make_train_step(model, cfg, None, tx, sched, mesh, jax.random.PRNGKey(1))
-        losses = []
-        for s in range(steps):
-            x = parallel.global_batch(batches.batch(s), mesh)
-            if s == 0:
-                out[f"batch_shards_{{n}}"] = len({{d for d in x.sharding.device_set}})
-            state, m = step(state, x)
-            losses.append(float(m["loss"]))
-        out[f"losses_{{n}}"] = losses
-        params[n] = jax.tree_util.tree_leaves(parallel.fetch(state["params"]))
-    a, b = params[8], params[1]
-    out["max_abs"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    out["max_leaf_rel"] = max(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)) for x, y in zip(a, b))
-    out["allclose"] = all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
-    print("RESULT" + json.dumps(out))
-""")
+"""
 
 
 def test_8_devices_equal_1_device(env):
@@ -158,12 +127,10 @@ def test_8_devices_equal_1_device(env):
     relative, parameters max |Δp| 1.2e-6 and leaf-relative ‖Δp‖/‖p‖ ≤ 1.7e-7. Tolerances ≈ 3× those:
     losses rtol 5e-7, leaf-relative 5e-7; elementwise tests/test_parallel.py's allclose(1e-5, 1e-6)."""
     steps = 3
-    e = _opt_env(env)
-    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-    code = SAME_BATCH_SCRIPT.format(repo=REPO, train=TRAIN_DIR, steps=steps, arch=ARCH)
-    p = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, timeout=1800, cwd=REPO)
-    assert p.returncode == 0, p.stderr[-4000:]
-    r = json.loads([line for line in p.stdout.splitlines() if line.startswith("RESULT")][-1][len("RESULT"):])
+    e = with_devices(_opt_env(env), 8)  # XLA:CPU at its default optimisation level (_opt_env)
+    code = same_batch_script(TODERICI_SETUP, repo=REPO, train=TRAIN_DIR, steps=steps, lmbda=None)
+    r = script_result(subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True,
+                                     timeout=1800, cwd=REPO))
     print(f"toderici2017 8 vs 1 device after {steps} steps: {json.dumps(r)}")
     assert r["devices"] == 8 and r["batch_shards_8"] == 8 and r["batch_shards_1"] == 1
     np.testing.assert_allclose(r["losses_8"], r["losses_1"], rtol=5e-7)
