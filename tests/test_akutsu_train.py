@@ -13,13 +13,16 @@ after the G step and the metrics. A tiny model (width 1/16, 1 RCAB per group; D 
   a freshly initialised state, 2 more steps: bit-identical losses, D losses and parameters of
   both networks.
 
-Each property was broken once on purpose (edit, run, restore) and its test failed:
+Each property was broken once on purpose (in a copy of the tree, the named test run) and its test failed:
 
 * the G step also applying D's update once more (``st_g``'s D params ← optax.apply_updates(D, d_upd)):
-  test_d_step_changes_only_d_and_g_step_only_g failed;
+  test_d_step_changes_only_d_and_g_step_only_g failed (D's params differ after the G step);
+* the D step touching the generator's optimiser state (float leaves × (1 + 1e-3)):
+  test_d_step_changes_only_d_and_g_step_only_g failed (G's opt state differs after the D step);
 * D's group left out of the checkpoint (``TrainState.to_checkpoint`` without 'extra'): the restored D
-  was the fresh one and test_resume_is_bit_identical failed;
-* the warm-up ignored (``gan_on = step >= 0``): test_warmup_leaves_d_untouched failed.
+  was the template's and test_resume_is_bit_identical failed (step 3: d_loss 1.38617 vs 1.38403);
+* the warm-up ignored (``gan_on = step >= 0``): test_warmup_leaves_d_untouched failed (D's params
+  changed at step 0).
 """
 
 from __future__ import annotations
