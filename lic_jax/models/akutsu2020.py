@@ -277,7 +277,8 @@ def check_width_blocks(owner: str, width, blocks):
         raise ValueError(f"{owner}: width must be a finite number > 0 (channel multiplier, 1 = the paper's "
                          f"sizes), got {width!r}")
     if isinstance(blocks, bool) or not isinstance(blocks, (int, np.integer)) or blocks < 1:
-        raise ValueError(f"{owner}: blocks (RCABs per residual group, paper 6) must be an integer ≥ 1, got {blocks!r}")
+        raise ValueError(f"{owner}: blocks (RCABs per residual group, paper 6) must be an integer ≥ 1, "
+                         f"got {blocks!r}")
 
 
 class Discriminator(nn.Module):

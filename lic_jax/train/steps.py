@@ -68,7 +68,8 @@ def make_train_step(model, config, lmbdas, tx, schedule, mesh, noise_key, lmbda_
 
     A model whose registry record has another objective (:func:`~lic_jax.train.setup.objective`;
     ``'iterative-l1'``: Toderici 2017, :mod:`lic_jax.train.iterative`; ``'gan'``: Akutsu 2020,
-    :mod:`lic_jax.train.gan`, its own step) gets that loss instead; ``lmbdas`` must then be None. The update, finiteness check and state handling are shared."""
+    :mod:`lic_jax.train.gan`, its own step) gets that loss instead; ``lmbdas`` must then be None.
+    For the iterative loss the update, finiteness check and state handling are shared."""
     kind = objective(model)
     if kind != "rd":
         if lmbdas is not None:
