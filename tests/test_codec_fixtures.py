@@ -29,9 +29,11 @@ INDEX = json.load(open(os.path.join(FIX, "index.json")))
 
 
 def test_every_registered_model_has_fixtures():
-    from lic_jax.models.registry import MODELS
+    from lic_jax.models.registry import MODELS, REGISTRY
 
-    assert sorted(INDEX["cases"]) == sorted(MODELS)
+    # a record without a latent coder (coder 'none': akutsu2020, issue 20) writes no files yet;
+    # test_registry.test_coderless_record pins that set
+    assert sorted(INDEX["cases"]) == sorted(n for n in MODELS if REGISTRY[n].coder != "none")
 
 
 @pytest.mark.parametrize("name", sorted(INDEX["cases"]))

@@ -27,6 +27,10 @@ from lic_jax.models.portable import portable_spec
 from lic_jax.models.registry import REGISTRY, ModelRecord
 
 NAMES = sorted(REGISTRY)
+# registered for training only, no latent coder yet (coder 'none'): akutsu2020 (issue 20). The set is
+# pinned so a new coder-less record is a decision, not an accident; these get test_coderless_record.
+CODERLESS = {"akutsu2020"}
+CODED = [n for n in NAMES if n not in CODERLESS]
 TINY = {"N": 8, "M": 12}
 
 
@@ -60,7 +64,7 @@ def _build(name):
     return rec, model, spec, variables
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CODED)
 def test_record_end_to_end(name, tmp_path):
     rec, model, spec, variables = _build(name)
     assert type(model) is rec.cls and registry.record_for(model) is rec and registry.record_for(spec) is rec
@@ -106,6 +110,20 @@ def test_record_end_to_end(name, tmp_path):
     jax.tree_util.tree_map(np.testing.assert_array_equal, art.variables["params"], jax.device_get(variables["params"]))
     codec2 = Codec(art.model, art.spec, art.variables, **kw)
     np.testing.assert_array_equal(codec2.decompress(data), rec_img)
+
+
+@pytest.mark.parametrize("name", sorted(CODERLESS))
+def test_coderless_record(name):
+    """A record without a latent coder builds (tiny hparams, numpy weights), and asking it for a
+    codec is one clear error naming the model, not a KeyError from the coder table."""
+    assert {n for n, r in REGISTRY.items() if r.coder == "none"} == CODERLESS
+    rec = registry.record(name)
+    model, spec = registry.get_model(name, width=1 / 8, blocks=1)
+    assert type(model) is rec.cls and spec.name == name and registry.record_for(spec) is rec
+    for d in rec.decoders:
+        assert callable(getattr(model, d, None)), f"{name}: decoder {d!r} is not a method of {rec.cls.__name__}"
+    with pytest.raises(ValueError, match=f"^{name} cannot write or read .lic files yet"):
+        Codec(model, spec, random_variables(model))
 
 
 def test_ids_names_and_classes_are_unique():
