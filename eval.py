@@ -5,6 +5,8 @@
     python eval.py --codec jpeg --dataset kodak --out jpeg.json
     python eval.py bd jpeg hp.json
     python eval.py plot hp.json --anchor jpeg --anchor bpg444 --out rd.png
+    python eval.py --checkpoint TODERICI_DIR --dataset kodak --out tod.json   # progressive: one point per iteration
+    python eval.py auc-report --model tod.json --jpeg jpeg.json --out-dir DIR  # Toderici AUC table + RD plot
     python eval.py restoration --comcnn DIR       # JPEG / +ARCNN / +ARCNN-ASPP / ComCNN RD (docs/RESTORATION.md)
 """
 
