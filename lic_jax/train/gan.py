@@ -50,7 +50,7 @@ from ..metrics import ms_ssim
 from ..models.base import total_bits
 from . import parallel
 from .input_pipeline import eval_batches
-from .optim import aux_loss, param_labels
+from .steps import apply_update
 from .state import ParamGroup, TrainState
 
 __all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "make_disc_optimizer",
@@ -197,17 +197,7 @@ def make_phases(model, config, tx, schedule, noise_key):
 
         (loss, r), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(out)
         (grads,) = pullback(out_grads)
-        params = st_d.params
-        labels = param_labels(params)
-        if use_aux:
-            aux, aux_grads = jax.value_and_grad(aux_loss)(params)
-            grads = jax.tree_util.tree_map(lambda lb, g, ga: ga if lb == "aux" else g, labels, grads, aux_grads)
-        else:
-            aux = jnp.zeros((), jnp.float32)
-        main_grads = jax.tree_util.tree_map(lambda lb, g: g if lb == "main" else jnp.zeros_like(g), labels, grads)
-        gnorm = optax.global_norm(main_grads)
-        updates, opt_state = tx.update(grads, st_d.opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        new_params, opt_state, aux, gnorm = apply_update(tx, st_d.params, st_d.opt_state, grads, use_aux)
         st_g = st_d.replace(step=step + 1, params=new_params, opt_state=opt_state)
 
         x_main = jnp.clip(out["x_hat_main"], 0.0, 1.0)

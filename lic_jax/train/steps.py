@@ -29,7 +29,7 @@ from .optim import aux_loss, param_labels
 from .setup import as_lambda_set, objective, takes_lambda
 from .state import TrainState
 
-__all__ = ["make_train_step", "make_eval_step", "per_image_rd"]
+__all__ = ["make_train_step", "make_eval_step", "per_image_rd", "apply_update"]
 
 
 def per_image_rd(out, x, lam, metric, small, clip_for_distortion=False):
@@ -143,16 +143,7 @@ def _jit_step(loss_fn, tx, schedule, mesh, use_aux: bool):
         params = st.params
         x = batch.astype(jnp.float32) / 255.0
         (loss, r), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, st.step)
-        labels = param_labels(params)
-        if use_aux:
-            aux, aux_grads = jax.value_and_grad(aux_loss)(params)
-            grads = jax.tree_util.tree_map(lambda l, g, ga: ga if l == "aux" else g, labels, grads, aux_grads)
-        else:
-            aux = jnp.zeros((), jnp.float32)
-        main_grads = jax.tree_util.tree_map(lambda l, g: g if l == "main" else jnp.zeros_like(g), labels, grads)
-        gnorm = optax.global_norm(main_grads)
-        updates, opt_state = tx.update(grads, st.opt_state, params)
-        new_params = optax.apply_updates(params, updates)
+        new_params, opt_state, aux, gnorm = apply_update(tx, params, st.opt_state, grads, use_aux)
         finite = jnp.isfinite(loss) & jnp.isfinite(gnorm) & jnp.isfinite(aux)
         for leaf in jax.tree_util.tree_leaves(new_params):
             finite = finite & jnp.all(jnp.isfinite(leaf))
@@ -163,6 +154,23 @@ def _jit_step(loss_fn, tx, schedule, mesh, use_aux: bool):
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
     return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def apply_update(tx, params, opt_state, grads, use_aux):
+    """One optax update of the codec's parameters from the loss gradients ``grads``: with ``use_aux``
+    the aux-loss gradients (every entropy bottleneck's quantiles) replace those of the 'aux' group.
+    Returns (new params, new opt state, aux loss, global norm of the 'main' group's gradients).
+    Shared by the RD / iterative step (:func:`_jit_step`) and the GAN generator step (train/gan.py)."""
+    labels = param_labels(params)
+    if use_aux:
+        aux, aux_grads = jax.value_and_grad(aux_loss)(params)
+        grads = jax.tree_util.tree_map(lambda l, g, ga: ga if l == "aux" else g, labels, grads, aux_grads)
+    else:
+        aux = jnp.zeros((), jnp.float32)
+    main_grads = jax.tree_util.tree_map(lambda l, g: g if l == "main" else jnp.zeros_like(g), labels, grads)
+    gnorm = optax.global_norm(main_grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, aux, gnorm
 
 
 def _eval_sums(out, x, lam, weights, metric, small, with_msssim):
