@@ -1,5 +1,6 @@
 """Helpers shared by several test modules (plain functions; the fixtures live in conftest.py).
 
+* :func:`pattern_image` — a generated uint8 test image (test_progressive, test_progressive_eval);
 * :func:`random_variables` — a model's variables drawn with numpy at the shapes ``jax.eval_shape``
   gives (test_registry, test_progressive);
 * :func:`same_batch_script` / :func:`with_devices` / :func:`script_result` — the "8 virtual CPU devices
@@ -25,6 +26,16 @@ def random_variables(model, seed: int = 0, shape=(1, 32, 32, 3)):
     return jax.tree_util.tree_map(
         lambda s: rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(s.shape[:-1])))), s.shape).astype(np.float32),
         shapes)
+
+
+def pattern_image(h: int, w: int, seed: int) -> np.ndarray:
+    """A generated (h, w, 3) uint8 test image: a sinusoid, a ramp and a disc, with seeded noise
+    (test_progressive, test_progressive_eval)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    x = np.stack([0.5 + 0.4 * np.sin(xx / 5.0) * np.cos(yy / 7.0), (xx + yy) / (h + w),
+                  ((xx - w / 2) ** 2 + (yy - h / 2) ** 2 < h * w / 6).astype(np.float32) * 0.6 + 0.2], -1)
+    return np.clip(np.round((x + rng.normal(0, 0.04, x.shape)) * 255), 0, 255).astype(np.uint8)
 
 
 def with_devices(env: dict, n: int, xla_flags: str = "") -> dict:

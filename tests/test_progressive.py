@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from _helpers import random_variables
+from _helpers import pattern_image, random_variables
 from lic_jax.coding import Codec, container
 from lic_jax.coding.errors import CorruptFileError, LicError, LimitError, ModelMismatchError, TruncatedFileError
 from lic_jax.coding.progressive import ProgressiveCodec
@@ -25,12 +25,7 @@ from lic_jax.models import toderici2017 as T
 K = 4
 
 
-def _image(h, w, seed):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    x = np.stack([0.5 + 0.4 * np.sin(xx / 5.0) * np.cos(yy / 7.0), (xx + yy) / (h + w),
-                  ((xx - w / 2) ** 2 + (yy - h / 2) ** 2 < h * w / 6).astype(np.float32) * 0.6 + 0.2], -1)
-    return np.clip(np.round((x + rng.normal(0, 0.04, x.shape)) * 255), 0, 255).astype(np.uint8)
+_image = pattern_image  # tests/_helpers.py
 
 
 @pytest.fixture(scope="module")

@@ -310,7 +310,6 @@ def _classical_points(args):
 
 def cmd_run(args):
     from .datasets import DatasetNotFound, resolve_dataset
-    from .results import save_json, write_csv
     from .runner import evaluate
 
     if args.codec and (args.model or args.checkpoint or args.compressai_checkpoint or args.random_init
@@ -359,12 +358,7 @@ def cmd_run(args):
                                "loss = bpp + λ·255²·MSE), rounded to float32 as the .lic header stores it")
     if want_sof:
         _add_sof(curve, rows)
-    save_json(curve, args.out)
-    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
-    write_csv(rows, csv_path)
-    _print_curve(curve)
-    print(f"wrote {args.out} and {csv_path}", file=sys.stderr)
-    return 0
+    return _write_curve(curve, rows, args)
 
 
 def cmd_merge_progressive(argv):
@@ -427,7 +421,6 @@ def _run_progressive(args, art, ds):
     from lic_jax.coding.progressive import ProgressiveCodec
 
     from .progressive import evaluate_progressive
-    from .results import save_json, write_csv
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     if "sof" in metrics:
@@ -442,12 +435,7 @@ def _run_progressive(args, art, ds):
         "context_fingerprint": codec.latent_coder.context_fingerprint,
         "reconstruction": "8-bit (rounded)", "lic_jax_version": getattr(lic_jax, "__version__", "?"),
     })
-    save_json(curve, args.out)
-    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
-    write_csv(rows, csv_path)
-    _print_curve(curve)
-    print(f"wrote {args.out} and {csv_path}", file=sys.stderr)
-    return 0
+    return _write_curve(curve, rows, args)
 
 
 class _SOFCodec:
@@ -496,6 +484,18 @@ def _add_sof(curve, rows):
     curve.meta["sof_per_image"] = [
         {k: r.get(k) for k in ("point", "quality", "image", "bpp", "psnr-rgb", "ms-ssim-rgb") + tuple(keys)}
         for r in rows]
+
+
+def _write_curve(curve, rows, args) -> int:
+    """Write the curve JSON (``args.out``) and its per-image CSV (``args.csv`` or beside it), print the curve."""
+    from .results import save_json, write_csv
+
+    save_json(curve, args.out)
+    csv_path = args.csv or os.path.splitext(args.out)[0] + ".csv"
+    write_csv(rows, csv_path)
+    _print_curve(curve)
+    print(f"wrote {args.out} and {csv_path}", file=sys.stderr)
+    return 0
 
 
 def _print_curve(curve):
