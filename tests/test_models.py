@@ -341,6 +341,32 @@ def test_gaussian_params_at_equals_full(name):
 
 
 @pytest.mark.parametrize("name", ["mbt2018", "lee2019"])
+def test_context_taps(name):
+    """``context_taps`` (precomputed once by the autoregressive coder, issue 19) are the kernel's
+    unmasked taps in window order (a numpy reference from the mask), and passing them gives the
+    same (σ, μ) bit for bit as slicing inside ``gaussian_params_at``."""
+    from lic_jax.layers.conv import causal_mask
+    from lic_jax.models.lee2019 import lee_window_mask
+
+    model, v, hyper, y_hat = _ar_setup(name)
+    M = y_hat.shape[-1]
+    if name == "mbt2018":
+        kernel, mask = v["params"]["context_prediction"]["kernel"], causal_mask(model.ctx_kernel, "A")
+    else:
+        kernel, mask = v["params"]["window"]["kernel"][:, :, :M], lee_window_mask(model.ctx_kernel, model.ctx_anchor)
+    ref = np.asarray(kernel)[np.asarray(mask).astype(bool)].reshape(-1, np.asarray(kernel).shape[-1])
+    taps = model.apply(v, method="context_taps")
+    np.testing.assert_array_equal(np.asarray(taps), ref)
+    feats = model.apply(v, hyper, method="ctx_features")
+    b, h, w, _ = y_hat.shape
+    f, win = feats.reshape(b * h * w, -1), jnp.asarray(_windows(model, y_hat))
+    gp = jax.jit(lambda f, win, t: model.apply(v, f, win, t, method="gaussian_params_at"))
+    gp0 = jax.jit(lambda f, win: model.apply(v, f, win, method="gaussian_params_at"))
+    for a, b_ in zip(gp(f, win, taps), gp0(f, win)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b_))
+
+
+@pytest.mark.parametrize("name", ["mbt2018", "lee2019"])
 def test_context_is_causal(name):
     """Changing ŷ at and after a position (raster order) leaves (σ, μ) there unchanged; changing the
     causal neighbourhood does change them."""

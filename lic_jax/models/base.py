@@ -23,7 +23,7 @@ import numpy as np
 from ..layers import Conv
 
 __all__ = ["quant_modes", "pad_amounts", "pad_image", "crop_image", "leaky_relu", "total_bits", "bpp", "run",
-           "window_dot", "dense_run"]
+           "window_dot", "window_taps", "dense_run"]
 
 
 def quant_modes(train: bool, quant: str | None):
@@ -77,18 +77,32 @@ def _dot(x, w, dtype=None):
     return jnp.dot(x.astype(dtype), w.astype(dtype)).astype(jnp.float32)
 
 
-def window_dot(patches, kernel, mask, dtype=None):
+def _window_rows(mask, C: int):
+    """Row indexes of the unmasked taps in a flattened (k·k·C) window; a slice when they are a
+    prefix (causal masks)."""
+    taps = np.flatnonzero(np.asarray(mask).ravel())
+    if np.array_equal(taps, np.arange(taps.size)):
+        return slice(0, taps.size * C)
+    return (taps[:, None] * C + np.arange(C)[None, :]).ravel()
+
+
+def window_taps(kernel, mask):
+    """The unmasked taps of a (k, k, C, F) kernel as the (taps·C, F) matrix that
+    :func:`window_dot` multiplies by. The autoregressive coders compute it once per codec and pass
+    it to every wavefront step, so the step does not copy the kernel's taps each time (issue 19)."""
+    k, C = kernel.shape[0], kernel.shape[2]
+    return kernel.reshape(k * k * C, -1)[_window_rows(mask, C)]
+
+
+def window_dot(patches, kernel, mask, dtype=None, taps=None):
     """Σ over the unmasked taps of a (K, k, k, C) window × (k, k, C, F) kernel → (K, F): the
     masked k×k 'valid' convolution of one output pixel (masked taps contribute exactly 0 and are
-    skipped)."""
-    k, C = kernel.shape[0], kernel.shape[2]
-    taps = np.flatnonzero(np.asarray(mask).ravel())
-    x = patches.reshape(patches.shape[0], k * k * C)
-    w = kernel.reshape(k * k * C, -1)
-    if np.array_equal(taps, np.arange(taps.size)):  # causal masks: the taps are a prefix (a slice)
-        return _dot(x[:, : taps.size * C], w[: taps.size * C], dtype)
-    idx = (taps[:, None] * C + np.arange(C)[None, :]).ravel()
-    return _dot(x[:, idx], w[idx], dtype)
+    skipped). ``taps``: the kernel's :func:`window_taps`, when precomputed (the same numbers, so
+    the same result bit for bit)."""
+    K, k, C = patches.shape[0], patches.shape[1], patches.shape[3]
+    rows = _window_rows(mask, C)
+    w = window_taps(kernel, mask) if taps is None else taps
+    return _dot(patches.reshape(K, k * k * C)[:, rows], w, dtype)
 
 
 def dense_run(layers, h, dtype=None):

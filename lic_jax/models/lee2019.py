@@ -32,7 +32,7 @@ import numpy as np
 
 from ..entropy_models import EntropyBottleneck, GaussianConditional, gaussian_likelihood, quantize
 from ..layers import Conv, ConvTranspose, conv2d
-from .base import dense_run, leaky_relu, run, window_dot
+from .base import dense_run, leaky_relu, run, window_dot, window_taps
 from .bmshj2018 import analysis_transform, synthesis_transform
 from .mbt2018 import JointAutoregressiveHierarchicalPriors
 
@@ -126,10 +126,16 @@ class Lee2019(JointAutoregressiveHierarchicalPriors):
     def gaussian_params(self, hyper, y_hat):
         return self._params_from(self.window(jnp.concatenate([y_hat, hyper], axis=-1)))
 
-    def gaussian_params_at(self, features, patches):
+    def context_taps(self):
+        """The ŷ part of the window kernel's unmasked taps as a (taps·M, F) matrix (:func:`window_taps`)."""
+        kernel = self.window.variables["params"]["kernel"][:, :, : self.M]
+        return window_taps(kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor))
+
+    def gaussian_params_at(self, features, patches, taps=None):
         """(σ, μ) of shape (K, M) from hyper features (K, F) and ŷ windows (K, 4, 4, M), as matrix
-        products (the same arithmetic as ``gaussian_params`` at K positions)."""
+        products (the same arithmetic as ``gaussian_params`` at K positions). ``taps``:
+        ``context_taps()``, precomputed once by the coder."""
         kernel = self.window.variables["params"]["kernel"][:, :, : patches.shape[-1]]
-        out = window_dot(patches, kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor), self.dtype) + features
+        out = window_dot(patches, kernel, lee_window_mask(self.ctx_kernel, self.ctx_anchor), self.dtype, taps) + features
         scales, means = jnp.split(dense_run(self.entropy_parameters, out, self.dtype), 2, axis=-1)
         return jnp.exp(scales), means

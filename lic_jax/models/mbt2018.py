@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from ..entropy_models import quantize
 from ..layers import Conv, ConvTranspose, MaskedConv, causal_mask
-from .base import crop_image, dense_run, leaky_relu, pad_image, quant_modes, run, window_dot
+from .base import crop_image, dense_run, leaky_relu, pad_image, quant_modes, run, window_dot, window_taps
 from .bmshj2018 import ScaleHyperprior
 
 __all__ = ["MeanScaleHyperprior", "JointAutoregressiveHierarchicalPriors"]
@@ -58,7 +58,8 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
     #   ctx_kernel / ctx_anchor: the causal window of ŷ that the parameters at (h, w) read —
     #   rows h − a_h … h − a_h + k − 1 and columns w − a_w … w − a_w + k − 1;
     #   ctx_features(hyper): everything that does not depend on ŷ, precomputed for all positions;
-    #   gaussian_params_at(features, patches): (σ, μ) at K positions from their ŷ windows.
+    #   gaussian_params_at(features, patches, taps=None): (σ, μ) at K positions from their ŷ
+    #   windows; ``taps`` = context_taps(), precomputed once by the coders (issue 19).
     ctx_kernel = 5
     ctx_anchor = (2, 2)
 
@@ -77,14 +78,19 @@ class JointAutoregressiveHierarchicalPriors(MeanScaleHyperprior):
         """(σ, μ) at every position from the hyperprior features and the (causally masked) context of ŷ."""
         return self._entropy_parameters(hyper, self.context_prediction(y_hat).astype(jnp.float32))
 
-    def gaussian_params_at(self, features, patches):
+    def context_taps(self):
+        """The context kernel's unmasked taps as a (taps·M, 2M) matrix (:func:`window_taps`)."""
+        return window_taps(self.context_prediction.variables["params"]["kernel"], causal_mask(self.ctx_kernel, "A"))
+
+    def gaussian_params_at(self, features, patches, taps=None):
         """(σ, μ) of shape (K, M) from features (K, F) and ŷ windows (K, 5, 5, M).
 
         The same arithmetic as ``gaussian_params`` at K positions, written as matrix products
         (one output pixel of a k×k 'valid' convolution is a dot product; XLA:CPU runs these
-        dots ~4× faster than the equivalent tiny convolutions)."""
+        dots ~4× faster than the equivalent tiny convolutions). ``taps``: ``context_taps()``,
+        precomputed (the same result bit for bit, without copying the kernel's taps per call)."""
         p = self.context_prediction.variables["params"]
-        ctx = window_dot(patches, p["kernel"], causal_mask(self.ctx_kernel, "A"), self.dtype) + p["bias"]
+        ctx = window_dot(patches, p["kernel"], causal_mask(self.ctx_kernel, "A"), self.dtype, taps) + p["bias"]
         h = jnp.concatenate([features, ctx], axis=-1)
         scales, means = jnp.split(dense_run(self.entropy_parameters, h, self.dtype), 2, axis=-1)
         return scales, means

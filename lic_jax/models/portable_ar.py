@@ -226,10 +226,10 @@ class PortableJointAutoregressive(JointAutoregressiveHierarchicalPriors):
         scales, means = jnp.split(a, 2, axis=-1)
         return scales, means
 
-    def gaussian_params_at(self, features, patches):
+    def gaussian_params_at(self, features, patches, taps=None):
         if self.int_shifts:
             raise NotImplementedError("mbt2018-int codes with its integer network (IntegerContextModel)")
-        return super().gaussian_params_at(features, patches)
+        return super().gaussian_params_at(features, patches, taps)
 
     def calibration_maxima(self, x):
         """max |·| of each quantity that ``int_shifts`` scales (see :attr:`calibration`), float path."""
