@@ -26,6 +26,15 @@ def _max_pixels_arg(text: str) -> int:
     return n
 
 
+def _size_opts(p, what: str):
+    """--tile, --max-pixels and -q, shared by compress and decompress."""
+    p.add_argument("--tile", type=int, metavar="PIXELS",
+                   help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
+    p.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
+                   help=f"refuse {what} with more than N pixels (default {_default_max_pixels()})")
+    p.add_argument("-q", "--quiet", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lic", description="Learned image compression (lic_jax): .lic files.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,11 +73,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="JPEG-payload models (comcnn-jpeg): the payload's JPEG quality, 1..95 (default: the model's)")
     c.add_argument("--drop-alpha", action="store_true", help="discard an alpha channel instead of refusing the image")
     c.add_argument("--no-psnr", action="store_true", help="do not reconstruct to report PSNR")
-    c.add_argument("--tile", type=int, metavar="PIXELS",
-                   help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
-    c.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
-                   help=f"refuse images with more than N pixels (default {_default_max_pixels()})")
-    c.add_argument("-q", "--quiet", action="store_true")
+    _size_opts(c, "images")
     c.set_defaults(func=cmd_compress)
 
     d = sub.add_parser("decompress", help=".lic -> image(s)")
@@ -81,11 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--decoder", metavar="NAME",
                    help="decode with the model's decoder NAME instead of the one the file asks for (models with "
                         "several synthesis paths; docs/FORMAT.md §2)")
-    d.add_argument("--tile", type=int, metavar="PIXELS",
-                   help="synthesis tile side in pixels, 0: no tiling (default: tiled above 2 MP; the file never depends on it)")
-    d.add_argument("--max-pixels", type=_max_pixels_arg, default=None, metavar="N",
-                   help=f"refuse files of images with more than N pixels (default {_default_max_pixels()})")
-    d.add_argument("-q", "--quiet", action="store_true")
+    _size_opts(d, "files of images")
     d.set_defaults(func=cmd_decompress)
 
     i = sub.add_parser("info", help="print the header of .lic file(s)")
