@@ -15,7 +15,8 @@ Haar minNeighbors 500 → test_face_astronaut; no blur before MSER → test_text
 covered 50 %); the stroke-width filter off → test_text_negatives (rocket 0.0074); the importance
 map not normalised (r instead of r / mean r) → test_importance_weights; the RGBA alpha ignored →
 test_user_mask_formats; the size check dropped → test_user_mask_errors; cv2 imported at module
-level → test_import_without_cv2.
+level → test_import_without_cv2; gan.importance_map without the r / mean r normalisation, and
+gan.split_batch not scaling the mask by 1/255 → test_gan_importance_map_matches_host_weights.
 """
 
 from __future__ import annotations
@@ -207,3 +208,30 @@ def test_import_without_cv2(monkeypatch):
         L.face_mask(np.zeros((8, 8), np.uint8))
     t = L.importance_weights(np.zeros((4, 4), bool))  # numpy-only parts still work
     assert t.shape == (4, 4, 1)
+
+
+def test_gan_importance_map_matches_host_weights():
+    """gan.importance_map (in-graph t_a of the train step) == labels.importance_weights per image;
+    no mask → ones; gan.split_batch separates the optional 4th (mask) channel of a uint8 batch."""
+    import jax.numpy as jnp
+
+    from lic_jax.train import gan
+
+    rng = np.random.default_rng(3)
+    masks = np.stack([np.zeros((16, 24), bool), np.ones((16, 24), bool), rng.random((16, 24)) < 0.2])
+    x = jnp.zeros((3, 16, 24, 3), jnp.float32)
+    assert np.array_equal(np.asarray(gan.importance_map(x)), np.ones((3, 16, 24, 1), np.float32))
+    for eps in (1e-3, 0.05):
+        got = np.asarray(gan.importance_map(x, jnp.asarray(masks[..., None], jnp.float32), eps=eps))
+        for i, m in enumerate(masks):
+            np.testing.assert_allclose(got[i], L.importance_weights(m, eps=eps), rtol=1e-6, atol=0)
+    assert np.array_equal(got[:2], np.ones((2, 16, 24, 1), np.float32))  # constant masks: exactly 1
+    batch = rng.integers(0, 256, (2, 8, 8, 4), dtype=np.uint8)
+    xb, mb = gan.split_batch(jnp.asarray(batch))
+    np.testing.assert_allclose(np.asarray(xb), batch[..., :3] / 255.0, rtol=1e-6)  # XLA: 1 ulp
+    np.testing.assert_allclose(np.asarray(mb), batch[..., 3:] / 255.0, rtol=1e-6)
+    assert xb.shape == (2, 8, 8, 3) and mb.shape == (2, 8, 8, 1)
+    xb3, mb3 = gan.split_batch(jnp.asarray(batch[..., :3]))
+    assert mb3 is None and np.array_equal(np.asarray(xb3), np.asarray(xb))
+    with pytest.raises(ValueError, match="channels"):
+        gan.split_batch(jnp.asarray(batch[..., :2]))

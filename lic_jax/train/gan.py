@@ -24,14 +24,19 @@ so this is the same as running the generator again after the D step.
 Randomness: the quantisation noise of step s is ``fold_in(noise_key, s)``; the batch of step s is
 a pure function of (seed, s) (:mod:`lic_jax.train.input_pipeline`). Nothing else is random.
 
-Labels in this increment (substitutes, documented in docs/AKUTSU.md; the detectors come next):
+Labels (substitutes, documented in docs/AKUTSU.md; host-side detectors in :mod:`lic_jax.train.labels`):
 
 * t_s (D's 5-class semantic input): :func:`colour_labels`, a deterministic colour clustering of
   the (slightly blurred) image in luma–chroma space, computed in-graph: achromatic pixels
   (chroma < 0.05) split by luma into dark / mid / light, chromatic ones into warm (Cr ≥ Cb) and
   cool; one-hot, 5 channels.
-* t_a (face / text importance map of the weighted MS-SSIM): uniform (all ones), so wMS-SSIM is
-  plain MS-SSIM of the fused image.
+* t_a (face / text importance map of the weighted MS-SSIM): :func:`importance_map`. Uniform (all
+  ones, so wMS-SSIM is plain MS-SSIM of the fused image) unless the batch carries a mask: a uint8
+  batch with a 4th channel (255 = important, e.g. the face / text masks that
+  ``python -m lic_jax.train.labels`` precomputes, or the user's own) is split by
+  :func:`split_batch`, and the mask becomes t_a = r / mean(r), r = ε + (1 − ε)·mask per image, as
+  :func:`lic_jax.train.labels.importance_weights` on the host. A 4-channel image crops and flips
+  like an RGB one, so the mask stays aligned. (The input pipeline does not append masks yet.)
 
 Data parallelism: the step is one ``jax.jit`` with replicated state and a batch sharded over the
 ``('data',)`` mesh (:mod:`lic_jax.train.parallel`), like every other step.
@@ -50,10 +55,11 @@ from ..metrics import ms_ssim
 from ..models.base import total_bits
 from . import parallel
 from .input_pipeline import eval_batches
+from .labels import IMPORTANCE_EPS
 from .steps import apply_update
 from .state import ParamGroup, TrainState
 
-__all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "make_disc_optimizer",
+__all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "split_batch", "make_disc_optimizer",
            "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
 
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
@@ -100,9 +106,29 @@ def colour_labels(x, classes: int = 5):
     return jax.nn.one_hot(cls, classes, dtype=jnp.float32)
 
 
-def importance_map(x):
-    """t_a substitute: uniform importance (B, H, W, 1) of ones (the face / text detectors come next)."""
-    return jnp.ones(x.shape[:3] + (1,), jnp.float32)
+def importance_map(x, mask=None, eps: float = IMPORTANCE_EPS):
+    """t_a (B, H, W, 1) of the weighted MS-SSIM (Akutsu et al. 2020, seed 002, eq. 3), in-graph.
+
+    ``mask`` None: uniform ones. Otherwise (B, H, W, 1) in [0, 1]: per image r = ε + (1 − ε)·mask
+    and t_a = r / mean(r) (mean 1, background ε-floored), exactly 1 where the image's mask is
+    constant, so wMS-SSIM is MS-SSIM there (:func:`lic_jax.train.labels.importance_weights`)."""
+    if mask is None:
+        return jnp.ones(x.shape[:3] + (1,), jnp.float32)
+    if not 0.0 < eps <= 1.0:
+        raise ValueError(f"importance eps must be in (0, 1], got {eps}")
+    m = jax.lax.stop_gradient(jnp.clip(mask.astype(jnp.float32), 0.0, 1.0))
+    r = eps + (1.0 - eps) * m
+    flat = jnp.all(m == m[:, :1, :1, :], axis=(1, 2, 3), keepdims=True)
+    return jnp.where(flat, 1.0, r / jnp.mean(r, axis=(1, 2, 3), keepdims=True))
+
+
+def split_batch(batch):
+    """uint8 (B, H, W, 3 | 4) → (x float32 in [0, 1] (B, H, W, 3), mask in [0, 1] (B, H, W, 1) or None)."""
+    c = batch.shape[-1]
+    if c not in (3, 4):
+        raise ValueError(f"the GAN step takes RGB or RGB + mask batches, got {c} channels")
+    x = batch[..., :3].astype(jnp.float32) / 255.0
+    return x, (batch[..., 3:].astype(jnp.float32) / 255.0 if c == 4 else None)
 
 
 def make_disc_optimizer(config):
@@ -143,8 +169,9 @@ def _finite(*trees):
 
 
 def make_phases(model, config, tx, schedule, noise_key):
-    """The unjitted pieces of a step: ``phases(state, x) → (state after the D step, state after
-    the G step, metrics)`` (``x`` float in [0, 1]). :func:`make_train_step` jits this and keeps
+    """The unjitted pieces of a step: ``phases(state, x, mask=None) → (state after the D step, state
+    after the G step, metrics)`` (``x`` float in [0, 1]; ``mask`` the optional t_a mask of
+    :func:`importance_map`). :func:`make_train_step` jits this and keeps
     the last two; the tests look at the first as well."""
     s = settings(config)
     disc = _discriminator(model)
@@ -154,14 +181,14 @@ def make_phases(model, config, tx, schedule, noise_key):
     use_aux = bool(config.optim.aux_loss)
     lam_p, lam_e, lam_g, warm = s["lambda_p"], s["lambda_e"], s["lambda_g"], s["warmup_steps"]
 
-    def phases(st: TrainState, x):
+    def phases(st: TrainState, x, mask=None):
         if DISC not in st.extra:
             raise ValueError("the GAN step needs the discriminator's group in TrainState.extra "
                              "(create_train_state(..., extra=gan.extra_groups(model, config)))")
         step = st.step
         h, w = x.shape[1:3]
         gan_on = step >= warm
-        t_s, t_a = colour_labels(x), importance_map(x)
+        t_s, t_a = colour_labels(x), importance_map(x, mask)
         key = jax.random.fold_in(noise_key, step)
 
         def forward(p):
@@ -216,11 +243,12 @@ def make_phases(model, config, tx, schedule, noise_key):
 
 
 def make_train_step(model, config, tx, schedule, mesh, noise_key):
-    """The jitted ``step(state, batch_uint8) → (state, metrics)``: one D step, then one G step."""
+    """The jitted ``step(state, batch_uint8) → (state, metrics)``: one D step, then one G step
+    (a 4th batch channel is the t_a mask, :func:`split_batch`)."""
     phases = make_phases(model, config, tx, schedule, noise_key)
 
     def step_fn(state, batch):
-        _, st, metrics = phases(state, batch.astype(jnp.float32) / 255.0)
+        _, st, metrics = phases(state, *split_batch(batch))
         return st, metrics
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
@@ -235,7 +263,7 @@ def make_eval_step(model, config, mesh, crop: int):
     small = "shrink" if (crop and crop <= 160) or config.get("ms_ssim_small", "error") == "shrink" else "error"
 
     def step_fn(params, batch, weights):
-        x = batch.astype(jnp.float32) / 255.0
+        x, _ = split_batch(batch)  # validation scores whole images: no t_a
         out = model.apply({"params": params}, x, train=False)
         h, w = x.shape[1:3]
         vals = {"bpp": total_bits(out["likelihoods"]) / (h * w)}
