@@ -90,13 +90,22 @@ def to_rgb_uint8(a) -> np.ndarray:
 
 
 class FolderSource:
-    """Images from files, decoded with PIL. ``cache=True`` keeps decoded images in memory."""
+    """Images from files, decoded with PIL. ``cache=True`` keeps decoded images in memory.
+    ``mask_dir``: each image comes with its user mask (``lic_jax.train.labels``) as a 4th uint8
+    channel (0 / 255), cropped, scaled and flipped with the pixels (GAN training's t_a, issue 20)."""
 
-    def __init__(self, spec, cache: bool = False):
+    def __init__(self, spec, cache: bool = False, mask_dir: str | None = None):
         self.files = list_images(spec)
         self.cache = cache
         self._cache: dict[int, np.ndarray] = {}
         self.name = spec if isinstance(spec, str) else ",".join(spec)
+        self.mask_dir = mask_dir or None
+        if self.mask_dir is not None:
+            # each image's mask: <mask_dir>/<its path relative to the folder of the spec that
+            # listed it>.png (lic_jax.train.labels.mask_path); files named directly: <stem>.png
+            parts = [q for q in (spec.split(",") if isinstance(spec, str) else spec) if os.path.isdir(q)]
+            self._roots = [next((q for q in parts if os.path.abspath(f).startswith(os.path.abspath(q) + os.sep)),
+                                os.path.dirname(f)) for f in self.files]
 
     def __len__(self):
         return len(self.files)
@@ -110,6 +119,11 @@ class FolderSource:
             if im.mode not in ("RGB", "L", "RGBA", "I;16"):
                 im = im.convert("RGB")
             a = to_rgb_uint8(np.asarray(im))
+        if self.mask_dir is not None:  # RGB + the importance mask as a 4th channel (0 / 255)
+            from .labels import mask_path, user_mask
+
+            m = user_mask(mask_path(self.files[i], self._roots[i], self.mask_dir), a.shape)
+            a = np.concatenate([a, (m.astype(np.uint8) * 255)[:, :, None]], axis=-1)
         if self.cache:
             self._cache[i] = a
         return a
@@ -157,13 +171,16 @@ class TfdsSource:
 
 
 def make_source(spec: str, *, cache: bool = False, tfds_data_dir: str | None = None, image_key: str = "image",
-                manual_dir: str | None = None, default_split: str = "train"):
-    """``'tfds:NAME[:SPLIT]'`` (NAME may carry a config, ``div2k/bicubic_x2``) or a folder/glob/file list."""
+                manual_dir: str | None = None, default_split: str = "train", mask_dir: str | None = None):
+    """``'tfds:NAME[:SPLIT]'`` (NAME may carry a config, ``div2k/bicubic_x2``) or a folder/glob/file list;
+    ``mask_dir``: a folder of masks beside the images (folders only, :class:`FolderSource`)."""
     if spec.startswith("tfds:"):
+        if mask_dir:
+            raise ValueError(f"data.masks works with image folders, not with {spec!r}")
         rest = spec[len("tfds:"):]
         name, _, split = rest.partition(":")
         return TfdsSource(name, split or default_split, tfds_data_dir, image_key, manual_dir, cache)
-    return FolderSource(spec, cache=cache)
+    return FolderSource(spec, cache=cache, mask_dir=mask_dir)
 
 
 def _pad_to(img: np.ndarray, h: int, w: int) -> np.ndarray:
@@ -228,7 +245,10 @@ def random_scaled_crop_flip(img: np.ndarray, size: int, rng: np.random.Generator
     top = int(rng.integers(0, h - r + 1))
     left = int(rng.integers(0, w - r + 1))
     win = np.ascontiguousarray(img[top: top + r, left: left + r])
-    out = np.asarray(Image.fromarray(win).resize((size, size), Image.LANCZOS))
+    out = np.asarray(Image.fromarray(win[..., :3]).resize((size, size), Image.LANCZOS))
+    if img.shape[-1] == 4:  # a mask channel: resized on its own (PIL's RGBA resize would premultiply by it)
+        m = np.asarray(Image.fromarray(np.ascontiguousarray(win[..., 3])).resize((size, size), Image.BILINEAR))
+        out = np.concatenate([out, m[:, :, None]], axis=-1)
     return _random_flips(out, rng, hflip, vflip)
 
 

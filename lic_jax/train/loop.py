@@ -105,6 +105,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 
     model, spec = build_model(config)
     kind = objective(spec.name)  # 'rd', or e.g. 'iterative-l1' (Toderici 2017: no λ; train/iterative.py)
+    if config.data.get("masks", "") and kind != "gan":
+        raise ValueError(f"data.masks (importance masks) is used by GAN training only, not by objective {kind!r}")
     vr = resolve_variable_rate(config, spec)  # None for a fixed-rate model
     lset = resolve_lambda_set(config, spec) if kind == "rd" else None
     conditioned = takes_lambda(model)
@@ -161,7 +163,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 
     d = config.data
     src_kw = dict(tfds_data_dir=d.tfds_data_dir or None, image_key=d.image_key, manual_dir=d.tfds_manual_dir or None)
-    train_src = make_source(d.train, cache=bool(d.cache), default_split="train", **src_kw)
+    masks = config.data.get("masks", "") or None
+    train_src = make_source(d.train, cache=bool(d.cache), default_split="train", mask_dir=masks, **src_kw)
     batches = TrainBatches(train_src, B, int(d.crop), int(config.seed), pidx, pcount, hflip=bool(d.hflip),
                            vflip=bool(d.vflip), shuffle=bool(d.shuffle), prefetch=int(d.prefetch),
                            workers=int(d.workers), scale=d.get("scale", ""))
