@@ -85,7 +85,9 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
     if impl == "auto":
-        impl = "subpixel" if jax.default_backend() == "cpu" else "transpose"
+        # XLA:CPU: sub-pixel, except for a few output channels (the synthesis' last layer, 3 out),
+        # where the dilated form runs 2x faster (benchmarks/conv_forms.py, docs/SPEED.md)
+        impl = "subpixel" if jax.default_backend() == "cpu" and kernel.shape[3] > 4 else "transpose"
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
     if impl == "subpixel" and k - 2 * p + op == stride:
