@@ -4,7 +4,7 @@
 * :func:`random_variables` — a model's variables drawn with numpy at the shapes ``jax.eval_shape``
   gives (test_registry, test_progressive);
 * :func:`same_batch_script` / :func:`with_devices` / :func:`script_result` — the "8 virtual CPU devices
-  == 1 device" training subprocess (test_parallel, test_toderici_train).
+  == 1 device" training subprocess (test_parallel, test_toderici_train, test_akutsu_train).
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ _SAME_BATCH_SCRIPT = """
     sys.path.insert(0, {repo!r})
     from lic_jax.train import parallel, trainer
     from lic_jax.train.input_pipeline import FolderSource, TrainBatches
+    from lic_jax.train.setup import objective
 
 {setup}
     steps = {steps}
@@ -63,7 +64,11 @@ _SAME_BATCH_SCRIPT = """
         mesh = parallel.make_mesh(jax.devices()[:n])
         model, _ = trainer.build_model(cfg)
         tx, sched = trainer.make_optimizer(cfg, steps)
-        state = trainer.create_train_state(model, tx, jax.random.PRNGKey(0), mesh)
+        extra = None
+        if objective(model) == "gan":  # D: its own parameter group (TrainState.extra, as loop.py makes it)
+            from lic_jax.train import gan
+            extra = gan.extra_groups(model, cfg)
+        state = trainer.create_train_state(model, tx, jax.random.PRNGKey(0), mesh, extra=extra)
         step = trainer.make_train_step(model, cfg, {lmbda!r}, tx, sched, mesh, jax.random.PRNGKey(1))
         losses = []
         for s in range(steps):
@@ -74,17 +79,25 @@ _SAME_BATCH_SCRIPT = """
             losses.append(float(m["loss"]))
         out[f"param_devices_{{n}}"] = len(jax.tree_util.tree_leaves(state["params"])[0].sharding.device_set)
         out[f"losses_{{n}}"] = losses
-        params[n] = jax.tree_util.tree_leaves(parallel.fetch(state["params"]))
-    a, b = params[8], params[1]
-    out["max_abs"] = max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))
-    rel = [np.abs(x - y) / np.maximum(np.abs(y), 1e-30) for x, y in zip(a, b)]
-    k = int(np.argmax([r.max() for r in rel]))
-    i = int(np.argmax(rel[k]))
-    out["max_rel"] = float(rel[k].flat[i])
-    out["max_rel_at"] = [float(a[k].flat[i]), float(b[k].flat[i]), list(a[k].shape)]
-    out["max_leaf_rel"] = max(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)) for x, y in zip(a, b))
-    out["allclose"] = all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
-    out["frac_rel_gt_1e-5"] = float(sum(int((r > 1e-5).sum()) for r in rel) / sum(r.size for r in rel))
+        groups = {{"": state["params"], **{{k: g.params for k, g in state["extra"].items()}}}}
+        params[n] = {{k: jax.tree_util.tree_leaves(parallel.fetch(v)) for k, v in groups.items()}}
+
+
+    def compare(a, b):
+        r = {{"max_abs": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b))}}
+        rel = [np.abs(x - y) / np.maximum(np.abs(y), 1e-30) for x, y in zip(a, b)]
+        k = int(np.argmax([q.max() for q in rel]))
+        i = int(np.argmax(rel[k]))
+        r["max_rel"] = float(rel[k].flat[i])
+        r["max_rel_at"] = [float(a[k].flat[i]), float(b[k].flat[i]), list(a[k].shape)]
+        r["max_leaf_rel"] = max(float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30)) for x, y in zip(a, b))
+        r["allclose"] = all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
+        r["frac_rel_gt_1e-5"] = float(sum(int((q > 1e-5).sum()) for q in rel) / sum(q.size for q in rel))
+        return r
+
+
+    out.update(compare(params[8][""], params[1][""]))  # the codec's parameters: top-level keys
+    out["extra"] = {{k: compare(params[8][k], params[1][k]) for k in params[8] if k}}  # e.g. {{'disc': …}}
     print("RESULT" + json.dumps(out))
 """
 
@@ -92,7 +105,9 @@ _SAME_BATCH_SCRIPT = """
 def same_batch_script(setup: str, *, repo: str, train: str, steps: int, lmbda) -> str:
     """``python -c`` source: ``steps`` training steps of the same batches on a mesh of 8 devices, then
     of 1 device, from the same initial state and keys; prints ``RESULT{json}`` (losses per mesh, batch
-    and parameter shards, and how far apart the final parameters are). ``setup``: Python lines that
+    and parameter shards, and how far apart the final parameters are: the codec's at the top level,
+    each extra parameter group's — a GAN's discriminator, created as ``loop.py`` does — under
+    ``extra[name]``). ``setup``: Python lines that
     import the config module (``repo`` is on sys.path) and define ``cfg``; ``lmbda``: the λ given to
     ``trainer.make_train_step`` (None for models without one)."""
     setup = textwrap.indent(textwrap.dedent(setup).strip(), "    ")
