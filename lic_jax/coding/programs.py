@@ -45,6 +45,14 @@ def cpu_model(model):
     return model
 
 
+def inference_model(model):
+    """``model`` with ``conv_transpose_impl='auto-inference'`` where it is ``'auto'`` (the decoder's
+    synthesis: forward only)."""
+    if getattr(model, "conv_transpose_impl", None) == "auto":
+        return model.clone(conv_transpose_impl="auto-inference")
+    return model
+
+
 class Transforms:
     """analysis (+ hyper-analysis) and the synthesis methods, jitted on the default device.
 
@@ -65,10 +73,12 @@ class Transforms:
         self._synthesis: dict = {}
 
     def synthesis(self, method: str = "synthesis"):
-        """The jitted ``method`` (a decoder of the model record), ``(v, ŷ, λ) → x̂``."""
+        """The jitted ``method`` (a decoder of the model record), ``(v, ŷ, λ) → x̂``. A model whose
+        transposed convolutions are ``'auto'`` runs them as ``'auto-inference'`` here (forward only:
+        the faster form for its last layer on CPU, ``layers/conv.py``)."""
         f = self._synthesis.get(method)
         if f is None:
-            m, lam_args = self._model, self._lam_args
+            m, lam_args = inference_model(self._model), self._lam_args
             f = self._synthesis[method] = jax.jit(lambda v, y, lam=None: m.apply(v, y, *lam_args(lam), method=method))
         return f
 

@@ -78,16 +78,22 @@ def _subpixel_kernel(kernel, stride: int, padding: int):
 
 def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_padding: int | None = None,
                      impl: str = "auto"):
-    """PyTorch ``conv_transpose2d`` semantics on NHWC with an (kh, kw, in, out) kernel."""
+    """PyTorch ``conv_transpose2d`` semantics on NHWC with an (kh, kw, in, out) kernel.
+
+    ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
+    ``'transpose'`` (input dilation), ``'auto'`` (sub-pixel on CPU, dilation elsewhere) or
+    ``'auto-inference'`` (as ``'auto'``, but dilation for <= 4 output channels on CPU too)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
-    if impl == "auto":
-        # XLA:CPU: sub-pixel, except for a few output channels (the synthesis' last layer, 3 out),
-        # where the dilated form runs 2x faster (benchmarks/conv_forms.py, docs/SPEED.md)
-        impl = "subpixel" if jax.default_backend() == "cpu" and kernel.shape[3] > 4 else "transpose"
+    if impl in ("auto", "auto-inference"):
+        # XLA:CPU: sub-pixel. 'auto-inference' (the codec's synthesis, forward only): the dilated
+        # form for layers with <= 4 output channels (the last layer: 2x faster forward, but its
+        # backward is 3.6x slower, so training keeps sub-pixel; benchmarks/conv_forms.py, docs/SPEED.md)
+        cpu = jax.default_backend() == "cpu"
+        impl = "subpixel" if cpu and not (impl == "auto-inference" and kernel.shape[3] <= 4) else "transpose"
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
     if impl == "subpixel" and k - 2 * p + op == stride:
