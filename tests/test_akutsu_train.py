@@ -233,6 +233,7 @@ AKUTSU_SETUP = """
 FAST_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"  # FAST, as XLA_FLAGS
 
 
+@pytest.mark.extended  # ~6 CPU-minutes (15 min wall under load): outside the 90-minute CI, scripts/test.sh --extended
 def test_8_devices_equal_1_device(env):
     """3 D+G steps on 8 virtual CPU devices (batch 8 sharded 1 crop per device) vs 1 device, from the
     same state, keys and batches: the generator's parameters and D's (TrainState.extra['disc']) agree

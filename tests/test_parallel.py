@@ -173,7 +173,10 @@ def _compare(a, b, what, rtol, atol, leaf_rel):
     return d
 
 
-@pytest.mark.parametrize("model", list(MULTI_MODELS))
+# akutsu2020's 2-process check takes ~10 CPU-minutes (19 min wall on the loaded 2-core machine):
+# marked 'extended', outside the 90-minute CI (scripts/test.sh --extended runs it)
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.extended) if m == "akutsu2020" else m
+                                   for m in MULTI_MODELS])
 def test_two_processes_equal_one_process(env, tmp_path, model):
     spec = MULTI_MODELS[model]
     steps = spec["steps"]
