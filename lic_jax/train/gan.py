@@ -36,7 +36,7 @@ Labels (substitutes, documented in docs/AKUTSU.md; host-side detectors in :mod:`
   ``python -m lic_jax.train.labels`` precomputes, or the user's own) is split by
   :func:`split_batch`, and the mask becomes t_a = r / mean(r), r = ε + (1 − ε)·mask per image, as
   :func:`lic_jax.train.labels.importance_weights` on the host. A 4-channel image crops and flips
-  like an RGB one, so the mask stays aligned. (The input pipeline does not append masks yet.)
+  like an RGB one, so the mask stays aligned; `data.masks` makes the input pipeline append it.
 
 Data parallelism: the step is one ``jax.jit`` with replicated state and a batch sharded over the
 ``('data',)`` mesh (:mod:`lic_jax.train.parallel`), like every other step.
