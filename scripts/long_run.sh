@@ -28,7 +28,11 @@ cpu_hours() {
 
 case ${1:-status} in
   start)
-    if [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null; then echo "already running (pid $(cat "$RUN/pid"))"; exit 0; fi
+    # (a zombie — exited, not yet reaped — still answers kill -0: look at its state too)
+    if [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null \
+       && [[ $(ps -o stat= -p "$(cat "$RUN/pid")" 2>/dev/null) != Z* ]]; then
+      echo "already running (pid $(cat "$RUN/pid"))"; exit 0
+    fi
     if [[ ! -d $CODE ]]; then
       git clone -q "$REPO" "$CODE"
       git -C "$CODE" log -1 --format='code snapshot %H %s' | tee -a "$RUN/run.log"
