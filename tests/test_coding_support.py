@@ -205,11 +205,12 @@ def codec_for(name: str, trained: bool = False, coder: str = "constriction", wid
 
 @functools.lru_cache(maxsize=None)
 def _jitted_synthesis(name: str, width: int, quality):
+    from lic_jax.coding.programs import inference_model
+
     model, _ = model_and_spec(name, width, quality)
-    if getattr(model, "conv_transpose_impl", None) == "auto":
-        # the decoder's synthesis is forward only: 'auto-inference' (layers/conv.py; its pixels
-        # differ from the training form's by 1 level in ~1e-5 of the values, docs/SPEED.md)
-        model = model.clone(conv_transpose_impl="auto-inference")
+    # the decoder's synthesis is forward only: 'auto-inference' (layers/conv.py; its pixels differ
+    # from the training form's by 1 level in ~1e-5 of the values, docs/SPEED.md)
+    model = inference_model(model)
     return jax.jit(lambda v, y: model.apply(v, y, method="synthesis"))
 
 

@@ -113,9 +113,10 @@ def codec_for(name: str):
 def _synthesis_fn(name: str):
     import jax
 
+    from lic_jax.coding.programs import inference_model
+
     model, _, _ = real_width(name)
-    if getattr(model, "conv_transpose_impl", None) == "auto":
-        model = model.clone(conv_transpose_impl="auto-inference")  # the decoder's forward-only form (docs/SPEED.md)
+    model = inference_model(model)  # the decoder's forward-only form (docs/SPEED.md)
     if name.startswith("mae-"):
         return jax.jit(lambda v, y: model.apply(v, y, np.float32(MAE_LAMBDA), method="synthesis"))
     return jax.jit(lambda v, y: model.apply(v, y, method="synthesis"))
