@@ -96,6 +96,17 @@ def exported_step(workdir):
     return tr.get("exported_step", tr.get("checkpoint_meta", {}).get("step"))
 
 
+def exported_until(workdir):
+    """The installment the artifact was exported at (its config's ``stop_at``; the exported, best
+    checkpoint can be earlier), or None: an artifact of an earlier installment is stale."""
+    art = os.path.join(workdir, "artifact", "config.json")
+    if not os.path.isfile(art):
+        return None
+    tr = json.load(open(art))["metadata"].get("training", {})
+    cfg = tr.get("config", {})
+    return cfg.get("stop_at") or cfg.get("num_steps") or exported_step(workdir)
+
+
 def summarise(a):
     """Per-iteration curves of every run that has validation records."""
     from lic_jax.train.iterative import curve
@@ -171,7 +182,7 @@ def main(argv=None):
         for i, (name, arch) in enumerate(todo):
             wd = os.path.join(a.root, a.tag, name)
             until = min(a.until, a.steps)
-            if reached(wd, until) and exported_step(wd) is not None:
+            if reached(wd, until) and (exported_until(wd) or 0) >= until:
                 print(f"[{i + 1}/{len(todo)}] {name}: at step {until} already", flush=True)
                 continue
             os.makedirs(wd, exist_ok=True)
