@@ -97,6 +97,10 @@ def _run_parser(sub):
                         "stripe-orientation fidelity of lic_jax.evaluation.sof (per-image in the CSV and in the "
                         "JSON's meta.sof_per_image, means per point as results.sof-*); 'sof' alone also computes "
                         "psnr-rgb and ms-ssim-rgb")
+    p.add_argument("--masks", metavar="DIR",
+                   help="a region mask per image, <DIR>/<image name>.png (e.g. face / text masks from python -m "
+                        "lic_jax.train.labels): adds psnr-rgb@mask and ms-ssim-rgb@mask, the metrics inside "
+                        "each mask (lic_jax.evaluation.image_metrics)")
     p.add_argument("--seed", type=int, default=0, help="PRNG seed for --random-init")
     p.add_argument("--iterations", type=int, default=None,
                    help="progressive models (toderici2017): iterations per file (default: the model's); one RD "
@@ -323,6 +327,8 @@ def cmd_run(args):
         _die("--lmbda / --lmbda-grid apply to variable-rate learned models (mae-*), not to --codec")
     try:
         ds = resolve_dataset(args.dataset, args.data_dir, args.tfds_data_dir).limit(args.limit)
+        if args.masks:
+            ds = ds.with_masks(args.masks)
     except DatasetNotFound as e:
         _die(str(e), 1)
     prog = _progressive_artifact(args)
@@ -331,7 +337,7 @@ def cmd_run(args):
     if args.iterations is not None:
         _die("--iterations applies to progressive models (toderici2017) only")
     points = _classical_points(args) if args.codec else _learned_points(args)
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = _metric_list(args)
     want_sof = "sof" in metrics
     if want_sof:
         metrics = [m for m in metrics if m != "sof"] or ["psnr-rgb", "ms-ssim-rgb"]
@@ -345,6 +351,11 @@ def cmd_run(args):
 
     import lic_jax
 
+    if args.masks:
+        curve.meta["masks"] = {"dir": os.path.abspath(args.masks), "metrics": "psnr-rgb@mask / ms-ssim-rgb@mask: "
+                               "mean over the images whose mask is not empty (lic_jax.evaluation.image_metrics)",
+                               "images_with_mask": int(sum(1 for r in rows if r.get("mask-fraction", 0) > 0
+                                                           and r.get("point") == rows[0].get("point")))}
     curve.meta.update({
         "source": "codec" if args.codec else ("entropy-estimation" if args.entropy_estimation else "bitstream"),
         "bpp": ("model estimate: sum of -log2 likelihoods / (H*W)" if args.entropy_estimation
@@ -416,19 +427,36 @@ def _progressive_artifact(args):
     return arts[0]
 
 
+def _metric_list(args) -> list:
+    """--metrics as a list; --masks adds the metrics inside the masks, which need it."""
+    from .image_metrics import MASK_METRICS
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if args.masks:
+        metrics += [m for m in MASK_METRICS if m not in metrics]
+    elif any(m in MASK_METRICS for m in metrics):
+        _die(f"--metrics {', '.join(m for m in metrics if m in MASK_METRICS)} need --masks DIR")
+    return metrics
+
+
 def _run_progressive(args, art, ds):
     import lic_jax
     from lic_jax.coding.progressive import ProgressiveCodec
 
     from .progressive import evaluate_progressive
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = _metric_list(args)
     if "sof" in metrics:
         _die("--metrics sof is not supported for progressive models")
     codec = ProgressiveCodec.from_artifact(art, coder=args.coder)
     curve, rows = evaluate_progressive(codec, ds, args.iterations, metrics=metrics, progress=not args.no_progress,
                                        name=args.name or os.path.basename(os.path.normpath(args.checkpoint[0])),
                                        warmup=not args.no_warmup)
+    if args.masks:
+        curve.meta["masks"] = {"dir": os.path.abspath(args.masks), "metrics": "psnr-rgb@mask / ms-ssim-rgb@mask: "
+                               "mean over the images whose mask is not empty (lic_jax.evaluation.image_metrics)",
+                               "images_with_mask": int(sum(1 for r in rows if r.get("mask-fraction", 0) > 0
+                                                           and r.get("point") == rows[0].get("point")))}
     curve.meta.update({
         "source": "bitstream (progressive)", "checkpoint": os.path.abspath(args.checkpoint[0]),
         "fingerprint": art.fingerprint, "model": {"name": art.spec.name, "hparams": art.spec.hparams},

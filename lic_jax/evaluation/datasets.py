@@ -58,9 +58,28 @@ class Dataset:
     names: list[str]
     loaders: list[Callable[[], np.ndarray]]
     source: str = ""
+    masks: list[Callable[[tuple], np.ndarray]] | None = None  # per image: (H, W) → bool region mask
 
     def __len__(self):
         return len(self.names)
+
+    def with_masks(self, mask_dir) -> "Dataset":
+        """The same images with a region mask each: ``<mask_dir>/<image path without suffix>.png``
+        (the naming of ``python -m lic_jax.train.labels IMAGES --out MASKDIR``; any PNG mask that
+        :func:`lic_jax.train.labels.user_mask` reads). Every mask file must exist (checked here, one
+        line naming the first missing one); each is read and size-checked when its image is evaluated."""
+        import os
+
+        from lic_jax.train.labels import user_mask
+
+        if not os.path.isdir(mask_dir):
+            raise DatasetNotFound(f"--masks {mask_dir}: not a directory")
+        paths = [os.path.join(mask_dir, os.path.splitext(n)[0] + ".png") for n in self.names]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise DatasetNotFound(f"{len(missing)} of {len(paths)} masks missing, e.g. {missing[0]} "
+                                  f"(expected <mask_dir>/<image name>.png)")
+        return dataclasses.replace(self, masks=[(lambda shape, p=p: user_mask(p, shape)) for p in paths])
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         for n, load in zip(self.names, self.loaders):
@@ -69,7 +88,8 @@ class Dataset:
     def limit(self, n: int | None) -> "Dataset":
         if n is None:
             return self
-        return Dataset(self.name, self.names[:n], self.loaders[:n], self.source)
+        return Dataset(self.name, self.names[:n], self.loaders[:n], self.source,
+                       None if self.masks is None else self.masks[:n])
 
 
 def collect_images(root) -> list[Path]:

@@ -171,6 +171,7 @@ def evaluate_progressive(codec, dataset, iterations: int | None = None, metrics=
         for i in range(n_img):
             img = dataset.loaders[i]()
             H, W = img.shape[:2]
+            mask = None if getattr(dataset, "masks", None) is None else dataset.masks[i](img.shape)
             if warmup and img.shape not in warmed:  # compile unroll / step for this shape untimed
                 e = codec.encode(img, iterations=1)
                 list(decode_prefixes(codec, e.data))
@@ -190,7 +191,9 @@ def evaluate_progressive(codec, dataset, iterations: int | None = None, metrics=
                 r = {"point": f"k={k}", "quality": k, "iteration": k, "image": dataset.names[i], "height": H,
                      "width": W, "bytes": nbytes, "bpp": 8.0 * nbytes / (H * W), "raw-bpp": k * raw_per_it,
                      "segment_bytes": int(enc.header.stream_lengths[k - 1])}
-                r.update(compute_metrics(img, rec, metrics))
+                if mask is not None:
+                    r["mask-fraction"] = float(np.mean(mask))
+                r.update(compute_metrics(img, rec, metrics, mask))
                 r["encoding_time"] = enc_s
                 r["decoding_time"] = cum
                 r["iteration_decoding_time"] = sec

@@ -39,7 +39,8 @@ __all__ = [
 
 # Keys of the per-point lists, in the order lic_jax writes them.
 CURVE_KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time", "psnr-y", "ms-ssim-db-rgb",
-              "psnr-hvs", "psnr-hvs-m", "bpp-payload", "bpp-estimate")
+              "psnr-hvs", "psnr-hvs-m", "bpp-payload", "bpp-estimate", "psnr-rgb@mask", "ms-ssim-rgb@mask",
+              "ms-ssim-db-rgb@mask", "mask-fraction")
 
 METRIC_ALIASES = {
     "psnr": "psnr-rgb",

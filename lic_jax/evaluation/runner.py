@@ -50,7 +50,7 @@ def _progress(total: int, enabled: bool):
 
 def aggregate(rows: Sequence[dict], keys=None) -> dict[str, float]:
     """Per-point means of per-image rows (NaN-free values only; NaN if none)."""
-    keys = keys or [k for k in CURVE_KEYS if k != "ms-ssim-db-rgb"]
+    keys = keys or [k for k in CURVE_KEYS if k not in ("ms-ssim-db-rgb", "ms-ssim-db-rgb@mask")]
     out = {}
     for k in keys:
         vals = [r[k] for r in rows if k in r and r[k] is not None]
@@ -59,9 +59,11 @@ def aggregate(rows: Sequence[dict], keys=None) -> dict[str, float]:
         arr = np.asarray(vals, np.float64)
         arr = arr[np.isfinite(arr)]
         out[k] = float(arr.mean()) if arr.size else math.nan
-    if "ms-ssim-rgb" in out:
-        v = out["ms-ssim-rgb"]
-        out["ms-ssim-db-rgb"] = -10.0 * math.log10(1.0 - v) if v < 1.0 else math.inf
+    for m in ("ms-ssim-rgb", "ms-ssim-rgb@mask"):  # dB of the mean MS-SSIM
+        if m in out:
+            v = out[m]
+            out[m.replace("ms-ssim", "ms-ssim-db")] = (math.nan if math.isnan(v) else
+                                                       -10.0 * math.log10(1.0 - v) if v < 1.0 else math.inf)
     return out
 
 
@@ -110,7 +112,10 @@ def evaluate(points: Sequence[Point], dataset, metrics=DEFAULT_METRICS, progress
                     r["lmbda"] = float(p.lmbda)
                 r.update({"image": dataset.names[i], "height": h, "width": w, "bytes": out.nbytes,
                           "bpp": out.bits / (h * w)})
-                r.update(compute_metrics(img, out.rec, metrics))
+                mask = None if dataset.masks is None else dataset.masks[i](img.shape)
+                if mask is not None:
+                    r["mask-fraction"] = float(np.mean(mask))
+                r.update(compute_metrics(img, out.rec, metrics, mask))
                 r["encoding_time"] = out.enc_time
                 r["decoding_time"] = out.dec_time
                 r.update(out.extra)
