@@ -32,13 +32,24 @@ def _read_lic(path, models, max_pixels) -> bytes:
         return f.read()
 
 
-def _decoder_choice(codec, name):
+DETAIL_DECODER = "synthesis_fused"  # --detail (akutsu2020: G_s fused with G_m, eq. 1)
+
+
+def _decoder_choice(codec, name, detail: bool = False):
     """``--decoder NAME``: what ``codec.decompress`` gets as ``decoder`` (None: the one the file asks for).
-    NAME must be one of the model's decoders (its registry record's ``decoders``, docs/FORMAT.md §2)."""
+    NAME must be one of the model's decoders (its registry record's ``decoders``, docs/FORMAT.md §2).
+    ``--detail``: the decoder ``synthesis_fused`` (models with selective detail decoding)."""
+    model = codec.spec.name if codec.spec is not None else codec.record.name
+    if detail:
+        if name is not None and name != DETAIL_DECODER:
+            raise CliError(f"--detail decodes with {DETAIL_DECODER}; it cannot go with --decoder {name!r}")
+        if DETAIL_DECODER not in codec.decoders:
+            raise CliError(f"--detail: {model} has no selective detail decoder; its decoders: "
+                           f"{', '.join(codec.decoders)}")
+        name = DETAIL_DECODER
     if name is None:
         return None
     if name not in codec.decoders:
-        model = codec.spec.name if codec.spec is not None else codec.record.name
         raise CliError(f"--decoder {name!r}: {model} has no such decoder; its decoders: {', '.join(codec.decoders)}")
     return None if _is_progressive(codec) else name  # a progressive model has a single decoder
 
@@ -55,7 +66,7 @@ def cmd_decompress(args) -> int:
         header, _ = container.unpack(data)
         codec = models.for_header(header)
         _set_tiling(codec, args)
-        decoder = _decoder_choice(codec, args.decoder)
+        decoder = _decoder_choice(codec, args.decoder, getattr(args, "detail", False))
         extra = ""
         if header.progressive:
             if args.iterations is not None and args.iterations > len(header.stream_lengths):

@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--decoder", metavar="NAME",
                    help="decode with the model's decoder NAME instead of the one the file asks for (models with "
                         "several synthesis paths; docs/FORMAT.md §2)")
+    d.add_argument("--detail", action="store_true",
+                   help="akutsu2020: selective detail decoding — G_s fused with G_m by its mask (eq. 1; the "
+                        "decoder synthesis_fused) instead of G_m alone (docs/AKUTSU.md)")
     _size_opts(d, "files of images")
     d.set_defaults(func=cmd_decompress)
 

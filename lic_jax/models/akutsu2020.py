@@ -205,42 +205,70 @@ class DecoderBody(nn.Module):
 
 class CausalSelfAttention(nn.Module):
     """Single-head causal self-attention over the raster-ordered positions, residual:
-    h + W_o · softmax(q kᵀ/√d_k, mask j ≤ i) v with q, k, v 1×1 projections of h."""
+    h + W_o · softmax(q kᵀ/√d_k, mask j ≤ i) v with q, k, v 1×1 projections of h.
+
+    Incremental form (the sequential coder, ``Akutsu2020.gaussian_params_step``): with ``cache =
+    (K, V)`` ((B, N, d_k), (B, N, value)) and ``index`` i, ``h`` is the (B, 1, 1, C) features of
+    position i only; k_i, v_i are written into slot i and q_i attends to the slots j ≤ i (the
+    others are masked with −inf, so unfilled slots never count). Returns (output, (K, V))."""
 
     key_dim: int = 16
     value_dim: int | None = None
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, h):
+    def __call__(self, h, cache=None, index=None):
         b, H, W, C = h.shape
         n, d = H * W, self.dtype
         v_dim = self.value_dim or C
-        q = Conv(self.key_dim, 1, 1, dtype=d)(h).reshape(b, n, self.key_dim)
-        k = Conv(self.key_dim, 1, 1, dtype=d)(h).reshape(b, n, self.key_dim)
-        v = Conv(v_dim, 1, 1, dtype=d)(h).reshape(b, n, v_dim)
-        logits = jnp.einsum("bid,bjd->bij", q, k).astype(jnp.float32) / math.sqrt(self.key_dim)
-        logits = jnp.where(causal_attention_mask(n)[None], logits, -jnp.inf)
+        q_conv, k_conv, v_conv = (Conv(c, 1, 1, dtype=d) for c in (self.key_dim, self.key_dim, v_dim))
+        out_conv = Conv(C, 1, 1, dtype=d)  # (creation order = parameter names Conv_0 … Conv_3, as before)
+        q = q_conv(h).reshape(b, n, self.key_dim)
+        k = k_conv(h).reshape(b, n, self.key_dim)
+        v = v_conv(h).reshape(b, n, v_dim)
+        if cache is None:
+            keys, values = k, v
+            mask = causal_attention_mask(n)[None]
+        else:
+            if n != 1:
+                raise ValueError(f"the incremental attention takes one position, got {H}x{W}")
+            keys = cache[0].at[:, index].set(k[:, 0].astype(cache[0].dtype))
+            values = cache[1].at[:, index].set(v[:, 0].astype(cache[1].dtype))
+            mask = (jnp.arange(keys.shape[1]) <= index)[None, None]
+        logits = jnp.einsum("bid,bjd->bij", q, keys.astype(q.dtype)).astype(jnp.float32) / math.sqrt(self.key_dim)
+        logits = jnp.where(mask, logits, -jnp.inf)
         a = jax.nn.softmax(logits, axis=-1)
-        o = jnp.einsum("bij,bjv->biv", a.astype(v.dtype), v).reshape(b, H, W, v_dim)
-        return h + Conv(C, 1, 1, dtype=d)(o)
+        o = jnp.einsum("bij,bjv->biv", a.astype(values.dtype), values).reshape(b, H, W, v_dim)
+        out = h + out_conv(o.astype(v.dtype))
+        return out if cache is None else (out, (keys, values))
 
 
 class ContextEstimator(nn.Module):
-    """5×5 type-A masked conv → causal self-attention (the output at i reads ŷ at positions < i)."""
+    """5×5 type-A masked conv → causal self-attention (the output at i reads ŷ at positions < i).
+
+    Incremental form: ``y_hat`` is the (B, 5, 5, M) window of ŷ centred on position i (zeros where
+    nothing is decoded yet or outside the latent), ``cache``/``index`` as :class:`CausalSelfAttention`;
+    returns ((B, 1, 1, features), cache)."""
 
     features: int = 128
     key_dim: int = 16
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, y_hat):
-        h = MaskedConv(self.features, 5, "A", dtype=self.dtype)(y_hat)
-        return CausalSelfAttention(self.key_dim, dtype=self.dtype)(h).astype(jnp.float32)
+    def __call__(self, y_hat, cache=None, index=None):
+        h = MaskedConv(self.features, 5, "A", dtype=self.dtype)(y_hat, valid=cache is not None)
+        attention = CausalSelfAttention(self.key_dim, dtype=self.dtype)
+        if cache is None:
+            return attention(h).astype(jnp.float32)
+        out, cache = attention(h, cache, index)
+        return out.astype(jnp.float32), cache
 
 
 class MixingBody(nn.Module):
-    """concat(context, hyper) → 1×1 → LeakyReLU → causal attention → 1×1 → (σ, μ) (σ = softplus)."""
+    """concat(context, hyper) → 1×1 → LeakyReLU → causal attention → 1×1 → (σ, μ) (σ = softplus).
+
+    Incremental form (``cache``, ``index``: one position, as :class:`CausalSelfAttention`; ``cache``
+    is ignored without attention): returns (σ, μ, cache)."""
 
     latent: int = 64
     features: int = 192
@@ -249,15 +277,18 @@ class MixingBody(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, ctx, hyper):
+    def __call__(self, ctx, hyper, cache=None, index=None):
         d = self.dtype
         h = Conv(self.features, 1, 1, dtype=d)(jnp.concatenate([ctx, hyper], axis=-1))
         h = leaky_relu(h)
         if self.attention:
-            h = CausalSelfAttention(self.key_dim, dtype=d)(h)
+            if cache is None:
+                h = CausalSelfAttention(self.key_dim, dtype=d)(h)
+            else:
+                h, cache = CausalSelfAttention(self.key_dim, dtype=d)(h, cache, index)
         p = Conv(2 * self.latent, 1, 1, dtype=d)(h).astype(jnp.float32)
         means, s = jnp.split(p, 2, axis=-1)
-        return jax.nn.softplus(s), means
+        return (jax.nn.softplus(s), means) if index is None else (jax.nn.softplus(s), means, cache)
 
 
 def _bodies(kind, channels, blocks, ca_reduction, dtype):
@@ -379,13 +410,44 @@ class Akutsu2020(nn.Module):
         """(σ, μ) at every position from H_d's features and the causal context of ŷ."""
         return self.mixing_body(self.context_estimator(y_hat), hyper)
 
+    # -- the sequential coder's incremental form (issue 20, increment 3; latent_coders/attention.py) --
+    def attention_cache_shapes(self, n: int, batch: int = 1) -> tuple:
+        """Shapes of the key/value caches of the two attention layers for ``n`` latent positions:
+        ((K, V) of the context estimator, (K, V) of the mixing body or None without its attention)."""
+        s = lambda c: scaled(c, self.width)  # noqa: E731
+        kd = max(4, s(self.key_dim))
+        ctx = ((batch, n, kd), (batch, n, s(self.context)))
+        mix = ((batch, n, kd), (batch, n, s(self.mix))) if self.mix_attention else None
+        return ctx, mix
+
+    def attention_cache(self, n: int, batch: int = 1):
+        """Empty (zero) key/value caches for ``n`` positions (:meth:`attention_cache_shapes`)."""
+        z = lambda shapes: None if shapes is None else tuple(jnp.zeros(sh, jnp.float32) for sh in shapes)  # noqa: E731
+        return tuple(z(sh) for sh in self.attention_cache_shapes(n, batch))
+
+    def gaussian_params_step(self, hyper_i, window, caches, index):
+        """(σ_i, μ_i, caches) of raster position ``index`` alone: ``hyper_i`` (B, 1, 1, C_h) H_d's
+        features there, ``window`` (B, 5, 5, M) the ŷ decoded so far around it (centred on it; zeros
+        at positions ≥ i and outside), ``caches`` from :meth:`attention_cache` holding the keys and
+        values of positions < i. Equals :meth:`gaussian_params` at i to float rounding
+        (tests/test_akutsu_coding.py)."""
+        ctx, c_ctx = self.context_estimator(window, caches[0], index)
+        sigma, mu, c_mix = self.mixing_body(ctx, hyper_i, caches[1], index)
+        return sigma, mu, (c_ctx, c_mix)
+
     def synthesis_main(self, y_hat):
         return _run(self.g_m, y_hat).astype(jnp.float32)
 
     def synthesis_detail(self, y_hat):
-        """G_s: (x̂_s, mask logit)."""
+        """G_s: (x̂_s, mask logit) — a pair, so not a decoder of the codec (:meth:`synthesis_fused` is)."""
         out = _run(self.g_d, y_hat).astype(jnp.float32)
         return out[..., :3], out[..., 3:]
+
+    def synthesis_fused(self, y_hat):
+        """Selective detail decoding, eq. 1: fuse(x̂_s, x̂_m, sigmoid(logit)) of G_s and G_m (the
+        codec's decoder ``synthesis_fused``, ``lic decompress --detail``)."""
+        x_det, logit = self.synthesis_detail(y_hat)
+        return fuse(x_det, self.synthesis_main(y_hat), jax.nn.sigmoid(logit))
 
     def __call__(self, x, train: bool = False, quant: str | None = None, detail: bool = True):
         """Forward pass with mbt2018's quantisation convention (context, rate and synthesis share

@@ -17,7 +17,9 @@ rate–distortion; ``lic_jax.train.iterative``).
 ``akutsu2020`` (Akutsu et al. 2020, seed 002; ``lic_jax.models.akutsu2020``) has neither quality
 nor λ either: ``get_model('akutsu2020', width=1/16, blocks=1)`` (defaults: the paper's sizes,
 width 1, 6 RCABs per residual group); its record's ``objective`` is ``'gan'``
-(``lic_jax.train.gan``) and it has no latent coder yet (coder ``'none'``).
+(``lic_jax.train.gan``); its latent coder is ``'attention-context'`` (position by position, raster
+order: ``lic_jax.coding.latent_coders.attention``) and its decoders are ``synthesis_main`` (G_m, the
+default) and ``synthesis_fused`` (G_s fused with G_m by its mask, eq. 1: ``lic decompress --detail``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class ModelRecord:
       cls: the Flax module class.
       model_id: container id (1 … 255, unique; written in every ``.lic`` header).
       coder: the latent coder (``lic_jax.coding.latent_coders``): 'factorized', 'hyperprior',
-        'autoregressive', 'external', or a ``LatentCoder`` subclass for a new entropy structure.
+        'autoregressive', 'external', 'attention-context', …, or a ``LatentCoder`` subclass for a new
+        entropy structure; 'none' registers a model for training only (``Codec`` refuses it).
       qualities: quality → hyper-parameters (CompressAI's table); None for models without one.
       lambdas: quality → λ (``LAMBDAS['mse']`` for CompressAI's families); None without qualities.
       variable_rate: the forward pass and the transforms take λ (``mae-*``).
@@ -127,8 +130,8 @@ def _records():
         ModelRecord("toderici2017", Toderici2017, 10, "progressive", decoders=("decode_step",),
                     objective="iterative-l1", spec_fields=("cell", "mode", "width", "iterations")),
         # Akutsu et al. 2020 (seed 002): selective detail decoding, conditional-GAN trained (docs/AKUTSU.md).
-        # No latent coder yet (issue 20, increment 3): coder 'none' (compress raises until it exists).
-        ModelRecord("akutsu2020", Akutsu2020, 11, "none", decoders=("synthesis_main", "synthesis_detail"),
+        # Coder (issue 20, increment 3): position by position; decoder 1 = G_s fused with G_m (eq. 1).
+        ModelRecord("akutsu2020", Akutsu2020, 11, "attention-context", decoders=("synthesis_main", "synthesis_fused"),
                     objective="gan", spec_fields=("width", "blocks")),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",

@@ -12,6 +12,8 @@ name               structure                                    models
 int``              context model and entropy parameters
 ``progressive``    ±1 codes of a recurrent codec, one segment   toderici2017
                    per iteration, learned binary context model
+``attention-       hyperprior + causal global-attention         akutsu2020
+context``          context, position by position (raster)
 =================  ==========================================  =======================
 
 A model's record (``lic_jax.models.registry.ModelRecord.coder``) names its coder, or gives a
@@ -22,6 +24,7 @@ segment per iteration, with its own binary range-coder IO (its codec is
 
 from __future__ import annotations
 
+from .attention import AttentionContextCoder
 from .autoregressive import AutoregressiveCoder
 from .base import DecoderIO, EncoderIO, LatentCoder, Latents, LatentShapes, SymbolIO
 from .external import ExternalCoder
@@ -32,10 +35,11 @@ from .progressive import ProgressiveCoder
 
 __all__ = ["CODERS", "coder_class", "LatentCoder", "Latents", "LatentShapes", "SymbolIO", "EncoderIO", "DecoderIO",
            "FactorizedCoder", "HyperpriorCoder", "AutoregressiveCoder", "ExternalCoder", "PortableHyperpriorCoder",
-           "PortableAutoregressiveCoder", "ProgressiveCoder"]
+           "PortableAutoregressiveCoder", "ProgressiveCoder", "AttentionContextCoder"]
 
 CODERS = {c.kind: c for c in (FactorizedCoder, HyperpriorCoder, AutoregressiveCoder, ExternalCoder,
-                              PortableHyperpriorCoder, PortableAutoregressiveCoder, ProgressiveCoder)}
+                              PortableHyperpriorCoder, PortableAutoregressiveCoder, ProgressiveCoder,
+                              AttentionContextCoder)}
 
 
 def coder_class(model_or_spec) -> type:
@@ -44,7 +48,7 @@ def coder_class(model_or_spec) -> type:
 
     rec = record_for(model_or_spec)
     c = rec.coder
-    if c == "none":  # registered for training only (akutsu2020 until its coder lands, issue 20)
+    if c == "none":  # a record registered for training only (none today; akutsu2020 was, until issue 20)
         raise ValueError(f"{rec.name} cannot write or read .lic files yet: it has no latent coder "
                          f"(it trains through train.py; its codec is future work)")
     if isinstance(c, type) and issubclass(c, LatentCoder):

@@ -1,0 +1,188 @@
+"""akutsu2020's codec (issue 20, increment 3; ``lic_jax.coding.latent_coders.attention``,
+``Akutsu2020.gaussian_params_step`` / ``synthesis_fused``, ``lic decompress --detail``; docs/AKUTSU.md
+"Codec").
+
+One tiny model for the whole module (``width=1/16, blocks=1``: M = 4 latent channels, weights
+filled on the host as tests/test_akutsu2020.py does), "energised" as the codec fixtures are
+(scripts/make_codec_fixtures.py): the last analysis convolution ×100, so that y spans many symbols
+(max |symbol| 9, 84 % non-zero on the 70×45 image), and the σ half of the mixing body's output
+bias +6 (σ ≈ 6: random weights otherwise predict σ ≈ 1 for symbols up to ±9, and every such symbol
+goes to the escape path, whose cost the model's likelihood does not describe).
+
+Broken on purpose once each (the source edited, the named test run, the edit undone; all failed):
+
+* the cached attention's mask ``arange(N) <= index`` → ``< index`` (position i no longer reads its
+  own key/value): test_incremental_step_matches_parallel failed (NaN: an empty softmax at i = 0);
+  → ``<= index + 1`` (one unfilled, zero cache slot admitted): it failed with max |Δ| 0.081 against
+  the tolerance 1.5e-6.
+* μ perturbed by 1e-3 in the decoder only (``_positions``: ``mu_h + 1e-3`` when not encoding):
+  test_round_trip_exact failed (decoded ŷ ≠ the encoder's ŷ, symbols still equal).
+* ``synthesis_fused`` with the mask inverted (``fuse(x_main, x_det, m)``):
+  test_detail_decoder_matches_hand_fusion failed.
+* ``--detail`` ignored by ``_decoder_choice`` (the file's decoder used): test_cli_detail_and_errors
+  failed (the --detail PNG differed from ``decoder='synthesis_fused'``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lic_jax.coding import Codec, container
+from lic_jax.models import get_model
+from lic_jax.models.base import pad_amounts
+from test_akutsu2020 import TINY, _host_init
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = np.stack([np.sin(xx / 6 + c) * np.cos(yy / 9 - c) for c in range(3)], -1) * 100 + 128
+    return np.clip(x + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, spec = get_model("akutsu2020", **TINY)
+    p = dict(_host_init(model, jnp.zeros((1, 64, 64, 3)))["params"])
+    p["g_a_4"] = {**p["g_a_4"], "kernel": p["g_a_4"]["kernel"] * 100.0}
+    mb = dict(p["mixing_body"])
+    b = np.asarray(mb["Conv_1"]["bias"]).copy()
+    b[b.size // 2:] += 6.0  # (μ, σ_raw) = split of the last 1×1 conv: the σ half
+    mb["Conv_1"] = {**mb["Conv_1"], "bias": jnp.asarray(b)}
+    p["mixing_body"] = mb
+    v = {"params": p}
+    return model, spec, v, Codec(model, spec, v)
+
+
+@pytest.fixture(scope="module")
+def coded(tiny):
+    """A 70×45 image (odd sides: padded to 128×64, y 4×8×4) with the fused decoder in the header."""
+    model, spec, v, codec = tiny
+    img = _image(45, 70)
+    return img, codec.encode(img, decoder="synthesis_fused")
+
+
+def test_incremental_step_matches_parallel(tiny):
+    """gaussian_params_step, position by position with the key/value caches (ŷ at positions ≥ i
+    zeroed in the window), against the parallel gaussian_params over the whole latent. Measured
+    max |Δσ|, |Δμ| = 4.77e-7 (σ ≈ 6 here: a few float32 ulps, summation order; 1.19e-7 before the
+    σ bias); tolerance 1.5e-6."""
+    model, _, v, _ = tiny
+    H, W, M = 4, 8, 4
+    rng = np.random.default_rng(0)
+    y_hat = np.round(rng.normal(0, 3, (1, H, W, M))).astype(np.float32)
+    hyper = rng.normal(0, 1, (1, H, W, 8)).astype(np.float32)
+    sig, mu = jax.jit(lambda v, h, y: model.apply(v, h, y, method="gaussian_params"))(v, hyper, y_hat)
+    step = jax.jit(lambda v, h, w, c, i: model.apply(v, h, w, c, i, method="gaussian_params_step"))
+    caches = model.attention_cache(H * W)
+    padded = np.pad(y_hat[0], ((2, 2), (2, 2), (0, 0)))
+    diffs = []
+    for t in range(H * W):
+        h, w = divmod(t, W)
+        known = np.zeros((H + 4, W + 4, 1), np.float32)
+        known[2:H + 2, 2:W + 2] = (np.arange(H * W) < t).reshape(H, W, 1)
+        window = (padded * known)[h:h + 5, w:w + 5][None]
+        s, m, caches = step(v, hyper[:, h:h + 1, w:w + 1], window, caches, t)
+        diffs += [np.abs(s[0, 0, 0] - sig[0, h, w]), np.abs(m[0, 0, 0] - mu[0, h, w])]
+    diff = float(np.max(diffs))  # (NaN propagates and fails)
+    assert diff <= 1.5e-6, diff
+
+
+def test_round_trip_exact(tiny, coded):
+    """Encode → decode: the decoder's symbols, ŷ and ẑ equal the encoder's bit for bit; the header
+    names akutsu2020 and the fused decoder; the default output is the image's size."""
+    model, spec, v, codec = tiny
+    img, enc = coded
+    header, _ = container.unpack(enc.data)
+    assert header.model_name == "akutsu2020" and codec.decoders[header.decoder] == "synthesis_fused"
+    out, lat, _ = codec.decode(enc.data)
+    assert lat.y_symbols.shape == (4, 8, 4) and np.abs(lat.y_symbols).max() >= 5
+    np.testing.assert_array_equal(lat.z_symbols, enc.latents.z_symbols)
+    np.testing.assert_array_equal(lat.y_symbols, enc.latents.y_symbols)
+    assert lat.y_hat.dtype == np.float32 and lat.y_hat.tobytes() == enc.latents.y_hat.tobytes()
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_bytes_match_model_estimate(tiny):
+    """Real payload bytes vs the model's own estimate of the coded latents: Σ −log2 of the Gaussian
+    likelihood of the coded ŷ under σ, μ = gaussian_params(H_d(ẑ), ŷ) (the parallel form) plus the
+    entropy bottleneck's −log2 p(ẑ). Measured on this 256×256 image (y 16×16×4, 1024 symbols):
+    payload 592 bytes, estimate 582.96 → ratio 1.0155 (the range coder's termination and the 64
+    quantised scale tables); at 70×45 (128 symbols) the fixed overhead dominates: 72 vs 67.35
+    bytes, 1.069. Bounds: 1.0 ≤ ratio ≤ 1.03."""
+    model, spec, v, codec = tiny
+    enc = codec.encode(_image(256, 256, seed=1))
+    lat = enc.latents
+
+    def estimate(v, y_hat, z_hat):
+        def f(m, y_hat, z_hat):
+            sigma, mu = m.gaussian_params(m.hyper_synthesis(z_hat), y_hat)
+            y_lik = m.gaussian_conditional.likelihood(y_hat, sigma, mu)
+            z_lik = m.entropy_bottleneck(z_hat, "round")[1]
+            return -jnp.sum(jnp.log2(y_lik)) - jnp.sum(jnp.log2(z_lik))
+        return model.apply(v, y_hat, z_hat, method=f)
+
+    bits = float(jax.jit(estimate)(v, lat.y_hat[None], lat.z_hat[None]))
+    payload = sum(enc.header.stream_lengths)
+    ratio = 8 * payload / bits
+    assert 1.0 <= ratio <= 1.03, (payload, bits / 8, ratio)
+
+
+def test_detail_decoder_matches_hand_fusion(tiny, coded):
+    """``decoder='synthesis_fused'`` (``--detail``) against G_m and G_s run separately on the decoded
+    ŷ and fused by hand in numpy (m = 1 / (1 + e^−logit), x̂ = x̂_s·m + x̂_m·(1 − m), centred crop,
+    clip). Measured max |Δ| 1.07e-7 (float 'output'); tolerance 4e-7. The main-only decode differs."""
+    model, spec, v, codec = tiny
+    img, enc = coded
+    fused, lat, _ = codec.decode(enc.data, output="float")  # the header asks for synthesis_fused
+    y = jnp.asarray(lat.y_hat[None])
+    x_m = np.asarray(jax.jit(lambda v, y: model.apply(v, y, method="synthesis_main"))(v, y), np.float64)
+    x_s, logit = (np.asarray(a, np.float64) for a in
+                  jax.jit(lambda v, y: model.apply(v, y, method="synthesis_detail"))(v, y))
+    m = 1.0 / (1.0 + np.exp(-logit))
+    ref = (x_s * m + x_m * (1.0 - m))[0]
+    (t, _), (l, _) = pad_amounts(45, 70, 64)
+    ref = np.clip(ref[t:t + 45, l:l + 70], 0.0, 1.0)
+    assert float(np.abs(fused - ref).max()) <= 4e-7, float(np.abs(fused - ref).max())
+    main_only = codec.decompress(enc.data, output="float", decoder="synthesis_main")
+    assert float(np.abs(main_only - fused).max()) > 1e-3
+
+
+def test_cli_detail_and_errors(tiny, coded, tmp_path, capsys):
+    """``lic decompress --detail`` writes the fused decode (= ``decoder='synthesis_fused'``), without
+    it the file's decoder; ``--decoder synthesis_detail`` (G_s returns a pair: not a decoder) and a
+    truncated file are one-line errors (exit 1, no output file)."""
+    from PIL import Image
+
+    from lic_jax.artifact import save_artifact
+    from lic_jax.cli import main
+
+    model, spec, v, codec = tiny
+    img, _ = coded
+    art = tmp_path / "art"
+    save_artifact(str(art), spec, v)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    lic = tmp_path / "x.lic"
+    assert main(["compress", str(tmp_path / "x.png"), str(lic), "--checkpoint", str(art), "--no-psnr", "-q"]) == 0
+    data = lic.read_bytes()
+    assert container.unpack(data)[0].decoder == 0  # the CLI writes the default decoder (G_m)
+    for opt, decoder in (([], "synthesis_main"), (["--detail"], "synthesis_fused")):
+        out = tmp_path / f"{decoder}.png"
+        assert main(["decompress", str(lic), str(out), "--checkpoint", str(art), "-q", *opt]) == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), codec.decompress(data, decoder=decoder))
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "synthesis_main.png")),
+                              np.asarray(Image.open(tmp_path / "synthesis_fused.png")))
+    capsys.readouterr()
+    (tmp_path / "t.lic").write_bytes(data[:-3])
+    for args, pattern in ((["--decoder", "synthesis_detail"], "synthesis_main, synthesis_fused"),
+                          (["--detail", "--decoder", "synthesis_main"], "cannot go with"),
+                          ([], "truncated")):
+        src = tmp_path / ("t.lic" if pattern == "truncated" else "x.lic")
+        bad = tmp_path / "bad.png"
+        assert main(["decompress", str(src), str(bad), "--checkpoint", str(art), *args]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("lic: error:") and pattern in err, err
+        assert not bad.exists()
