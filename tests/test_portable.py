@@ -7,9 +7,10 @@
   network is the one recorded at export (digest pinned here: a change of the quantisation rule
   would make old files unreadable), and on a Kodak crop its indexes differ from the float path's
   on few positions, never by more than one, at about the same bytes.
-* ``test_cross_environment_round_trips``: all 24 Kodak images, ``bmshj2018-hyperprior-int`` (the
-  bundled default), ``mbt2018-mean-int`` and ``mbt2018-int`` (integer context model and
-  entropy-parameter network; both at real width, random weights made non-trivial),
+* ``test_cross_environment_round_trips``: all 24 Kodak images with ``bmshj2018-hyperprior-int`` (the
+  bundled default) and ``mbt2018-int`` (integer context model and entropy-parameter network; real
+  width, random weights made non-trivial), the first 8 with ``mbt2018-mean-int`` (same weights
+  treatment; its integer h_s is the one mbt2018-int also runs),
   encoded in ``.venv`` (jax 0.10) and decoded in ``.venv-tfc`` (jax 0.4.30, numpy 1.26), and the
   reverse: every file decodes to exactly the encoder's y and z symbols.
 * ``test_xla_flags_and_threads``: decoding under ``--xla_cpu_enable_fast_math=true`` with a
@@ -143,13 +144,16 @@ def test_cross_environment_round_trips(models, tmp_path):
         pytest.skip(f"{TFC_PYTHON} does not exist (the second environment is not installed)")
     images = sorted(kodak_dir().glob("kodim*.png"))
     assert len(images) == 24
+    # the acceptance models (issue 13) on all 24; mbt2018-mean-int, whose h_s path mbt2018-int
+    # contains, on 8 (suite time; test_xla_flags_and_threads decodes it too)
+    per_model = {n: images[:8] if n == "mbt2018-mean-int" else images for n in models}
     envs = {"venv": Path(sys.executable), "tfc": TFC_PYTHON}
     dirs = {(e, n): tmp_path / e / n for e in envs for n in models}
     for d in dirs.values():
         d.mkdir(parents=True)
     versions = {}
-    for e, py in envs.items():  # encode every Kodak image with both models in each environment
-        versions[e] = _child(py, "encode", [(models[n], dirs[e, n], images) for n in models], tmp_path)["jax"]
+    for e, py in envs.items():  # encode the Kodak images with every model in each environment
+        versions[e] = _child(py, "encode", [(models[n], dirs[e, n], per_model[n]) for n in models], tmp_path)["jax"]
     assert versions["tfc"].startswith("0.4.") and not versions["venv"].startswith("0.4."), versions  # two jax versions
     for w, r in (("venv", "tfc"), ("tfc", "venv")):  # decode the other environment's files
         dec = {n: tmp_path / f"{w}-read-by-{r}" / n for n in models}
@@ -158,7 +162,7 @@ def test_cross_environment_round_trips(models, tmp_path):
         res = _child(envs[r], "decode", [(models[n], dec[n], sorted(dirs[w, n].glob("*.lic"))) for n in models],
                      tmp_path)
         for n, results in zip(models, res["results"]):
-            assert len(results) == 24
+            assert len(results) == len(per_model[n])
             _compare(dirs[w, n], dec[n], results, res["jax"])
 
 
