@@ -15,7 +15,9 @@ The argument is comma-separated ``key=value`` parts (or the bare word ``small``)
 
 keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
 shrunk for the small crops), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
-residual group, paper 6), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``,
+residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
+9×9 variance; ``lic decompress --detail-roi`` is exact) or ``global`` (the paper's whole-map
+variance); docs/AKUTSU.md), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``,
 ``crop``.
 """
 
@@ -44,6 +46,7 @@ def get_config(arg: str = ""):
     c.metric = "ms-ssim"
     c.model_hparams.width = 1.0
     c.model_hparams.blocks = 6
+    c.model_hparams.detail_ca = "local"  # G_s's CA: 'local' (9×9: --detail-roi exact) or 'global' (the paper)
     set_recipe(c, steps=800_000, lr=8e-5, batch=8, crop=256, val_crop=256, log_every=100, eval_every=10_000,
                checkpoint_every=5000, cache=False)
     c.optim.clip_norm = 1.0  # the project's default for the codec; the paper states none
@@ -61,6 +64,8 @@ def get_config(arg: str = ""):
             c.model_hparams.width = float(value)
         elif key == "blocks":
             c.model_hparams.blocks = int(value)
+        elif key == "detail_ca":
+            c.model_hparams.detail_ca = value
         elif key == "warmup":
             c.gan.warmup_steps = int(value)
         elif key == "steps":
@@ -70,6 +75,6 @@ def get_config(arg: str = ""):
         elif key == "crop":
             c.data.crop = c.data.val_crop = int(value)
         else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, width, blocks, warmup, steps, batch, crop; "
-                             f"got {key!r}")
+            raise ValueError(f"configs/akutsu2020.py keys: small, width, blocks, detail_ca, warmup, steps, batch, "
+                             f"crop; got {key!r}")
     return c

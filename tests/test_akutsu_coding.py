@@ -186,3 +186,149 @@ def test_cli_detail_and_errors(tiny, coded, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("lic: error:") and pattern in err, err
         assert not bad.exists()
+
+
+# -- --detail-roi: G_s on a region (detail_ca='local'; lic_jax/coding/detail_roi.py) ---------------
+#
+# Broken on purpose once each (the source edited, the named test run, the edit undone; all failed):
+#
+# * local_variance dividing by window² (average pooling *including* the zero padding) instead of
+#   the count of valid pixels: test_local_variance_reference_and_crop failed (max |Δ| 1.36 against
+#   the brute-force reference, tolerance 2e-6; its crop part alone would not see it: both forms
+#   read the same k×k neighbourhood).
+# * detail_body_radius with window // 2 − 1 (a margin for a 7×7 CA while G_s reads 9×9):
+#   test_margin_is_exact failed (the NaN row r0 − 1 reached the ROI) and test_roi_equals_full_detail
+#   failed on its window assertion. With that assertion removed, its values still matched bit for
+#   bit: the missing latent's effect underflows float32, so the NaN test is what guards the margin.
+# * detail_latent_interval's head conv ±1 dropped: test_margin_is_exact failed.
+
+BIG = 768  # 48×48 latents: the ROI's window (36 latents wide for the tiny model) fits inside
+
+
+@pytest.fixture(scope="module")
+def big_y():
+    return np.round(np.random.default_rng(3).normal(0, 3, (BIG // 16, BIG // 16, 4))).astype(np.float32)
+
+
+def test_local_variance_reference_and_crop():
+    """local_variance (9×9, padding excluded) against a brute-force numpy definition (mean of x² −
+    mean² over the neighbours inside the map; max |Δ| measured 4.8e-7 on values ~1, tolerance 2e-6),
+    and commuting with cropping: the crop's variance equals the full map's at every pixel ≥ 4 away
+    from a crop edge that is not a map edge (bit for bit, measured)."""
+    from lic_jax.models.akutsu2020 import local_variance
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (1, 23, 19, 3)).astype(np.float32)
+    got = np.asarray(local_variance(jnp.asarray(x), 9))
+    xd = x.astype(np.float64)[0]
+    ref = np.zeros_like(xd)
+    for i in range(23):
+        for j in range(19):
+            nb = xd[max(0, i - 4):i + 5, max(0, j - 4):j + 5].reshape(-1, 3)
+            ref[i, j] = nb.var(axis=0)
+    assert float(np.abs(got[0] - ref).max()) <= 2e-6, float(np.abs(got[0] - ref).max())
+    for (r0, r1), (c0, c1) in (((5, 18), (6, 15)), ((0, 12), (0, 19)), ((9, 23), (3, 19))):
+        crop = np.asarray(local_variance(jnp.asarray(x[:, r0:r1, c0:c1]), 9))
+        i0, i1 = (r0 + 4 if r0 else 0), (r1 - 4 if r1 < 23 else 23)
+        j0, j1 = (c0 + 4 if c0 else 0), (c1 - 4 if c1 < 19 else 19)
+        np.testing.assert_array_equal(crop[:, i0 - r0:i1 - r0, j0 - c0:j1 - c0], got[:, i0:i1, j0:j1])
+
+
+def test_roi_equals_full_detail(tiny, big_y):
+    """detail_roi_synthesis on a 768×768 decode (ŷ 48×48 random symbols, no bitstream): inside the
+    ROI it equals the full --detail decode (synthesis_fused on the whole ŷ), outside it equals G_m's
+    decode bit for bit. ROIs: 64×48 in the middle (latent window 36×36 of 48×48: the margin, 16
+    latents, is cut on all four sides), one at the top-left corner and one touching the top and
+    right borders. Measured max |Δ| inside: 0.0 (bit for bit, CPU) for all three; tolerance 1e-6
+    (other devices may round a different-sized convolution differently)."""
+    from lic_jax.coding.detail_roi import detail_roi_synthesis
+    from lic_jax.models.akutsu2020 import detail_margin
+
+    model, spec, v, codec = tiny
+    assert detail_margin(model.blocks) == 16 and detail_margin(6) == 73
+    full = np.asarray(codec._fns.synthesis("synthesis_fused")(codec._dev_vars, big_y[None]))
+    main = np.asarray(codec._fns.synthesis("synthesis_main")(codec._dev_vars, big_y[None]))
+    for roi, window in (((352, 360, 64, 48), ((6, 42), (6, 42))), ((0, 0, 64, 48), ((0, 19), (0, 20))),
+                        ((700, 0, 68, 30), ((0, 18), (27, 48)))):
+        st = {}
+        x = detail_roi_synthesis(codec, big_y, roi, BIG, BIG, stats=st)
+        assert st["window"] == window, (roi, st)
+        X, Y, w, h = roi
+        inside = float(np.abs(x - full)[:, Y:Y + h, X:X + w].max())
+        assert inside <= 1e-6, (roi, inside)
+        out = np.ones((BIG, BIG), bool)
+        out[Y:Y + h, X:X + w] = False
+        np.testing.assert_array_equal(x[0][out], main[0][out])
+        assert float(np.abs(full - main)[:, Y:Y + h, X:X + w].max()) > 1e-3  # the detail does change the ROI
+
+
+def test_margin_is_exact(tiny, big_y):
+    """The margin is exactly G_s's receptive field: a NaN row / column of ŷ just outside the ROI's
+    latent window (r0 − 1, r1, c0 − 1, c1) leaves G_s's output in the ROI finite, one just inside
+    (r0, r1 − 1, c0, c1 − 1) reaches it (NaN propagates through every tap, so this is structural,
+    not a size of effect). Hence a window 1 latent smaller on any side is not exact (a finite
+    perturbation there is too weak to see: its effect through ~20 edge taps underflows float32 —
+    measured: ``shrink=1`` still gave max |Δ| 0.0 with random symbols)."""
+    from lic_jax.coding.detail_roi import roi_latent_window
+
+    model, spec, v, codec = tiny
+    roi = (352, 360, 64, 48)
+    ((r0, r1), (c0, c1)), _ = roi_latent_window(model, roi, BIG, BIG)
+    detail = codec._fns.synthesis("synthesis_detail")
+    X, Y, w, h = roi
+    for axis, idx, reaches in ((0, r0 - 1, False), (0, r0, True), (0, r1, False), (0, r1 - 1, True),
+                               (1, c0 - 1, False), (1, c0, True), (1, c1, False), (1, c1 - 1, True)):
+        y = big_y.copy()
+        if axis == 0:
+            y[idx] = np.nan
+        else:
+            y[:, idx] = np.nan
+        x_s, logit = detail(codec._dev_vars, y[None])
+        region = np.concatenate([np.asarray(x_s), np.asarray(logit)], -1)[0, Y:Y + h, X:X + w]
+        assert bool(np.isnan(region).any()) == reaches, (axis, idx, reaches)
+
+
+def test_cli_detail_roi_and_errors(tiny, coded, tmp_path, capsys):
+    """``lic decompress --detail-roi`` on the 70×45 file (the margin covers the whole latent here):
+    the PNG equals decode_detail_roi, which equals the --detail decode inside the ROI (float output,
+    measured max |Δ| 0.0; tolerance 1e-6) and G_m's outside (bit for bit). One-line errors (exit 1,
+    no file): malformed, empty and out-of-image ROIs, and a detail_ca='global' artifact of the same
+    weights (its spec records 'global'; a stored spec without the field reads as 'global')."""
+    from PIL import Image
+
+    from lic_jax.artifact import load_artifact, save_artifact
+    from lic_jax.cli import main
+    from lic_jax.coding.detail_roi import decode_detail_roi
+    from lic_jax.models.registry import ModelSpec
+
+    model, spec, v, codec = tiny
+    img, enc = coded
+    roi = (20, 10, 30, 25)
+    x = decode_detail_roi(codec, enc.data, roi, output="float")
+    full = codec.decompress(enc.data, output="float", decoder="synthesis_fused")
+    main_only = codec.decompress(enc.data, output="float", decoder="synthesis_main")
+    assert float(np.abs(x - full)[10:35, 20:50].max()) <= 1e-6
+    out = np.ones(x.shape[:2], bool)
+    out[10:35, 20:50] = False
+    np.testing.assert_array_equal(x[out], main_only[out])
+    art, glob = tmp_path / "art", tmp_path / "glob"
+    save_artifact(str(art), spec, v)
+    gmodel, gspec = get_model("akutsu2020", **TINY, detail_ca="global")
+    save_artifact(str(glob), gspec, v)
+    assert load_artifact(str(glob)).spec.build().detail_ca == "global"
+    legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1}}
+    assert ModelSpec.from_dict(legacy).build().detail_ca == "global"
+    lic = tmp_path / "x.lic"
+    lic.write_bytes(enc.data)
+    dst = tmp_path / "roi.png"
+    assert main(["decompress", str(lic), str(dst), "--checkpoint", str(art), "-q", "--detail-roi", "20,10,30,25"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(dst)), decode_detail_roi(codec, enc.data, roi))
+    capsys.readouterr()
+    for ckpt, text, pattern in ((art, "1,2,3", "four integers"), (art, "a,b,c,d", "four integers"),
+                                (art, "0,0,0,5", "empty"), (art, "60,40,20,10", "not inside"),
+                                (art, "-1,0,5,5", "not inside"), (glob, "20,10,30,25", "detail_ca='global'")):
+        bad = tmp_path / "bad.png"
+        assert main(["decompress", str(lic), str(bad), "--checkpoint", str(ckpt), f"--detail-roi={text}"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("lic: error:") and pattern in err, (text, err)
+        assert not bad.exists()

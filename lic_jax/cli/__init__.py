@@ -6,7 +6,7 @@
                                 [--coder constriction|tfc] [--drop-alpha] [--no-psnr]
                                 [--qf Q]   (JPEG-payload models, e.g. comcnn-jpeg: the payload's quality)
     lic decompress IN.lic OUT.png [--checkpoint DIR | --compressai-checkpoint FILE | --pretrained [--metric M]]
-                                  [--original IMG] [--decoder NAME] [--detail]
+                                  [--original IMG] [--decoder NAME] [--detail | --detail-roi X,Y,W,H]
     lic compress IN.png OUT.lic --checkpoint TODERICI_DIR [--iterations K | --target-bpp B]   (progressive)
     lic decompress IN.lic OUT.png [--iterations k]   (progressive files: decode the first k iterations)
     lic info IN.lic [--json]   (progressive files: per-iteration byte offsets)
@@ -16,6 +16,10 @@
 ``decoders``) than the one the file asks for; an unknown name is an error listing them.
 ``--detail`` (akutsu2020, docs/AKUTSU.md): selective detail decoding, G_s fused with G_m by its
 mask (the decoder ``synthesis_fused``); a model without it is an error.
+``--detail-roi X,Y,W,H`` (image pixels): the same, inside that rectangle only (G_m elsewhere); the
+file is unchanged. G_s runs on the ROI's latents plus its exact receptive-field margin and the ROI
+equals the ``--detail`` decode (G_s with local channel attention, ``detail_ca='local'``, the
+default); a 'global' model, an empty, malformed or out-of-image ROI are one-line errors.
 
 IN may be a folder (every image / every ``.lic`` in it, sorted); OUT is then a folder (created).
 Without a model option ``compress`` uses the shipped default model; ``decompress`` finds the

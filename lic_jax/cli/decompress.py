@@ -38,7 +38,8 @@ DETAIL_DECODER = "synthesis_fused"  # --detail (akutsu2020: G_s fused with G_m, 
 def _decoder_choice(codec, name, detail: bool = False):
     """``--decoder NAME``: what ``codec.decompress`` gets as ``decoder`` (None: the one the file asks for).
     NAME must be one of the model's decoders (its registry record's ``decoders``, docs/FORMAT.md §2).
-    ``--detail``: the decoder ``synthesis_fused`` (models with selective detail decoding)."""
+    ``--detail`` (and ``--detail-roi``): the decoder ``synthesis_fused`` (models with selective detail
+    decoding)."""
     model = codec.spec.name if codec.spec is not None else codec.record.name
     if detail:
         if name is not None and name != DETAIL_DECODER:
@@ -66,8 +67,12 @@ def cmd_decompress(args) -> int:
         header, _ = container.unpack(data)
         codec = models.for_header(header)
         _set_tiling(codec, args)
-        decoder = _decoder_choice(codec, args.decoder, getattr(args, "detail", False))
+        roi = getattr(args, "detail_roi", None)
+        decoder = _decoder_choice(codec, args.decoder, getattr(args, "detail", False) or roi is not None)
         extra = ""
+        if roi is not None and (header.progressive or args.iterations is not None):
+            raise CliError("--detail-roi decodes a selective-detail (akutsu2020) file; it cannot go with a "
+                           "progressive file or --iterations")
         if header.progressive:
             if args.iterations is not None and args.iterations > len(header.stream_lengths):
                 raise CliError(f"{src} holds {len(header.stream_lengths)} iterations, --iterations {args.iterations} "
@@ -76,6 +81,14 @@ def cmd_decompress(args) -> int:
             extra = f", {args.iterations or len(header.stream_lengths)} of {len(header.stream_lengths)} iterations"
         elif args.iterations is not None:
             raise CliError(f"--iterations needs a progressive file; {src} is a format-version-{header.version} file")
+        elif roi is not None:
+            from ..coding.detail_roi import decode_detail_roi, parse_roi
+
+            try:
+                img = decode_detail_roi(codec, data, parse_roi(roi), max_pixels=args.max_pixels)
+            except ValueError as e:
+                raise CliError(str(e)) from None
+            extra = f", detail in {roi}"
         else:
             img = codec.decompress(data, max_pixels=args.max_pixels, decoder=decoder)
         write_image(dst, img)

@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--detail", action="store_true",
                    help="akutsu2020: selective detail decoding — G_s fused with G_m by its mask (eq. 1; the "
                         "decoder synthesis_fused) instead of G_m alone (docs/AKUTSU.md)")
+    d.add_argument("--detail-roi", metavar="X,Y,W,H",
+                   help="akutsu2020: selective detail decoding inside the rectangle X,Y,W,H (image pixels) only, "
+                        "G_m elsewhere; G_s runs on the ROI's latents plus its receptive-field margin, and the "
+                        "ROI equals the --detail decode (models with detail_ca='local', the default; "
+                        "docs/AKUTSU.md)")
     _size_opts(d, "files of images")
     d.set_defaults(func=cmd_decompress)
 

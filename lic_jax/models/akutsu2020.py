@@ -27,7 +27,8 @@ Bodies (§2.4, Fig. 3; blocks of ref. [14] = CVQN, with RAM-style attention, ref
 * residual group: x + conv3×3(RCAB_n(… RCAB_1(x))), ``blocks`` RCABs (default 6, CVQN's count);
 * RCAB: r = conv3×3(ReLU(conv3×3(x))); x + r·sigmoid(CA(r) + SA(r)) where CA = 1×1 → ReLU → 1×1
   on the per-channel *variance* of r (RAM) with reduction ``ca_reduction`` (default 1, CVQN) and
-  SA = depthwise 3×3 conv of r (RAM), broadcast-added before the sigmoid.
+  SA = depthwise 3×3 conv of r (RAM), broadcast-added before the sigmoid (G_s: local variance by
+  default, ambiguity 9).
 
 Entropy model (§2.3, eq. 2; Fig. 2 is absent from the seed, so SYSTEMS.md §8's recommendation):
 
@@ -59,6 +60,14 @@ Ambiguities resolved (also in docs/AKUTSU.md) [I]:
    are the encoder bodies above (with GDN); no activation on its logits.
 7. outputs are linear (no clipping / sigmoid on images; mask logit → sigmoid).
 8. ``x_hat`` is the fused image (eq. 1) when ``detail=True`` (default), else G_m's output.
+9. **Deviation from the paper** (``detail_ca``, default ``'local'``): G_s's RCABs pool the
+   per-channel variance over a 9×9 neighbourhood (:func:`local_variance`, padding excluded)
+   instead of the whole map, so that G_s has a finite receptive field (:func:`detail_body_radius`)
+   and ``lic decompress --detail-roi`` decodes a region exactly (the issue asks for "equals
+   full-detail decoding inside the ROI", impossible with a global statistic). ``'global'`` is the
+   paper's / RAM's pooling. Same parameters (pooling has none), so weights load either way, but
+   the function differs: the registry writes ``detail_ca`` into every spec, so an artifact trained
+   with 'global' decodes with 'global'. E, G_m, H_e, H_d and D keep the global pooling.
 
 Images: NHWC in [0, 1], float32 by default; ``dtype=jnp.bfloat16`` computes convolutions, GDN and
 attention products in bf16 (parameters, variance pooling, softmax, entropy parameters and outputs
@@ -83,10 +92,12 @@ from .base import crop_image, leaky_relu, pad_image, quant_modes
 
 __all__ = ["Akutsu2020", "Discriminator", "EncoderBody", "DecoderBody", "RCAB", "ResidualGroup",
            "CausalSelfAttention", "ContextEstimator", "MixingBody", "space_to_depth", "depth_to_space",
-           "fuse", "causal_attention_mask", "scaled", "DOWNSAMPLING", "LABEL_CHANNELS"]
+           "fuse", "causal_attention_mask", "scaled", "DOWNSAMPLING", "LABEL_CHANNELS", "LOCAL_CA_WINDOW",
+           "local_variance", "detail_body_radius", "detail_latent_interval", "detail_margin", "DETAIL_CA"]
 
 DOWNSAMPLING = 64
 LABEL_CHANNELS = 5
+LOCAL_CA_WINDOW = 9  # G_s's local channel-attention window (detail_ca='local', ambiguity 9 above)
 
 
 def scaled(c: int, width: float, minimum: int = 1) -> int:
@@ -140,18 +151,44 @@ class DepthwiseConv3(nn.Module):
         return y + bias.astype(dtype)
 
 
+def local_variance(x, window: int = LOCAL_CA_WINDOW):
+    """Per-channel variance over the ``window``×``window`` neighbourhood of every pixel (stride 1),
+    float32: E[x²] − E[x]² with both means taken over the neighbours *inside* the map (average
+    pooling that excludes the padding: the sums divided by the count of valid pixels), clamped at 0.
+    The value at a pixel reads only pixels within ``window // 2`` of it, so the operation commutes
+    with cropping once the crop keeps that margin (or meets the map's own border) —
+    :func:`detail_latent_interval`, tests/test_akutsu_coding.py."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1 or window % 2 == 0:
+        raise ValueError(f"local variance window must be an odd integer ≥ 1, got {window!r}")
+    x = x.astype(jnp.float32)
+    pad = window // 2
+    dims, strides, padding = (1, window, window, 1), (1, 1, 1, 1), ((0, 0), (pad, pad), (pad, pad), (0, 0))
+    box = lambda a: jax.lax.reduce_window(a, 0.0, jax.lax.add, dims, strides, padding)  # noqa: E731
+    valid = lambda n: np.minimum(np.arange(n) + pad, n - 1) - np.maximum(np.arange(n) - pad, 0) + 1  # noqa: E731
+    count = (valid(x.shape[1])[:, None] * valid(x.shape[2])[None, :]).astype(np.float32)[None, :, :, None]
+    mean = box(x) / count
+    return jnp.maximum(box(x * x) / count - mean * mean, 0.0)
+
+
 class RCAB(nn.Module):
-    """Residual channel-attention block with RAM-style attention (module docstring, "Bodies")."""
+    """Residual channel-attention block with RAM-style attention (module docstring, "Bodies").
+    ``ca``: 'global' — the variance over the whole map (RAM); 'local' — :func:`local_variance` over
+    a ``ca_window``² neighbourhood (G_s by default: module docstring, ambiguity 9). Same parameters either way."""
 
     ca_reduction: int = 1
     dtype: Any = None
+    ca: str = "global"
+    ca_window: int = LOCAL_CA_WINDOW
 
     @nn.compact
     def __call__(self, x):
         c, d = x.shape[-1], self.dtype
         r = Conv(c, 3, 1, dtype=d)(x)
         r = Conv(c, 3, 1, dtype=d)(nn.relu(r))
-        var = jnp.var(r.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(r.dtype)
+        if self.ca == "local":
+            var = local_variance(r, self.ca_window).astype(r.dtype)
+        else:
+            var = jnp.var(r.astype(jnp.float32), axis=(1, 2), keepdims=True).astype(r.dtype)
         ca = Conv(max(1, c // self.ca_reduction), 1, 1, dtype=d)(var)
         ca = Conv(c, 1, 1, dtype=d)(nn.relu(ca))
         sa = DepthwiseConv3(dtype=d)(r)
@@ -162,12 +199,14 @@ class ResidualGroup(nn.Module):
     blocks: int = 6
     ca_reduction: int = 1
     dtype: Any = None
+    ca: str = "global"
+    ca_window: int = LOCAL_CA_WINDOW
 
     @nn.compact
     def __call__(self, x):
         h = x
         for _ in range(self.blocks):
-            h = RCAB(self.ca_reduction, self.dtype)(h)
+            h = RCAB(self.ca_reduction, self.dtype, self.ca, self.ca_window)(h)
         return x + Conv(x.shape[-1], 3, 1, dtype=self.dtype)(h)
 
 
@@ -194,11 +233,13 @@ class DecoderBody(nn.Module):
     blocks: int = 6
     ca_reduction: int = 1
     dtype: Any = None
+    ca: str = "global"
+    ca_window: int = LOCAL_CA_WINDOW
 
     @nn.compact
     def __call__(self, x):
         h = Conv(4 * self.features, 3, 1, dtype=self.dtype)(x)
-        h = ResidualGroup(self.blocks, self.ca_reduction, self.dtype)(h)
+        h = ResidualGroup(self.blocks, self.ca_reduction, self.dtype, self.ca, self.ca_window)(h)
         h = GDN(inverse=True, dtype=self.dtype)(h)
         return depth_to_space(h)
 
@@ -291,9 +332,49 @@ class MixingBody(nn.Module):
         return (jax.nn.softplus(s), means) if index is None else (jax.nn.softplus(s), means, cache)
 
 
-def _bodies(kind, channels, blocks, ca_reduction, dtype):
+def _bodies(kind, channels, blocks, ca_reduction, dtype, **ca):
     body = EncoderBody if kind == "enc" else DecoderBody
-    return [body(c, blocks, ca_reduction, dtype) for c in channels]
+    return [body(c, blocks, ca_reduction, dtype, **ca) for c in channels]
+
+
+DETAIL_CA = ("global", "local")
+
+
+def detail_body_radius(blocks: int, detail_ca: str = "local", window: int = LOCAL_CA_WINDOW) -> int | None:
+    """Receptive-field radius of one G_s decoder body, in pixels of its *input* resolution (the
+    residual group runs before the pixel shuffle): conv3×3 (1) + ``blocks`` RCABs × (two conv3×3
+    (2) + the gate's max(depthwise 3×3 SA (1), local CA ``window // 2``)) + the group's conv3×3
+    (1). None with global CA (every pixel reads the whole map)."""
+    if detail_ca != "local":
+        return None
+    return 1 + blocks * (2 + max(1, window // 2)) + 1
+
+
+def detail_latent_interval(lo: int, hi: int, n: int, blocks: int, detail_ca: str = "local",
+                           window: int = LOCAL_CA_WINDOW, shrink: int = 0) -> tuple[int, int]:
+    """The latent rows (or columns) [lo', hi') that G_s needs to produce the padded-image pixels
+    [lo, hi) exactly, clamped to the latent's [0, n): backwards through the four decoder bodies
+    (pixel shuffle: [⌊lo/2⌋, ⌈hi/2⌉); then ± :func:`detail_body_radius` at that resolution) and
+    the head conv3×3 (± 1 latent). Tight at every step. ``shrink`` (tests only): that many latents
+    fewer on each side (before clamping) — the decode is then no longer exact."""
+    r = detail_body_radius(blocks, detail_ca, window)
+    if r is None:
+        raise ValueError("G_s with global channel attention reads the whole latent (detail_ca='global'): "
+                         "no region decoding")
+    if not 0 <= lo < hi:
+        raise ValueError(f"empty or negative pixel interval [{lo}, {hi})")
+    for _ in range(4):  # the bodies, last first: output at 2s, input (and residual group) at s
+        lo, hi = lo // 2 - r, -((-hi) // 2) + r
+    lo, hi = lo - 1 + shrink, hi + 1 - shrink
+    return max(0, lo), min(n, hi)
+
+
+def detail_margin(blocks: int, detail_ca: str = "local", window: int = LOCAL_CA_WINDOW) -> int | None:
+    """The largest margin, in latents, that :func:`detail_latent_interval` adds on one side of a
+    region's own latents (over the 16 pixel alignments, unclamped)."""
+    base = 16 * 10 ** 6  # far from the latent's border: nothing clamped
+    return max(base // 16 - detail_latent_interval(base + a, base + a + 1, 10 ** 9, blocks, detail_ca, window)[0]
+               for a in range(16))
 
 
 def _run(layers, x):
@@ -361,6 +442,7 @@ class Akutsu2020(nn.Module):
     eb_filters: tuple = (3, 3, 3, 3)
     width: float = 1.0
     dtype: Any = None
+    detail_ca: str = "local"
 
     downsampling = DOWNSAMPLING
 
@@ -375,6 +457,10 @@ class Akutsu2020(nn.Module):
             v = tuple(getattr(self, name))
             if len(v) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in v):
                 raise ValueError(f"{type(self).__name__}: {name} must be 4 positive integers, got {v!r}")
+        if self.detail_ca not in DETAIL_CA:
+            raise ValueError(f"{type(self).__name__}: detail_ca (G_s's channel attention) must be 'global' (the "
+                             f"paper's whole-map variance) or 'local' ({LOCAL_CA_WINDOW}×{LOCAL_CA_WINDOW} "
+                             f"variance), got {self.detail_ca!r}")
 
     def discriminator(self, **kw) -> "Discriminator":
         """The D that goes with this model: same ``width``, ``blocks``, ``ca_reduction`` and dtype."""
@@ -388,7 +474,7 @@ class Akutsu2020(nn.Module):
         self.g_a = _bodies("enc", [s(c) for c in self.encoder_channels], n, r, d) + [Conv(lat, 3, 1, dtype=d)]
         mc, dc = [s(c) for c in self.main_channels], [s(c) for c in self.detail_channels]
         self.g_m = [Conv(mc[0], 3, 1, dtype=d)] + _bodies("dec", mc[1:] + [3], n, r, d)
-        self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d)
+        self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d, ca=self.detail_ca)
         self.h_a = [Conv(hyp, 3, 1, dtype=d)] + _bodies("enc", [hyp, hyp], n, r, d)
         self.h_s = _bodies("dec", [hyp, hyp], n, r, d) + [Conv(s(self.hyper_out), 3, 1, dtype=d)]
         self.context_estimator = ContextEstimator(s(self.context), max(4, s(self.key_dim)), d)

@@ -75,6 +75,8 @@ class ModelRecord:
         alternating discriminator / generator steps, ``lic_jax.train.gan``; no λ, no quality).
       spec_fields: hyper-parameters always written into the spec (the class default unless
         given), so an artifact names its architecture completely.
+      spec_legacy: (field, value) pairs: spec_fields added after artifacts existed and the value
+        those artifacts were built with (``ModelSpec.from_dict`` fills it in when a stored spec lacks the field).
     """
 
     name: str
@@ -89,6 +91,7 @@ class ModelRecord:
     portable_of: str | None = None
     objective: str = "rd"
     spec_fields: tuple = ()
+    spec_legacy: tuple = ()
 
 
 _SMALL, _LARGE = {"N": 128, "M": 192}, {"N": 192, "M": 320}
@@ -132,7 +135,8 @@ def _records():
         # Akutsu et al. 2020 (seed 002): selective detail decoding, conditional-GAN trained (docs/AKUTSU.md).
         # Coder (issue 20, increment 3): position by position; decoder 1 = G_s fused with G_m (eq. 1).
         ModelRecord("akutsu2020", Akutsu2020, 11, "attention-context", decoders=("synthesis_main", "synthesis_fused"),
-                    objective="gan", spec_fields=("width", "blocks")),
+                    objective="gan", spec_fields=("width", "blocks", "detail_ca"),
+                    spec_legacy=(("detail_ca", "global"),)),  # specs before G_s's local CA (AKUTSU.md)
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
@@ -297,7 +301,13 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["name"], d.get("quality"), dict(d.get("hparams", {})))
+        """A stored spec; a spec_field added to a record later takes the value it had before the
+        change when the stored spec lacks it (the record's ``spec_legacy``)."""
+        hparams = dict(d.get("hparams", {}))
+        rec = REGISTRY.get(d["name"])
+        for k, v in (rec.spec_legacy if rec is not None else ()):
+            hparams.setdefault(k, v)
+        return cls(d["name"], d.get("quality"), hparams)
 
 
 def model_names():
