@@ -293,7 +293,8 @@ def test_cli_detail_roi_and_errors(tiny, coded, tmp_path, capsys):
     the PNG equals decode_detail_roi, which equals the --detail decode inside the ROI (float output,
     measured max |Δ| 0.0; tolerance 1e-6) and G_m's outside (bit for bit). One-line errors (exit 1,
     no file): malformed, empty and out-of-image ROIs, and a detail_ca='global' artifact of the same
-    weights (its spec records 'global'; a stored spec without the field reads as 'global')."""
+    weights (its spec records 'global'; a stored spec without the field reads as 'global'); an unknown
+    detail_ca is a clear error from get_model."""
     from PIL import Image
 
     from lic_jax.artifact import load_artifact, save_artifact
@@ -318,6 +319,8 @@ def test_cli_detail_roi_and_errors(tiny, coded, tmp_path, capsys):
     assert load_artifact(str(glob)).spec.build().detail_ca == "global"
     legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1}}
     assert ModelSpec.from_dict(legacy).build().detail_ca == "global"
+    with pytest.raises(ValueError, match="detail_ca"):
+        get_model("akutsu2020", **TINY, detail_ca="Local")
     lic = tmp_path / "x.lic"
     lic.write_bytes(enc.data)
     dst = tmp_path / "roi.png"
