@@ -26,10 +26,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 from make_codec_fixtures import image  # noqa: E402  (the generated test image, not a copy of data)
 
 INDEX = json.load(open(os.path.join(FIX, "index.json")))
-# akutsu2020's coder (issue 20, increment 3) came after the fixtures; its case needs an entry in
-# scripts/make_codec_fixtures.py (CASES) and ``--add akutsu2020`` — until then its files are pinned
-# only by tests/test_akutsu_coding.py's round trips (docs/AKUTSU.md "Codec", what is left).
-NO_FIXTURES = {"akutsu2020"}
+# coded models whose files are not pinned here (none today: akutsu2020's case was added with
+# ``scripts/make_codec_fixtures.py --add akutsu2020`` after its coder landed, issue 20)
+NO_FIXTURES: set = set()
 
 
 def test_every_registered_model_has_fixtures():
