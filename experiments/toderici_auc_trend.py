@@ -8,7 +8,8 @@ fitted bit context model, the raw one only on the network), MS-SSIM (RGB) and PS
 ``--jpeg`` adds JPEG 4:2:0's AUC on the same images (per-image rows of its CSV, clamped outside
 the range it covers) as the horizontal line to beat.
 
-    python experiments/toderici_auc_trend.py 300=benchmarks/results/toderici/lstm_kodak_part1.json \\
+    python experiments/toderici_auc_trend.py 0=benchmarks/results/toderici/lstm0_kodak_1-8.json \\
+        300=benchmarks/results/toderici/lstm_kodak_part1.json \\
         600=benchmarks/results/toderici/lstm600_kodak_1-8.json \\
         --jpeg benchmarks/results/toderici/jpeg420_kodak.csv --out benchmarks/results/toderici/auc_trend \\
         --title "LSTM one-shot w1/8 (modes run)"
