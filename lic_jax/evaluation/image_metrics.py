@@ -31,7 +31,7 @@ import numpy as np
 
 from .hvs import psnr_hvs_hvsm, rgb_to_luma
 
-__all__ = ["ALL_METRICS", "DEFAULT_METRICS", "MASK_METRICS", "compute_metrics", "psnr", "psnr_masked", "ms_ssim_255"]
+__all__ = ["ALL_METRICS", "DEFAULT_METRICS", "MASK_METRICS", "compute_metrics", "ms_ssim_db", "psnr", "psnr_masked", "ms_ssim_255"]
 
 MASK_METRICS = ("psnr-rgb@mask", "ms-ssim-rgb@mask")  # need a mask per image
 ALL_METRICS = ("psnr-rgb", "psnr-y", "ms-ssim-rgb", "psnr-hvs-m") + MASK_METRICS  # psnr-hvs comes with psnr-hvs-m
@@ -134,7 +134,7 @@ def ms_ssim_255(a, b, data_range: float = 255.0, mask=None) -> float:
     return float(np.mean(np.prod(vals ** np.asarray(_WEIGHTS)[:, None], axis=0)))
 
 
-def _db(v: float) -> float:
+def ms_ssim_db(v: float) -> float:
     """−10·log10(1 − MS-SSIM); NaN stays NaN (an image too small, an empty mask)."""
     return math.nan if math.isnan(v) else (-10.0 * math.log10(1.0 - v) if v < 1.0 else math.inf)
 
@@ -156,7 +156,7 @@ def compute_metrics(orig, rec, metrics=DEFAULT_METRICS, mask=None) -> dict[str, 
             else:
                 v = ms_ssim_255(orig, rec, mask=mask)
                 out[m] = v
-                out["ms-ssim-db-rgb@mask"] = _db(v)
+                out["ms-ssim-db-rgb@mask"] = ms_ssim_db(v)
             continue
         if m == "psnr-rgb":
             out["psnr-rgb"] = psnr(orig, rec)
@@ -165,7 +165,7 @@ def compute_metrics(orig, rec, metrics=DEFAULT_METRICS, mask=None) -> dict[str, 
         elif m in ("ms-ssim-rgb", "ms-ssim"):
             v = ms_ssim_255(orig, rec)
             out["ms-ssim-rgb"] = v
-            out["ms-ssim-db-rgb"] = _db(v)
+            out["ms-ssim-db-rgb"] = ms_ssim_db(v)
         elif m in ("psnr-hvs-m", "psnr-hvs"):
             if min(orig.shape[:2]) < 8:
                 out["psnr-hvs-m"] = out["psnr-hvs"] = math.nan

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .image_metrics import DEFAULT_METRICS, compute_metrics
+from .image_metrics import DEFAULT_METRICS, compute_metrics, ms_ssim_db
 from .results import CURVE_KEYS, RDCurve
 
 __all__ = ["Point", "evaluate", "aggregate"]
@@ -61,9 +61,7 @@ def aggregate(rows: Sequence[dict], keys=None) -> dict[str, float]:
         out[k] = float(arr.mean()) if arr.size else math.nan
     for m in ("ms-ssim-rgb", "ms-ssim-rgb@mask"):  # dB of the mean MS-SSIM
         if m in out:
-            v = out[m]
-            out[m.replace("ms-ssim", "ms-ssim-db")] = (math.nan if math.isnan(v) else
-                                                       -10.0 * math.log10(1.0 - v) if v < 1.0 else math.inf)
+            out[m.replace("ms-ssim", "ms-ssim-db")] = ms_ssim_db(out[m])
     return out
 
 
