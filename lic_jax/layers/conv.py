@@ -15,10 +15,11 @@
     sub-pixel form turns it into plain convolutions. It is the default on CPU.
   - ``'winograd'``: the sub-pixel form with its 3×3 convolution computed by Winograd's minimal
     filtering F(2×2, 3×3) (Lavin & Gray 2016, eq. 8): 16 matrix products between an input and an
-    output tile transform, 2.25× fewer multiplies. On XLA:CPU it is 16–22 % faster than the
-    sub-pixel convolution on the synthesis layers with many output channels, and 3–4× slower on
-    the 3-channel last layer (``benchmarks/conv_forms.py``, ``docs/SPEED.md``); the codec's
-    decoder uses it (``'auto-inference'``). Its float error is below the sub-pixel form's.
+    output tile transform, 2.25× fewer multiplies. On XLA:CPU its forward is 16–22 % faster than
+    the sub-pixel convolution on the synthesis layers with many output channels and its backward
+    up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
+    (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). ``'auto'`` uses it on CPU for layers with
+    more than 4 output channels. Its float error is below the sub-pixel form's.
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -132,25 +133,26 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'auto'`` (sub-pixel on CPU, dilation elsewhere) or ``'auto-inference'`` (on CPU:
-    dilation for <= 4 output channels, Winograd otherwise; dilation elsewhere)."""
+    F(2×2, 3×3)), ``'auto'`` (on CPU: Winograd, sub-pixel for <= 4 output channels; dilation
+    elsewhere) or ``'auto-inference'`` (as ``'auto'``, but dilation for <= 4 output channels on CPU
+    too)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
     if impl in ("auto", "auto-inference"):
-        # XLA:CPU: sub-pixel. 'auto-inference' (the codec's synthesis, forward only): the dilated
-        # form for layers with <= 4 output channels (the last layer: 2x faster forward, but its
-        # backward is 3.6x slower, so training keeps sub-pixel), Winograd for the others (16-22 %
-        # faster forward; benchmarks/conv_forms.py, docs/SPEED.md)
+        # XLA:CPU: Winograd for layers with > 4 output channels (forward 16-22 % faster than
+        # sub-pixel, forward + backward 2-6.8x faster); for the last layer (<= 4 output channels)
+        # sub-pixel in training and, in 'auto-inference' (the codec's synthesis, forward only), the
+        # dilated form (2x faster forward, 3.6x slower backward). benchmarks/conv_forms.py, docs/SPEED.md
         cpu = jax.default_backend() == "cpu"
         if not cpu:
             impl = "transpose"
-        elif impl == "auto-inference":
-            impl = "transpose" if kernel.shape[3] <= 4 else "winograd"
+        elif kernel.shape[3] > 4:
+            impl = "winograd"
         else:
-            impl = "subpixel"
+            impl = "transpose" if impl == "auto-inference" else "subpixel"
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
     if impl in ("subpixel", "winograd") and k - 2 * p + op == stride:
