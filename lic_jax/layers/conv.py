@@ -18,8 +18,8 @@
     output tile transform, 2.25× fewer multiplies. On XLA:CPU its forward is 16–22 % faster than
     the sub-pixel convolution on the synthesis layers with many output channels and its backward
     up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
-    (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). ``'auto'`` uses it on CPU for layers with
-    more than 4 output channels. Its float error is below the sub-pixel form's.
+    (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). It is opt-in (``impl='winograd'``): the tiled
+    decoder (``tests/test_large_images.py``) does not yet account for its tile alignment. Its float error is below the sub-pixel form's.
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -133,9 +133,8 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'auto'`` (on CPU: Winograd, sub-pixel for <= 4 output channels; dilation
-    elsewhere) or ``'auto-inference'`` (as ``'auto'``, but dilation for <= 4 output channels on CPU
-    too)."""
+    F(2×2, 3×3)), ``'auto'`` (sub-pixel on CPU, dilation elsewhere) or ``'auto-inference'`` (as
+    ``'auto'``, but dilation for <= 4 output channels on CPU too)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
