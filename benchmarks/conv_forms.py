@@ -46,7 +46,7 @@ def forms():
     import jax.numpy as jnp
     from jax import lax
 
-    from lic_jax.layers.conv import _subpixel_kernel, conv_transpose2d
+    from lic_jax.layers.conv import _lin as lin, _subpixel_kernel, conv_transpose2d
 
     def phase_taps(k, s, p, lo, hi):
         js = np.arange(-lo, hi + 1)
@@ -97,14 +97,6 @@ def forms():
            [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
             [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
            [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
-
-    def lin(coefs, arrs):  # Σ c·a over the nonzero coefficients, without multiplying by ±1
-        out = None
-        for c, a in zip(coefs, arrs):
-            if c:
-                v = a if c == 1 else (-a if c == -1 else a * np.float32(c))
-                out = v if out is None else out + v
-        return out
 
     def winograd(F):
         m, BT, G, AT = F[0], *(np.asarray(a, np.float64) for a in F[1:])

@@ -75,8 +75,7 @@ class Transforms:
     def synthesis(self, method: str = "synthesis"):
         """The jitted ``method`` (a decoder of the model record), ``(v, ŷ, λ) → x̂``. A model whose
         transposed convolutions are ``'auto'`` runs them as ``'auto-inference'`` here (forward only:
-        on CPU the dilated form for its last layer and Winograd F(2×2, 3×3) for the others,
-        ``layers/conv.py``)."""
+        the faster form for its last layer on CPU, ``layers/conv.py``)."""
         f = self._synthesis.get(method)
         if f is None:
             m, lam_args = inference_model(self._model), self._lam_args

@@ -18,8 +18,9 @@
     output tile transform, 2.25× fewer multiplies. On XLA:CPU its forward is 16–22 % faster than
     the sub-pixel convolution on the synthesis layers with many output channels and its backward
     up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
-    (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). It is opt-in (``impl='winograd'``): the tiled
-    decoder (``tests/test_large_images.py``) does not yet account for its tile alignment. Its float error is below the sub-pixel form's.
+    (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). Its float error is below the sub-pixel form's.
+    It is opt-in (``impl='winograd'``): the tiled decoder (``tests/test_large_images.py``) does not
+    yet account for its tile alignment.
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -141,12 +142,11 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
     if impl in ("auto", "auto-inference"):
-        # XLA:CPU: Winograd for layers with > 4 output channels (forward 16-22 % faster than
-        # sub-pixel, forward + backward 2-6.8x faster); for the last layer (<= 4 output channels)
-        # sub-pixel in training and, in 'auto-inference' (the codec's synthesis, forward only), the
-        # dilated form (2x faster forward, 3.6x slower backward). benchmarks/conv_forms.py, docs/SPEED.md
+        # XLA:CPU: sub-pixel. 'auto-inference' (the codec's synthesis, forward only): the dilated
+        # form for layers with <= 4 output channels (the last layer: 2x faster forward, but its
+        # backward is 3.6x slower, so training keeps sub-pixel; benchmarks/conv_forms.py, docs/SPEED.md).
         # Winograd is opt-in (impl='winograd') until the tiled decoder (tests/test_large_images.py)
-        # accounts for its tile alignment and float leakage; docs/SPEED.md
+        # accounts for its tile alignment and float leakage.
         cpu = jax.default_backend() == "cpu"
         impl = "subpixel" if cpu and not (impl == "auto-inference" and kernel.shape[3] <= 4) else "transpose"
     if stride == 1 and op == 0:
