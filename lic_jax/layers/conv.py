@@ -29,6 +29,7 @@ training from scratch behaves like CompressAI's.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -50,12 +51,70 @@ def _uniform_init(bound: float):
     return init
 
 
-def conv2d(x, kernel, stride: int = 1, padding: Sequence[tuple[int, int]] | None = None):
-    """Cross-correlation with explicit padding (default: ``k//2`` on every side)."""
+def conv2d(x, kernel, stride: int = 1, padding: Sequence[tuple[int, int]] | None = None, grad: str = "auto"):
+    """Cross-correlation with explicit padding (default: ``k//2`` on every side).
+
+    ``grad``: how the gradient is computed; the forward value is XLA's convolution in every case.
+    ``'auto'``: on CPU, for the shapes where it is faster (5×5 stride 2 and 3×3 stride 1 with
+    ``k//2`` padding, more than 16 output channels, float32), the input and kernel gradients of the
+    Winograd form (:func:`_fast_form`: matrix products, where XLA:CPU's convolution backward
+    costs 4–6× its forward; ``docs/SPEED.md``); elsewhere, and with ``'xla'``, XLA's own."""
     kh, kw = kernel.shape[:2]
     if padding is None:
         padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
+    padding = tuple(tuple(int(v) for v in p) for p in padding)
+    if grad not in ("auto", "xla"):
+        raise ValueError(f"conv2d grad must be 'auto' or 'xla', got {grad!r}")
+    if (grad == "auto" and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+            and _fast_form(kernel.shape, stride, padding) and jax.default_backend() == "cpu"):
+        return _conv_fastgrad(x, kernel, stride, padding)
     return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+
+
+def _fast_form(shape, stride, padding):
+    """The Winograd form of a convolution with this kernel shape, stride and padding whose
+    gradient beats XLA:CPU's, or None."""
+    kh, kw, _, cout = shape
+    if kh != kw or cout <= 16 or padding != ((kh // 2, kh // 2),) * 2:
+        return None
+    if kh == 3 and stride == 1:
+        return lambda x, w: winograd_conv3x3(x, w, padding)
+    if kh == 5 and stride == 2:
+        return _s2d_winograd_conv5x5s2
+    return None
+
+
+def _s2d_winograd_conv5x5s2(x, kernel):
+    """5×5 stride-2 convolution padded by 2 as a 3×3 stride-1 one over the space-to-depth input.
+
+    ``out[o] = Σ_t x[2o − 2 + t]·W[t]``; with ``x[2(o + j) + r] = z[o + j, r]`` (r ∈ {0, 1}) the tap is
+    ``t = 2(j + 1) + r`` (t = 5 does not exist: zero), a 3×3 kernel over 4·C channels, computed by
+    Winograd F(2×2, 3×3)."""
+    n, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    h2, w2 = (h + 1) // 2, (w + 1) // 2
+    z = x.reshape(n, h2, 2, w2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h2, w2, 4 * c)
+    k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0))).reshape(3, 2, 3, 2, c, kernel.shape[3])
+    k = k.transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, kernel.shape[3])
+    return winograd_conv3x3(z, k, ((1, 1), (1, 1)))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_fastgrad(x, kernel, stride, padding):
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
+
+
+def _conv_fastgrad_fwd(x, kernel, stride, padding):
+    return _conv_fastgrad(x, kernel, stride, padding), (x, kernel)
+
+
+def _conv_fastgrad_bwd(stride, padding, res, g):
+    x, kernel = res
+    _, vjp = jax.vjp(_fast_form(kernel.shape, stride, padding), x, kernel)
+    return vjp(g.astype(x.dtype))
+
+
+_conv_fastgrad.defvjp(_conv_fastgrad_fwd, _conv_fastgrad_bwd)
 
 
 def _subpixel_kernel(kernel, stride: int, padding: int):
