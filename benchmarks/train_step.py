@@ -87,6 +87,8 @@ def worker_jax(args):
     c = get_default_config()
     c.model, c.quality, c.lmbda, c.dtype = args.model, 3, 1e-2, args.dtype
     c.batch_size = args.batch
+    if args.levers_off:  # the transforms as before issue 19's training levers (docs/SPEED.md)
+        c.model_hparams.conv_transpose_impl = "subpixel"
     mesh = parallel.make_mesh()
     model, _ = trainer.build_model(c)
     tx, sched = trainer.make_optimizer(c, 1_000_000)
@@ -212,6 +214,10 @@ def main():
     ap.add_argument("--devices", default="1,8", help="simulated CPU device counts for lic_jax")
     ap.add_argument("--no-compressai", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--with-levers-off", action="store_true",
+                    help="also run lic_jax ×1 without the CPU training levers (sub-pixel transposed "
+                         "convolutions, XLA's convolution gradient): the before/after in the same run")
+    ap.add_argument("--levers-off", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker == "jax":
         return worker_jax(args)
@@ -233,6 +239,10 @@ def main():
         for n in [int(v) for v in args.devices.split(",") if v]:
             e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
             specs.append((f"lic_jax cpu x{n}", base + ["--worker", "jax"], e))
+        if args.with_levers_off:
+            e = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+                     LIC_JAX_CONV_GRAD="xla")
+            specs.append(("lic_jax cpu x1 levers off", base + ["--worker", "jax", "--levers-off"], e))
     if not args.no_compressai:
         specs.append(("compressai", base + ["--worker", "compressai"], dict(env, CUDA_VISIBLE_DEVICES="")))
 
@@ -298,7 +308,8 @@ def main():
         if one is not None:
             goals["one_device_ge_1.0x"] = verdict(ratios[one] >= 1.0, worst)
             print(f"goal {one} >= 1.0x CompressAI: {goals['one_device_ge_1.0x']}")
-        best = max(ratios, key=ratios.get) if ratios else None
+        layouts = {n: v for n, v in ratios.items() if "levers off" not in n}
+        best = max(layouts, key=layouts.get) if layouts else None
         if best is not None:
             goals["best_layout_ge_1.3x"] = verdict(ratios[best] >= 1.3, worst)
             print(f"goal best layout ({best}, {ratios[best]:.2f}x) >= 1.3x CompressAI: {goals['best_layout_ge_1.3x']}")

@@ -312,7 +312,11 @@ def test_eval_forward_agrees_with_the_codec(name):
     out = jax.jit(lambda v, x: model.apply(v, x))(codec._cpu_vars, img[None].astype(np.float32) / 255.0)
     x_hat = np.asarray(out["x_hat"][0])
     if name not in S.AR_MODELS:  # AR eval forward uses round(y) as context (CompressAI), the coder ŷ
-        assert np.mean(np.asarray(out["y_hat"][0]) == enc.latents.y_hat) > 0.999
+        # The mean models' ŷ = round(y − μ) + μ carries μ from the hyper-synthesis, which the eval
+        # forward ('auto': Winograd on CPU) and the coder's fixed sub-pixel program compute with
+        # different rounding: max |Δŷ| 2.9e-6 measured on mbt2018-mean (0 on the others); a
+        # flipped symbol differs by ≈ 1.
+        assert np.mean(np.abs(np.asarray(out["y_hat"][0]) - enc.latents.y_hat) <= 1e-5) > 0.999
         ref = codec.decompress(enc.data, output="float")
         assert np.max(np.abs(np.clip(x_hat, 0, 1) - ref)) < 2e-3
     if "z_hat" in out:

@@ -32,7 +32,10 @@ def _small(name, width=8):
 
     from lic_jax.models import get_model
 
+    from lic_jax.coding.programs import inference_model
+
     model, spec = get_model(name, N=width) if name in ("bls2017", "mae-bls2017") else get_model(name, N=width, M=width)
+    model = inference_model(model)  # the decoder's transposed-convolution forms (what the tiler runs)
     lam = (np.float32(0.01),) if name.startswith("mae-") else ()
     v = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32), *lam)
     return model, spec, {"params": jax.tree_util.tree_map(np.asarray, dict(v["params"]))}, lam
@@ -126,7 +129,9 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     from lic_jax.default_model import default_model_path
 
     codec = Codec.from_artifact(default_model_path())
-    model, v = codec.model, codec._cpu_vars
+    from lic_jax.coding.programs import inference_model
+
+    model, v = inference_model(codec.model), codec._cpu_vars  # the decoder's forms, as Codec runs them
     tt = TiledTransforms(model, v)
     ana = jax.jit(lambda x: model.apply(v, x, method="analysis"))
     syn = jax.jit(lambda y: model.apply(v, y, method="synthesis"))

@@ -19,8 +19,10 @@
     the sub-pixel convolution on the synthesis layers with many output channels and its backward
     up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
     (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). Its float error is below the sub-pixel form's.
-    It is opt-in (``impl='winograd'``): the tiled decoder (``tests/test_large_images.py``) does not
-    yet account for its tile alignment.
+    ``'auto'`` (training, the eval forward) uses it on CPU for layers with more than 4 output
+    channels. The codec's decoder (``'auto-inference'``) does not: its tiled synthesis
+    (``coding/tiling.py``) needs each output's floats to depend on exactly the receptive field and
+    not on the tile offset, and Winograd's 2×2 output tiles break both at the rounding level.
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -54,18 +57,19 @@ def _uniform_init(bound: float):
 def conv2d(x, kernel, stride: int = 1, padding: Sequence[tuple[int, int]] | None = None, grad: str = "auto"):
     """Cross-correlation with explicit padding (default: ``k//2`` on every side).
 
-    ``grad``: how the gradient is computed; the forward value is XLA's convolution in every case.
-    ``'auto'``: on CPU, for the shapes where it is faster (5×5 stride 2 and 3×3 stride 1 with
-    ``k//2`` padding, more than 16 output channels, float32), the input and kernel gradients of the
-    Winograd form (:func:`_fast_form`: matrix products, where XLA:CPU's convolution backward
-    costs 4–6× its forward; ``docs/SPEED.md``); elsewhere, and with ``'xla'``, XLA's own."""
+    ``grad``: how the gradient is computed; the forward value is XLA's convolution in every case
+    (coded files do not change). ``'auto'``: on CPU, for the shapes where it is faster (5×5 stride 2
+    and 3×3 stride 1 with ``k//2`` padding, more than 16 output channels, float32), the input and
+    kernel gradients of the Winograd form (:func:`_fast_form`: matrix products, where XLA:CPU's
+    convolution backward costs 4–6× its forward; ``docs/SPEED.md``); elsewhere, with ``'xla'``, or
+    when the environment sets ``LIC_JAX_CONV_GRAD=xla`` (read when tracing), XLA's own."""
     kh, kw = kernel.shape[:2]
     if padding is None:
         padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
     padding = tuple(tuple(int(v) for v in p) for p in padding)
     if grad not in ("auto", "xla"):
         raise ValueError(f"conv2d grad must be 'auto' or 'xla', got {grad!r}")
-    if (grad == "auto" and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+    if (grad == "auto" and os.environ.get("LIC_JAX_CONV_GRAD", "auto") != "xla" and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
             and _fast_form(kernel.shape, stride, padding) and jax.default_backend() == "cpu"):
         return _conv_fastgrad(x, kernel, stride, padding)
     return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=_DN)
@@ -193,21 +197,27 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'auto'`` (sub-pixel on CPU, dilation elsewhere) or ``'auto-inference'`` (as
-    ``'auto'``, but dilation for <= 4 output channels on CPU too)."""
+    F(2×2, 3×3)), ``'auto'`` (on CPU: Winograd for > 4 output channels, sub-pixel otherwise;
+    dilation elsewhere) or ``'auto-inference'`` (on CPU: sub-pixel, dilation for <= 4 output
+    channels; dilation elsewhere)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
     if impl in ("auto", "auto-inference"):
-        # XLA:CPU: sub-pixel. 'auto-inference' (the codec's synthesis, forward only): the dilated
-        # form for layers with <= 4 output channels (the last layer: 2x faster forward, but its
-        # backward is 3.6x slower, so training keeps sub-pixel; benchmarks/conv_forms.py, docs/SPEED.md).
-        # Winograd is opt-in (impl='winograd') until the tiled decoder (tests/test_large_images.py)
-        # accounts for its tile alignment and float leakage.
+        # XLA:CPU, training ('auto'): Winograd for layers with > 4 output channels (forward + backward
+        # 2-6.8x faster than sub-pixel), sub-pixel for the last layer (Winograd is 3-4x slower there).
+        # 'auto-inference' (the codec's synthesis, forward only, tiled for large images: no Winograd,
+        # see the module docstring): sub-pixel, and the dilated form for <= 4 output channels (the
+        # last layer: 2x faster forward). benchmarks/conv_forms.py, docs/SPEED.md
         cpu = jax.default_backend() == "cpu"
-        impl = "subpixel" if cpu and not (impl == "auto-inference" and kernel.shape[3] <= 4) else "transpose"
+        if not cpu:
+            impl = "transpose"
+        elif impl == "auto-inference":
+            impl = "transpose" if kernel.shape[3] <= 4 else "subpixel"
+        else:
+            impl = "winograd" if kernel.shape[3] > 4 else "subpixel"
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
     if impl in ("subpixel", "winograd") and k - 2 * p + op == stride:
