@@ -27,15 +27,19 @@ from lic_jax.coding.tiling import (
 STACKS = ("bmshj2018-hyperprior", "bls2017", "mae-bls2017", "mae-hyperprior")
 
 
+WINOGRAD = "bmshj2018-hyperprior+winograd"  # opted in to Winograd transposed convolutions (not the default)
+
+
 def _small(name, width=8):
     import jax
 
+    from lic_jax.coding.programs import inference_model
     from lic_jax.models import get_model
 
-    from lic_jax.coding.programs import inference_model
-
+    name, _, wino = name.partition("+")
     model, spec = get_model(name, N=width) if name in ("bls2017", "mae-bls2017") else get_model(name, N=width, M=width)
-    model = inference_model(model)  # the decoder's transposed-convolution forms (what the tiler runs)
+    # the decoder's transposed-convolution forms (what the tiler runs), or Winograd everywhere
+    model = model.clone(conv_transpose_impl="winograd") if wino else inference_model(model)
     lam = (np.float32(0.01),) if name.startswith("mae-") else ()
     v = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32), *lam)
     return model, spec, {"params": jax.tree_util.tree_map(np.asarray, dict(v["params"]))}, lam
@@ -51,7 +55,7 @@ def _dependency(fn, x, probe):
     return set(cols.tolist())
 
 
-@pytest.mark.parametrize("name", STACKS)
+@pytest.mark.parametrize("name", STACKS + (WINOGRAD,))
 def test_receptive_field_matches_the_impulse_response(name):
     """needed_intervals (from the layer stack) is exactly the set of input columns each output
     column depends on: perturb every input column of one period and compare."""
@@ -71,27 +75,29 @@ def test_receptive_field_matches_the_impulse_response(name):
     y = rng.normal(size=(1, 2, 16, np.asarray(ana(x)).shape[-1])).astype(np.float32)
     predicted = {o for o in range(256) if needed_intervals(gs, o, o)[0][0] <= 7 <= needed_intervals(gs, o, o)[0][1]}
     assert _dependency(syn, y, 7) == predicted
-    assert required_halo(ga) == (2, 1) and required_halo(gs) == (1, 2)  # (all four stacks: see tiling.py)
+    # (all four stacks: see tiling.py); the synthesis's (1, 2) becomes (2, 2) with its Winograd layers
+    assert required_halo(ga) == (2, 1) and required_halo(gs) == ((2, 2) if any(g.winograd for g in gs) else (1, 2))
 
 
 def test_axis_plan_covers_each_latent_once_with_the_halo():
     for n in (1, 5, 17, 48, 100):
         for tile in (1, 3, 8, 64):
-            for left, right in ((2, 1), (1, 2), (0, 0)):
-                plan = axis_plan(n, tile, left, right)
-                kept = np.concatenate([np.arange(k0, k1) for _, _, k0, k1 in plan])
-                np.testing.assert_array_equal(kept, np.arange(n))
-                assert len({c1 - c0 for c0, c1, _, _ in plan}) == 1  # one crop shape
-                for c0, c1, k0, k1 in plan:
-                    assert 0 <= c0 <= k0 < k1 <= c1 <= n
-                    assert c0 == 0 or k0 - c0 >= left
-                    assert c1 == n or c1 - k1 >= right
+            for left, right in ((2, 1), (1, 2), (0, 0), (2, 2)):
+                for align in (1, 2):
+                    plan = axis_plan(n, tile, left, right, align)
+                    kept = np.concatenate([np.arange(k0, k1) for _, _, k0, k1 in plan])
+                    np.testing.assert_array_equal(kept, np.arange(n))
+                    assert len({c1 - c0 for c0, c1, _, _ in plan}) == 1  # one crop shape
+                    for c0, c1, k0, k1 in plan:
+                        assert 0 <= c0 <= k0 < k1 <= c1 <= n and c0 % align == 0
+                        assert c0 == 0 or k0 - c0 >= left
+                        assert c1 == n or c1 - k1 >= right
 
 
 TILED_ATOL = 1e-7  # 3 × the largest tiled-vs-untiled difference measured at width 8 (3.0e-8; LARGE_IMAGES.md)
 
 
-@pytest.mark.parametrize("name", STACKS)
+@pytest.mark.parametrize("name", STACKS + (WINOGRAD,))
 def test_tiled_equals_untiled_and_a_smaller_halo_does_not(name):
     """Tiled analysis and synthesis with the derived halo equal the untiled transforms up to float
     summation order (≤ 1e-7; at width 8 XLA:CPU picks other convolution code for some crop
@@ -107,15 +113,20 @@ def test_tiled_equals_untiled_and_a_smaller_halo_does_not(name):
     y_ref = np.asarray(ana(x))
     yq = np.rint(y_ref * 8)  # non-trivial latents for the synthesis
     x_ref = np.asarray(syn(yq))
+    al = tt.synthesis_align  # 2: Winograd layers (crops start on even latents)
     for tile in (3, 5, 8):
         np.testing.assert_allclose(tiled_apply(ana, x, 16, 1, tile, tt.analysis_halo), y_ref, rtol=0, atol=TILED_ATOL)
-        np.testing.assert_allclose(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo), x_ref, rtol=0,
+        np.testing.assert_allclose(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo, align=al), x_ref, rtol=0,
                                    atol=TILED_ATOL)
+    # (with align 2 the left halo is rounded up to even, so one step less is 2 latents less, and
+    # odd latent counts keep axis_plan from lengthening the crops by one on the right)
+    yo = yq[:, :11, :19]
+    xo = np.asarray(syn(yo))
     for short in ((-1, 0), (0, -1)):
         h = (tt.analysis_halo[0] + short[0], tt.analysis_halo[1] + short[1])
         assert np.abs(tiled_apply(ana, x, 16, 1, 5, h) - y_ref).max() > 100 * TILED_ATOL, (name, h)
-        h = (tt.synthesis_halo[0] + short[0], tt.synthesis_halo[1] + short[1])
-        assert np.abs(tiled_apply(syn, yq, 1, 16, 5, h) - x_ref).max() > 100 * TILED_ATOL, (name, h)
+        h = (tt.synthesis_halo[0] + al * short[0], tt.synthesis_halo[1] + short[1])
+        assert np.abs(tiled_apply(syn, yo, 1, 16, 4, h, align=al) - xo).max() > 100 * TILED_ATOL, (name, h)
 
 
 def test_real_width_tiles_are_bit_identical(kodak_dir):
@@ -140,6 +151,7 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     yq = np.rint(y_ref)
     assert np.mean(yq != 0) > 0.05
     x_ref = np.asarray(syn(yq))
+    assert tt.synthesis_align == 1  # no Winograd in the decoder's synthesis
     for tile in (5, 8, 13, 20):
         np.testing.assert_array_equal(tiled_apply(ana, x, 16, 1, tile, tt.analysis_halo), y_ref)
         np.testing.assert_array_equal(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo), x_ref)

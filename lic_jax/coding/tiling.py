@@ -21,6 +21,16 @@ starts at the border itself and the padding is the transform's own. Results (str
   16j − 30 … 16j + 30 → analysis halo (2, 1) latents (left, right); synthesis halo (1, 2);
 * 9×9/4 + 2 × 5×5/2 (bls2017, mae-bls2017): the same halos.
 
+**Winograd layers (opt-in).** A model with ``conv_transpose_impl='winograd'`` runs its transposed
+convolutions as sub-pixel + Winograd F(2×2, 3×3) (``layers/conv.py``; the decoder's default
+``'auto-inference'`` does not). Its floats depend on where the 2×2 tiles start and, for some
+outputs, on one input more than the exact receptive field (a zero tap's contribution cancels
+only up to rounding: :func:`_winograd_support`, checked against the layer itself). The geometry
+marks those layers (``ConvGeom.winograd``), the halo comes from the float support — synthesis
+(2, 2) — and crops start on even latents (:func:`crop_alignment`). Tiled x̂ still differs from
+untiled x̂ by rounding (≤ 3.6e-7 at real width, 58 % of values: XLA:CPU's matrix products round
+differently for another number of tiles), which is why the decoder does not use Winograd.
+
 With such halos the tiled transform equals the untiled one **mathematically** (every kept
 output is the same sum of the same products). In float32 the two can still differ if XLA picks
 other convolution code for another operand shape: measured with jax 0.10.2 on XLA:CPU at real
@@ -47,8 +57,10 @@ from typing import Callable
 import jax
 import numpy as np
 
+from ..layers.conv import subpixel_taps
+
 __all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
-           "needed_intervals", "axis_plan", "tiled_apply", "TiledTransforms", "analyse", "synthesise"]
+           "needed_intervals", "crop_alignment", "axis_plan", "tiled_apply", "TiledTransforms", "analyse", "synthesise"]
 
 DEFAULT_TILE = 1024           # synthesis: pixels per tile side (64 latents at stride 16)
 LATENT_STRIDE = 16            # of every lic_jax model's y (checked by TiledTransforms)
@@ -108,29 +120,52 @@ class ConvGeom:
     stride: int
     padding: int
     transposed: bool = False
+    winograd: bool = False  # transposed, computed as sub-pixel + Winograd F(2×2, 3×3) (layers/conv.py)
 
     def needed(self, lo: int, hi: int) -> tuple[int, int]:
-        """The input interval that outputs ``lo … hi`` read."""
+        """The input interval that outputs ``lo … hi`` read (for Winograd: whose floats they depend on)."""
         k, s, p = self.kernel, self.stride, self.padding
         if not self.transposed:
             return lo * s - p, hi * s - p + k - 1
+        if self.winograd:  # the bounds are monotone in o: the ends of a short window decide
+            return (min(_winograd_support(k, s, p, o)[0] for o in range(lo, min(hi, lo + 4 * s) + 1)),
+                    max(_winograd_support(k, s, p, o)[1] for o in range(max(lo, hi - 4 * s), hi + 1)))
         return -((-(lo + p - k + 1)) // s), (hi + p) // s  # ceil, floor
+
+
+def _winograd_support(k: int, s: int, p: int, o: int) -> tuple[int, int]:
+    """The inputs whose floats output ``o`` of a transposed convolution computed as sub-pixel +
+    Winograd F(2, 3) (per axis; ``layers/conv.py:winograd_conv3x3``) depends on.
+
+    o = s·q + r reads inputs q + j for the phase's taps j ∈ [j_r0, j_r1] ⊆ [j_min, j_min + 2].
+    Sub-pixel output q is output e = q mod 2 of its Winograd tile (tiles start at even q: the tiler
+    aligns its crops), whose input tile is d_0..d_3 = inputs q − e + j_min + (0..3):
+    y₀ = m₀ + m₁ + m₂, y₁ = m₁ − m₂ − m₃ with m₀ ∝ d₀ − d₂, m₁ ∝ d₁ + d₂, m₂ ∝ d₂ − d₁, m₃ ∝ d₁ − d₃.
+    A zero tap cancels only where its whole m is zero: y₀ reads d₀ only if tap j_min is real, but
+    always d₁, d₂; y₁ always d₁, d₂ and d₃ only if tap j_min + 2 is real."""
+    q, r = divmod(o, s)
+    j_min, _ = subpixel_taps(k, s, p)
+    j_r0, j_r1 = -((-(r + p - k + 1)) // s), (r + p) // s  # this phase's real taps
+    if q % 2 == 0:
+        return q + (j_min if j_r0 == j_min else j_min + 1), q + j_min + 2
+    return q + j_min, q + (j_min + 2 if j_r1 == j_min + 2 else j_min + 1)
 
 
 def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
     """The spatial layers of ``g_a`` (``which='analysis'``) or ``g_s`` ('synthesis'), in order."""
     from ..layers import GDN, Conv, ConvTranspose
 
+    wino = _winograd_layers(model, variables, which) if which == "synthesis" else set()
     bound = model.bind(variables)
     name = {"analysis": "g_a", "synthesis": "g_s"}[which]
     layers = getattr(bound, name, None)
     if layers is None:
         raise TilingUnsupported(f"{type(model).__name__} has no {name} layer list")
     geoms = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
         if isinstance(layer, ConvTranspose):
             k, s = int(layer.kernel_size), int(layer.stride)
-            geoms.append(ConvGeom(k, s, k // 2, True))  # conv_transpose2d defaults: p = k//2, op = s − 1
+            geoms.append(ConvGeom(k, s, k // 2, True, i in wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)
             geoms.append(ConvGeom(k, s, k // 2, False))  # conv2d default padding k//2
@@ -141,6 +176,34 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
     if not geoms:
         raise TilingUnsupported(f"{name} has no convolution")
     return tuple(geoms)
+
+
+def _winograd_layers(model, variables, which: str) -> set[int]:
+    """Indices of the layers of ``g_s`` that run as Winograd (their resolved form on this backend;
+    ``conv_transpose2d`` uses Winograd where the sub-pixel kernel is 3×3)."""
+    from ..layers import ConvTranspose
+    from ..layers.conv import resolve_transpose_impl, subpixel_taps
+
+    layers = getattr(model.bind(variables), {"analysis": "g_a", "synthesis": "g_s"}[which])
+    out = set()
+    for i, layer in enumerate(layers):
+        if isinstance(layer, ConvTranspose):
+            k, s = int(layer.kernel_size), int(layer.stride)
+            j_min, j_max = subpixel_taps(k, s, k // 2)
+            if resolve_transpose_impl(layer.impl, int(layer.features)) == "winograd" and j_max - j_min == 2:
+                out.add(i)
+    return out
+
+
+def crop_alignment(geoms) -> int:
+    """Crops must start on a multiple of this many latents for a tiled transform to give the untiled
+    floats: Winograd's 2×2 tiles start at each layer's crop start, so that start must be even in
+    the units of every Winograd layer's input (1 for no Winograd layer)."""
+    align = 1
+    for g, u in zip(geoms, _units(geoms)):
+        if g.winograd and u % 2:
+            align = 2
+    return align
 
 
 def stride_of(geoms) -> int:
@@ -189,34 +252,39 @@ def required_halo(geoms) -> tuple[int, int]:
 # ------------------------------------------------------------------------------------------
 # tiles
 # ------------------------------------------------------------------------------------------
-def axis_plan(n: int, tile: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
+def axis_plan(n: int, tile: int, left: int, right: int, align: int = 1) -> list[tuple[int, int, int, int]]:
     """Tiles of one axis of n latents: (crop start, crop end, keep start, keep end), every crop of
-    length ``min(n, tile + left + right)``; a crop edge inside the image is ≥ the halo away
-    from what the tile keeps."""
+    one length (``min(n, tile + left + right)``, or up to ``align − 1`` more); a crop edge inside
+    the image is ≥ the halo away from what the tile keeps; every crop starts on a multiple of
+    ``align`` (the tile and the left halo are rounded to multiples of it)."""
+    tile = max(align, tile - tile % align)
+    left = -(-left // align) * align
     size = min(n, tile + left + right)
+    size = min(n, size + (n - size) % align)  # so that the last crop, ending at n, starts aligned
     plan = []
     for k0 in range(0, n, tile):
         k1 = min(k0 + tile, n)
         c0 = max(0, min(k0 - left, n - size))
         c1 = c0 + size
-        if not ((c0 == 0 or k0 - c0 >= left) and (c1 == n or c1 - k1 >= right)):
+        if not ((c0 == 0 or k0 - c0 >= left) and (c1 == n or c1 - k1 >= right) and c0 % align == 0):
             raise AssertionError("tile plan violates the halo")  # unreachable by construction
         plan.append((c0, c1, k0, k1))
     return plan
 
 
 def tiled_apply(fn: Callable, x: np.ndarray, unit_in: int, unit_out: int, tile: int, halo: tuple[int, int],
-                device=None) -> np.ndarray:
+                device=None, align: int = 1) -> np.ndarray:
     """Apply ``fn`` (NHWC → NHWC, batch 1) tile by tile. ``x`` spans n latents per axis of
-    ``unit_in`` elements each; the output has ``unit_out`` elements per latent. Returns numpy."""
+    ``unit_in`` elements each; the output has ``unit_out`` elements per latent; crops start on
+    multiples of ``align`` latents (:func:`crop_alignment`). Returns numpy."""
     _, H, W, _ = x.shape
     if H % unit_in or W % unit_in:
         raise ValueError(f"{H}×{W} is not a multiple of {unit_in}")
     nh, nw = H // unit_in, W // unit_in
     ui, uo = unit_in, unit_out
     out = None
-    for r0, r1, a0, a1 in axis_plan(nh, tile, *halo):
-        for c0, c1, b0, b1 in axis_plan(nw, tile, *halo):
+    for r0, r1, a0, a1 in axis_plan(nh, tile, *halo, align):
+        for c0, c1, b0, b1 in axis_plan(nw, tile, *halo, align):
             crop = np.ascontiguousarray(x[:, r0 * ui : r1 * ui, c0 * ui : c1 * ui])
             o = np.asarray(fn(crop if device is None else jax.device_put(crop, device)))
             if out is None:
@@ -236,8 +304,12 @@ class TiledTransforms:
 
             conditioned, hyper = bool(record_for(model).variable_rate), coder_class(model).hyper
         lam_args = (lambda lam: (lam,)) if conditioned else (lambda lam: ())
+        from .programs import inference_model
+
         self.analysis_geom = transform_geometry(model, variables, "analysis")
-        self.synthesis_geom = transform_geometry(model, variables, "synthesis")
+        # the synthesis as the decoder runs it (its transposed-convolution forms decide the halo)
+        self.synthesis_geom = transform_geometry(inference_model(model), variables, "synthesis")
+        self.synthesis_align = crop_alignment(self.synthesis_geom)
         self.stride = stride_of(self.analysis_geom)
         if stride_of(self.synthesis_geom) != self.stride or self.stride != LATENT_STRIDE:
             raise TilingUnsupported(f"latent stride {self.stride} / {stride_of(self.synthesis_geom)}, "
@@ -293,4 +365,4 @@ def synthesise(codec, y_hat: np.ndarray, lam=None, method: str = "synthesis") ->
         return np.asarray(codec._fns.synthesis(method)(codec._dev_vars, jax.device_put(y, codec._dev), lam))
     v, synthesis = codec._dev_vars, codec._fns.synthesis(method)
     return tiled_apply(lambda c: synthesis(v, c, lam), y, 1, tt.stride, tt.tile_latents(tiling),
-                       tt.synthesis_halo, codec._dev)
+                       tt.synthesis_halo, codec._dev, tt.synthesis_align)

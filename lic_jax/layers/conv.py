@@ -19,10 +19,13 @@
     the sub-pixel convolution on the synthesis layers with many output channels and its backward
     up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
     (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). Its float error is below the sub-pixel form's.
-    ``'auto'`` (training, the eval forward) uses it on CPU for layers with more than 4 output
-    channels. The codec's decoder (``'auto-inference'``) does not: its tiled synthesis
-    (``coding/tiling.py``) needs each output's floats to depend on exactly the receptive field and
-    not on the tile offset, and Winograd's 2×2 output tiles break both at the rounding level.
+    ``'auto'`` (training) uses it on CPU for layers with more than 4 output channels
+    (:func:`resolve_transpose_impl`); the codec's decoder (``'auto-inference'``) does not. Its
+    floats depend on where the 2×2 tiles start, on the number of tiles (XLA:CPU's matrix products
+    round differently per shape) and, where the transposed kernel has zero sub-pixel taps, on one
+    input more than the exact receptive field. The tiler (``coding/tiling.py``) accounts for the
+    first and the last when a model opts in (``conv_transpose_impl='winograd'``), but tiled x̂
+    then differs from untiled x̂ by float rounding (``docs/LARGE_IMAGES.md``).
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -42,7 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["Conv", "ConvTranspose", "MaskedConv", "conv2d", "conv_transpose2d", "causal_mask", "winograd_conv3x3"]
+__all__ = ["Conv", "ConvTranspose", "MaskedConv", "conv2d", "conv_transpose2d", "causal_mask", "winograd_conv3x3",
+           "resolve_transpose_impl", "subpixel_taps"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -129,8 +133,7 @@ def _subpixel_kernel(kernel, stride: int, padding: int):
     """
     k = kernel.shape[0]
     s, p = stride, padding
-    j_min = min(-((k - 1 - r - p) // s) for r in range(s))  # ceil((r + p − (k−1)) / s)
-    j_max = max((r + p) // s for r in range(s))
+    j_min, j_max = subpixel_taps(k, s, p)  # j_min = min_r ceil((r + p − (k−1)) / s)
     js = np.arange(j_min, j_max + 1)
     # tap index t[r, j] = r + p − s·j, valid if 0 <= t < k
     t = np.arange(s)[:, None] + p - s * js[None, :]
@@ -191,33 +194,45 @@ def winograd_conv3x3(x, kernel, padding):
     return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(n, 2 * th, 2 * tw, o)[:, :ho, :wo]
 
 
+def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = None) -> str:
+    """The concrete form (``'transpose'``, ``'subpixel'`` or ``'winograd'``) that ``impl`` selects
+    for a layer with ``out_channels`` outputs on ``backend`` (default: JAX's default backend).
+
+    XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
+    (forward + backward 2-6.8x faster than sub-pixel), sub-pixel for the last layer (<= 4 output
+    channels, where Winograd is 3-4x slower). ``'auto-inference'`` (the codec's synthesis, forward
+    only): sub-pixel, and the dilated form for the last layer (2x faster forward, 3.6x slower
+    backward); not Winograd, whose floats would make the tiled decoder's x̂ differ from the
+    untiled one (``docs/LARGE_IMAGES.md``). Elsewhere the dilated form.
+    ``benchmarks/conv_forms.py``, ``docs/SPEED.md``."""
+    if impl not in ("auto", "auto-inference"):
+        return impl
+    if (backend or jax.default_backend()) != "cpu":
+        return "transpose"
+    if impl == "auto-inference":
+        return "transpose" if out_channels <= 4 else "subpixel"
+    return "winograd" if out_channels > 4 else "subpixel"
+
+
+def subpixel_taps(kernel_size: int, stride: int, padding: int) -> tuple[int, int]:
+    """(j_min, j_max): sub-pixel output q of a transposed convolution reads inputs q + j_min … q + j_max."""
+    k, s, p = kernel_size, stride, padding
+    return (min(-((k - 1 - r - p) // s) for r in range(s)), max((r + p) // s for r in range(s)))
+
+
 def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_padding: int | None = None,
                      impl: str = "auto"):
     """PyTorch ``conv_transpose2d`` semantics on NHWC with an (kh, kw, in, out) kernel.
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'auto'`` (on CPU: Winograd for > 4 output channels, sub-pixel otherwise;
-    dilation elsewhere) or ``'auto-inference'`` (on CPU: sub-pixel, dilation for <= 4 output
-    channels; dilation elsewhere)."""
+    F(2×2, 3×3)), ``'auto'`` or ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
-    if impl in ("auto", "auto-inference"):
-        # XLA:CPU, training ('auto'): Winograd for layers with > 4 output channels (forward + backward
-        # 2-6.8x faster than sub-pixel), sub-pixel for the last layer (Winograd is 3-4x slower there).
-        # 'auto-inference' (the codec's synthesis, forward only, tiled for large images: no Winograd,
-        # see the module docstring): sub-pixel, and the dilated form for <= 4 output channels (the
-        # last layer: 2x faster forward). benchmarks/conv_forms.py, docs/SPEED.md
-        cpu = jax.default_backend() == "cpu"
-        if not cpu:
-            impl = "transpose"
-        elif impl == "auto-inference":
-            impl = "transpose" if kernel.shape[3] <= 4 else "subpixel"
-        else:
-            impl = "winograd" if kernel.shape[3] > 4 else "subpixel"
+    impl = resolve_transpose_impl(impl, kernel.shape[3])
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
     if impl in ("subpixel", "winograd") and k - 2 * p + op == stride:
