@@ -2,11 +2,13 @@
 
 * ``Conv``: stride-s convolution padded symmetrically by ``k // 2`` (CompressAI ``conv``), so a
   PyTorch ``Conv2d(k, s, padding=k//2)`` weight gives the same output. Flax's ``padding='SAME'``
-  pads (1, 2) for k=5, s=2 and does **not** match.
+  pads (1, 2) for k=5, s=2 and does **not** match. On XLA:CPU its gradient (not its forward)
+  goes through the Winograd form where that is faster (``conv2d``'s custom VJP; the switch is
+  ``LIC_JAX_CONV_GRAD=xla``).
 * ``ConvTranspose``: PyTorch ``ConvTranspose2d(k, s, padding=p, output_padding=op)`` (CompressAI
   ``deconv``: p = k//2, op = s-1, output = s·input). The kernel is kept in the papers' layout
-  (kh, kw, in, out; ``out[i·s − p + t] += x[i] · W[t]``) and computed by one of two exactly
-  equivalent formulations, chosen per backend (``impl='auto'``):
+  (kh, kw, in, out; ``out[i·s − p + t] += x[i] · W[t]``) and computed by one of three
+  equivalent formulations (exact up to float rounding), chosen per backend (``impl='auto'``):
 
   - ``'transpose'``: input-dilated convolution with the flipped kernel (``lax.conv_transpose``);
   - ``'subpixel'``: a stride-1 convolution whose s² output phases are gathered from the same
