@@ -354,3 +354,15 @@ def test_conv2d_fast_gradient_matches_float64(h, w, c, o, k, s):
     for got, ref in ((dx, dx_ref), (dk, dk_ref)):
         rel = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
         assert rel < 2e-6, rel
+
+
+def test_conv2d_fast_gradient_switches(monkeypatch):
+    """The Winograd gradient is taken only where it is faster, and LIC_JAX_CONV_GRAD=xla (or
+    grad='xla') switches it off: XLA's own convolution, no custom VJP in the program."""
+    x, k = jnp.zeros((1, 8, 8, 4)), jnp.zeros((3, 3, 4, 24))
+    custom = lambda f: "custom_vjp" in str(jax.make_jaxpr(f)(x, k))  # noqa: E731
+    assert custom(lambda a, b: conv2d(a, b, 1))
+    assert not custom(lambda a, b: conv2d(a, b, 1, grad="xla"))
+    assert not custom(lambda a, b: conv2d(a, b[..., :16], 1))  # ≤ 16 output channels: XLA's
+    monkeypatch.setenv("LIC_JAX_CONV_GRAD", "xla")
+    assert not custom(lambda a, b: conv2d(a, b, 1))
