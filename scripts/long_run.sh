@@ -3,7 +3,9 @@
 #   scripts/long_run.sh start    snapshot the code (once), start/resume training niced in the background
 #   scripts/long_run.sh status   last log lines, steps done, CPU-hours spent over all sessions
 #   scripts/long_run.sh stop     SIGTERM: the loop saves a checkpoint after the current step and exits
-#   scripts/long_run.sh export   write the artifact of the best checkpoint to $RUN/artifact-<step>
+#   scripts/long_run.sh export   write the artifact of the best checkpoint to $RUN/artifact-export
+#   scripts/long_run.sh seed     export, then save its compact seed into the repo (experiments/seeds/<name>,
+#                                scripts/run_seed.py): commit it, and a new machine's `start` resumes from it
 # Environment: LIC_RUNS (default ~/lic_runs), LIC_RUN_NAME (default bundled-vr), LIC_RUN_CONFIG
 # (default configs/bundled_vr.py), LIC_JAX_SHARED (default <repo>/../shared), LIC_INIT (first start only:
 # a model directory to start from, e.g. scripts/make_bundled_vr_init.py's graft of the bundled default).
@@ -17,6 +19,7 @@ NAME=${LIC_RUN_NAME:-bundled-vr}
 CONFIG=${LIC_RUN_CONFIG:-configs/bundled_vr.py}
 RUN=$RUNS/$NAME
 CODE=$RUNS/code-$NAME
+SEED=$REPO/experiments/seeds/$NAME
 PY=$REPO/.venv/bin/python
 export LIC_JAX_SHARED=${LIC_JAX_SHARED:-$(cd "$REPO/.." && pwd)/shared}
 mkdir -p "$RUN"
@@ -37,7 +40,13 @@ case ${1:-status} in
       git clone -q "$REPO" "$CODE"
       git -C "$CODE" log -1 --format='code snapshot %H %s' | tee -a "$RUN/run.log"
     fi
-    # the run's start point (LIC_INIT, configs/bundled_vr.py) is fixed at the first start
+    # the run's start point (LIC_INIT, configs/bundled_vr.py) is fixed at the first start; with no
+    # LIC_INIT and no run directory yet (a new machine), the committed seed is the start point
+    if [[ ! -f $RUN/init_from && -z ${LIC_INIT:-} && -f $SEED/seed.npz ]]; then
+      "$PY" "$REPO/scripts/run_seed.py" restore "$SEED" "$RUNS/$NAME-seed"
+      LIC_INIT=$RUNS/$NAME-seed
+      echo "$(date -u +%FT%TZ) new run directory: starting from the seed $SEED ($(sed -n 's/.*"note": "\(.*\)",*$/\1/p' "$SEED/seed.json"))" >> "$RUN/run.log"
+    fi
     [[ -f $RUN/init_from ]] || echo "${LIC_INIT:-}" > "$RUN/init_from"
     export LIC_INIT; LIC_INIT=$(cat "$RUN/init_from")
     cd "$CODE"
@@ -69,5 +78,12 @@ case ${1:-status} in
     PYTHONPATH=$CODE JAX_PLATFORMS=cpu "$PY" train.py --config "$CONFIG" --workdir "$RUN" --mode=export \
       --export_dir="$RUN/artifact-export"
     ;;
-  *) echo "usage: $0 start|status|stop|export" >&2; exit 2 ;;
+  seed)
+    "$0" export
+    step=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['metadata'].get('training', {}).get('exported_step', '?'))" \
+      "$RUN/artifact-export/config.json" 2>/dev/null || echo '?')
+    "$PY" "$REPO/scripts/run_seed.py" save "$RUN/artifact-export" "$SEED" \
+      --note "$NAME after step $step of $(cat "$RUN/init_from" 2>/dev/null || echo '?'); $(cpu_hours) CPU-h on this run directory; $(date -u +%F)"
+    ;;
+  *) echo "usage: $0 start|status|stop|export|seed" >&2; exit 2 ;;
 esac
