@@ -152,8 +152,9 @@ def run_points(images, models, controls, progress=True) -> list[dict]:
             out = make_classical(c, q).run(x)
             meta = {"codec": c, "arch": c, "loss": "control", "point": str(q), "source": "Pillow"}
         bpp = out.bits / (x.shape[0] * x.shape[1])
-        if name in ROIS and (kind == "model" or meta["codec"] == "jpeg"):
-            recs[(name, meta["codec"], bpp)] = np.asarray(out.rec)  # for the ROI figure
+        if name in ROIS and (kind == "model" or meta["codec"] == "jpeg"):  # the ROI figure's crops
+            rec = np.asarray(out.rec)
+            recs[(name, meta["codec"], bpp)] = {r: rec[t:b, lft:rt] for r, (t, lft, b, rt) in ROIS[name].items()}
         rows.append({"image": name, **meta, "bpp": bpp, **quality_row(x, np.asarray(out.rec), fields[name],
                                                                        roi_fields[name])})
         if bar:
@@ -162,6 +163,59 @@ def run_points(images, models, controls, progress=True) -> list[dict]:
         bar.close()
     print(f"{len(rows)} codings in {time.time() - t0:.0f} s", flush=True)
     return rows, recs
+
+
+RUN_NAME = re.compile(r"(.+)-q(\d+)-(mse|ms-ssim)")
+
+
+def record_paths(records: str, run: str) -> tuple[str, str]:
+    return os.path.join(records, f"{run}.json"), os.path.join(records, f"{run}.npz")
+
+
+def write_record(records: str, run: str, fingerprint: str, rows: list[dict], recs: dict):
+    """One twin's study result, kept so that the study survives the loss of the twin's weights (a run
+    directory outside the repository): its rows (every stripe image) and its ROI crops."""
+    os.makedirs(records, exist_ok=True)
+    jpath, npath = record_paths(records, run)
+    crops = {f"{n}|{c}|{bpp!r}|{r}": a for (n, c, bpp), d in recs.items() for r, a in d.items()}
+    np.savez_compressed(npath + ".tmp.npz", **crops)
+    os.replace(npath + ".tmp.npz", npath)
+    with open(jpath + ".tmp", "w") as f:
+        json.dump({"run": run, "fingerprint": fingerprint, "rows": rows}, f, indent=1)
+    os.replace(jpath + ".tmp", jpath)
+
+
+def read_records(records: str) -> dict[str, dict]:
+    """run name → {"fingerprint", "rows", "recs"} for every record in ``records``."""
+    out = {}
+    for jpath in sorted(glob.glob(os.path.join(records, "*.json"))):
+        with open(jpath) as f:
+            rec = json.load(f)
+        recs = {}
+        with np.load(jpath[:-5] + ".npz") as z:
+            for k in z.files:
+                n, c, bpp, r = k.split("|")
+                recs.setdefault((n, c, float(bpp)), {})[r] = z[k]
+        out[rec["run"]] = {"fingerprint": rec["fingerprint"], "rows": rec["rows"], "recs": recs}
+    return out
+
+
+def record_twin(run: str, artifact: str, records: str, images_dir: str | None = None):
+    """Code every stripe image with one exported twin and write its record (``directional_twins.py``
+    calls this after each run)."""
+    from lic_jax.artifact import load_artifact
+    from lic_jax.utils.paths import shared_data
+
+    m = RUN_NAME.fullmatch(run)
+    if not m:
+        raise SystemExit(f"{run}: not a twin run name (ARCH-qQ-LOSS)")
+    images = load_images(images_dir or shared_data("stripes"))
+    art = load_artifact(artifact)
+    model = {"arch": m.group(1), "quality": int(m.group(2)), "loss": m.group(3), "artifact": art,
+             "path": artifact, "source": "lic_jax twin"}
+    rows, recs = run_points(images, [model], [], progress=False)
+    write_record(records, run, art.fingerprint, rows, recs)
+    print(f"[study] record {run}: {len(rows)} codings -> {records}", flush=True)
 
 
 def interp_logbpp(points: list[tuple[float, float]], target: float):
@@ -273,8 +327,8 @@ def roi_figure(rows, recs, images, out: str, target: float = 0.25):
                 cand = [(key, rec) for key, rec in recs.items() if key[0] == n and key[1] == codec]
                 if not cand:
                     continue
-                (_, _, bpp), rec = min(cand, key=lambda kv: abs(math.log(kv[0][2] / target)))
-                cols.append((f"{codec}\n{bpp:.3f} bpp", rec[t:b, lft:r]))
+                (_, _, bpp), crops = min(cand, key=lambda kv: abs(math.log(kv[0][2] / target)))
+                cols.append((f"{codec}\n{bpp:.3f} bpp", crops[rname]))
             panels.append((f"{n} {rname}", cols))
     if not panels:
         return
@@ -305,20 +359,44 @@ def main(argv=None):
     ap.add_argument("--only-images", default="", help="comma-separated image stems (default: all)")
     ap.add_argument("--controls", default="jpeg,webp,avif")
     ap.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "directional"))
+    ap.add_argument("--records", default=os.path.join(REPO, "benchmarks", "results", "directional", "runs"),
+                    help="per-twin records (rows + ROI crops), read and written; the twins directory's records/ "
+                         "is read too")
+    ap.add_argument("--record", default="", metavar="RUN=ARTIFACT",
+                    help="only write the record of one exported twin into --records, then stop")
     a = ap.parse_args(argv)
     images = load_images(a.images)
     if a.only_images:
         keep = set(a.only_images.split(","))
         images = {k: v for k, v in images.items() if k in keep}
-    models = twin_artifacts(a.twins) + [parse_model_arg(s) for s in a.model]
+    if a.record:
+        run, _, art = a.record.partition("=")
+        return record_twin(run, art, a.records, a.images)
+    # every twin's record (the committed ones, then the twins directory's), then the exported twins
+    # that have none or an outdated one (their record is written now)
+    recorded = {}
+    for d in (a.records, os.path.join(a.twins, "records")):
+        recorded.update(read_records(d) if os.path.isdir(d) else {})
+    twins = twin_artifacts(a.twins)
+    for t in twins:
+        run = os.path.basename(os.path.dirname(t["path"]))
+        fp = json.load(open(os.path.join(t["path"], "config.json")))["fingerprint"]
+        if recorded.get(run, {}).get("fingerprint") != fp:
+            record_twin(run, t["path"], a.records, a.images)
+            recorded[run] = read_records(a.records)[run]
+    models = [parse_model_arg(s) for s in a.model]
     if a.pretrained:
         models += pretrained_twins()
-    if not models:
-        raise SystemExit(f"no twins found in {a.twins} (train them: experiments/directional_twins.py train) "
-                         "and no --model / --pretrained")
-    print(f"{len(models)} models × {len(images)} images + controls {a.controls}", flush=True)
+    if not models and not recorded:
+        raise SystemExit(f"no twins found in {a.twins} or {a.records} (train them: experiments/directional_twins.py "
+                         "train) and no --model / --pretrained")
+    print(f"{len(recorded)} recorded twins + {len(models)} models × {len(images)} images + controls {a.controls}",
+          flush=True)
     os.makedirs(a.out, exist_ok=True)
     rows, recs = run_points(images, models, [c for c in a.controls.split(",") if c])
+    for run, r in sorted(recorded.items()):
+        rows += [row for row in r["rows"] if row["image"] in images]
+        recs.update({k: v for k, v in r["recs"].items() if k[0] in images})
     m = matched(rows)
     summ = summarise(m)
     for name, obj in (("points.json", rows), ("matched.json", m), ("summary.json", summ)):

@@ -23,7 +23,10 @@ Kodak and the stripe images are never seen.
 
 Runs live in ``$LIC_RUNS/twins`` (default ~/lic_runs/twins): one train.py workdir per run
 (``<arch>-q<q>-<metric>``) with its checkpoints, metrics.jsonl and the exported ``artifact``; a
-stopped ``train`` resumes every unfinished run exactly where it stopped. Run it from a frozen code
+stopped ``train`` resumes every unfinished run exactly where it stopped. After each run the study's
+record of it (``directional_distortion.py --record``: every stripe image through real files, ROI
+crops) goes to ``$LIC_RUNS/twins/records``; committed into benchmarks/results/directional/runs, it
+keeps the run for the study when the machine and its ~/lic_runs go, and ``train`` skips it. Run it from a frozen code
 snapshot (``git clone``), niced, as the long run does::
 
     git clone -q . ~/lic_runs/code-twins && cd ~/lic_runs/code-twins && \\
@@ -150,12 +153,39 @@ def steps_done(wd: str) -> int:
         return 0
 
 
+def committed_records() -> set[str]:
+    """Runs whose study record is committed (benchmarks/results/directional/runs): their weights are
+    no longer needed for the study."""
+    d = os.path.join(REPO, "benchmarks", "results", "directional", "runs")
+    return {f[:-5] for f in os.listdir(d) if f.endswith(".json")} if os.path.isdir(d) else set()
+
+
+def record(run: dict):
+    """The study's record of an exported run (every stripe image through real files, its ROI crops),
+    in ``runs_dir()/records``: copy it into benchmarks/results/directional/runs and commit it, so that
+    the study keeps the run when the machine (and ~/lic_runs) goes."""
+    wd = os.path.join(runs_dir(), run["name"])
+    records = os.path.join(runs_dir(), "records")
+    if os.path.isfile(os.path.join(records, run["name"] + ".json")):
+        return
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    subprocess.run([sys.executable, os.path.join(REPO, "experiments", "directional_distortion.py"),
+                    f"--record={run['name']}={os.path.join(wd, 'artifact')}", f"--records={records}"],
+                   check=True, env=env)
+
+
 def train(only: str | None):
     todo = [r for r in plan() if only in (None, r["arch"])]
+    kept = committed_records()
     t0 = time.time()
     for i, run in enumerate(todo):
         wd = os.path.join(runs_dir(), run["name"])
         if os.path.isfile(os.path.join(wd, "artifact", "config.json")):
+            record(run)
+            continue
+        twin = run["name"].replace("-mse", "-ms-ssim")
+        if run["name"] in kept and (run["metric"] == "ms-ssim" or twin in kept):
+            print(f"[twins] {run['name']}: its study record is committed, not retrained", flush=True)
             continue
         init = run["init"]
         if init.startswith("graft:"):
@@ -169,6 +199,7 @@ def train(only: str | None):
         env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
         subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--config={cfg}", f"--workdir={wd}"],
                        check=True, env=env)
+        record(run)
 
 
 def status():

@@ -46,3 +46,23 @@ def test_matched_and_summary_sign():
     s = D.summarise(m)["net@0.25"]["flip_rate"]
     assert s["mean_diff"] == pytest.approx(((0.3 - 0.1) + (0.1 - 0.2) + (0.4 - 0.0)) / 3)
     assert (s["n_images"], s["n_positive"]) == (3, 2)
+
+
+def test_twin_records_round_trip(tmp_path):
+    """A twin's record (rows + ROI crops, what keeps a run for the study once its weights are gone) reads
+    back as written: the same rows, and every crop under the exact (image, codec, bpp) key and ROI."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = [_row("barbara", "net", "mse", 0.1234567890123, 0.2), _row("house", "net", "mse", 1 / 3, 0.0)]
+    recs = {("barbara", "net:mse", 0.1234567890123): {"trousers": rng.integers(0, 256, (100, 75, 3), np.uint8),
+                                                      "scarf": rng.integers(0, 256, (80, 120, 3), np.uint8)},
+            ("house", "net:mse", 1 / 3): {"siding": rng.integers(0, 256, (70, 90, 3), np.uint8)}}
+    D.write_record(str(tmp_path), "net-q1-mse", "f" * 64, rows, recs)
+    back = D.read_records(str(tmp_path))["net-q1-mse"]
+    assert back["fingerprint"] == "f" * 64 and back["rows"] == rows
+    assert set(back["recs"]) == set(recs)
+    for k, crops in recs.items():
+        assert set(back["recs"][k]) == set(crops)
+        for r, a in crops.items():
+            np.testing.assert_array_equal(back["recs"][k][r], a)
