@@ -57,7 +57,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ..layers.conv import subpixel_taps
+from ..layers.conv import resolve_transpose_impl, subpixel_taps
+from .programs import inference_model
 
 __all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
            "needed_intervals", "crop_alignment", "axis_plan", "tiled_apply", "TiledTransforms", "analyse", "synthesise"]
@@ -130,7 +131,13 @@ class ConvGeom:
         if self.winograd:  # the bounds are monotone in o: the ends of a short window decide
             return (min(_winograd_support(k, s, p, o)[0] for o in range(lo, min(hi, lo + 4 * s) + 1)),
                     max(_winograd_support(k, s, p, o)[1] for o in range(max(lo, hi - 4 * s), hi + 1)))
-        return -((-(lo + p - k + 1)) // s), (hi + p) // s  # ceil, floor
+        return _transposed_taps(k, s, p, lo, hi)
+
+
+def _transposed_taps(k: int, s: int, p: int, lo: int, hi: int) -> tuple[int, int]:
+    """The inputs that outputs ``lo … hi`` of a transposed convolution (kernel k, stride s, PyTorch
+    padding p) read exactly: ⌈(lo + p − k + 1)/s⌉ … ⌊(hi + p)/s⌋."""
+    return -((-(lo + p - k + 1)) // s), (hi + p) // s
 
 
 def _winograd_support(k: int, s: int, p: int, o: int) -> tuple[int, int]:
@@ -145,7 +152,7 @@ def _winograd_support(k: int, s: int, p: int, o: int) -> tuple[int, int]:
     always d₁, d₂; y₁ always d₁, d₂ and d₃ only if tap j_min + 2 is real."""
     q, r = divmod(o, s)
     j_min, _ = subpixel_taps(k, s, p)
-    j_r0, j_r1 = -((-(r + p - k + 1)) // s), (r + p) // s  # this phase's real taps
+    j_r0, j_r1 = _transposed_taps(k, s, p, r, r)  # this phase's real taps
     if q % 2 == 0:
         return q + (j_min if j_r0 == j_min else j_min + 1), q + j_min + 2
     return q + j_min, q + (j_min + 2 if j_r1 == j_min + 2 else j_min + 1)
@@ -155,17 +162,20 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
     """The spatial layers of ``g_a`` (``which='analysis'``) or ``g_s`` ('synthesis'), in order."""
     from ..layers import GDN, Conv, ConvTranspose
 
-    wino = _winograd_layers(model, variables, which) if which == "synthesis" else set()
     bound = model.bind(variables)
     name = {"analysis": "g_a", "synthesis": "g_s"}[which]
     layers = getattr(bound, name, None)
     if layers is None:
         raise TilingUnsupported(f"{type(model).__name__} has no {name} layer list")
     geoms = []
-    for i, layer in enumerate(layers):
+    for layer in layers:
         if isinstance(layer, ConvTranspose):
             k, s = int(layer.kernel_size), int(layer.stride)
-            geoms.append(ConvGeom(k, s, k // 2, True, i in wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
+            # the form this backend resolves it to: conv_transpose2d runs Winograd where the
+            # sub-pixel kernel is 3×3 (layers/conv.py)
+            j_min, j_max = subpixel_taps(k, s, k // 2)
+            wino = resolve_transpose_impl(layer.impl, int(layer.features)) == "winograd" and j_max - j_min == 2
+            geoms.append(ConvGeom(k, s, k // 2, True, wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)
             geoms.append(ConvGeom(k, s, k // 2, False))  # conv2d default padding k//2
@@ -176,23 +186,6 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
     if not geoms:
         raise TilingUnsupported(f"{name} has no convolution")
     return tuple(geoms)
-
-
-def _winograd_layers(model, variables, which: str) -> set[int]:
-    """Indices of the layers of ``g_s`` that run as Winograd (their resolved form on this backend;
-    ``conv_transpose2d`` uses Winograd where the sub-pixel kernel is 3×3)."""
-    from ..layers import ConvTranspose
-    from ..layers.conv import resolve_transpose_impl, subpixel_taps
-
-    layers = getattr(model.bind(variables), {"analysis": "g_a", "synthesis": "g_s"}[which])
-    out = set()
-    for i, layer in enumerate(layers):
-        if isinstance(layer, ConvTranspose):
-            k, s = int(layer.kernel_size), int(layer.stride)
-            j_min, j_max = subpixel_taps(k, s, k // 2)
-            if resolve_transpose_impl(layer.impl, int(layer.features)) == "winograd" and j_max - j_min == 2:
-                out.add(i)
-    return out
 
 
 def crop_alignment(geoms) -> int:
@@ -304,8 +297,6 @@ class TiledTransforms:
 
             conditioned, hyper = bool(record_for(model).variable_rate), coder_class(model).hyper
         lam_args = (lambda lam: (lam,)) if conditioned else (lambda lam: ())
-        from .programs import inference_model
-
         self.analysis_geom = transform_geometry(model, variables, "analysis")
         # the synthesis as the decoder runs it (its transposed-convolution forms decide the halo)
         self.synthesis_geom = transform_geometry(inference_model(model), variables, "synthesis")
