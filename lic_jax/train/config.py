@@ -50,6 +50,7 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.shuffle = True
     c.data.cache = False  # keep decoded training images in memory (small datasets)
     c.data.masks = ""  # GAN training: folder of PNG masks beside the training images (<masks>/<stem>.png; t_a, lic_jax.train.labels)
+    c.data.val_masks = ""  # GAN training: the same for the validation images; adds PSNR / MS-SSIM inside the masks
     c.data.prefetch = 2  # batches built ahead of the training loop
     c.data.workers = 2  # input threads
     c.data.val_limit = -1  # use at most this many validation images (-1: all)

@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..losses_gan import (LAMBDAS, discriminator_accuracy, discriminator_loss, distortion_loss,
+from ..losses_gan import (LAMBDAS, discriminator_accuracy, discriminator_loss, distortion_loss, weighted_ms_ssim,
                           generator_gan_loss)
 from ..metrics import ms_ssim
 from ..models.base import total_bits
@@ -255,29 +255,51 @@ def make_train_step(model, config, tx, schedule, mesh, noise_key):
     return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
 
 
+MASKED_EPS = 1e-9  # ε of the in-mask MS-SSIM: eval.py's ε = 0 up to a 1e-9/area share of weight outside the mask
+
+
 def make_eval_step(model, config, mesh, crop: int):
     """``eval_step(params, batch_uint8, weights) → (weighted sums, uint8 [x̂_m | x̂])``: eval-mode
     (rounded) bpp, PSNR and MS-SSIM of G_m and of the fused image, and the selection loss
-    L_d + λ_e·bpp (no GAN term; t_a uniform)."""
+    L_d + λ_e·bpp (no GAN term; t_a uniform; the whole image scored).
+
+    With a mask channel (``data.val_masks``) also ``psnr_{main,fused}_mask`` and
+    ``ms_ssim_{main,fused}_mask``: eval.py's ``psnr-rgb@mask`` / ``ms-ssim-rgb@mask`` (the MSE over
+    the masked pixels; the weighted MS-SSIM with the 0/1 mask, ε → 0), summed over the images whose
+    crop holds some mask and counted by ``count_mask``: the seed's claim that G_s is better inside
+    the face / text regions, followed during training."""
     s = settings(config)
     small = "shrink" if (crop and crop <= 160) or config.get("ms_ssim_small", "error") == "shrink" else "error"
 
     def step_fn(params, batch, weights):
-        x, _ = split_batch(batch)  # validation scores whole images: no t_a
+        x, mask = split_batch(batch)
         out = model.apply({"params": params}, x, train=False)
         h, w = x.shape[1:3]
         vals = {"bpp": total_bits(out["likelihoods"]) / (h * w)}
+        masked = {}
+        if mask is not None:
+            m = (mask >= 0.5).astype(jnp.float32)
+            area = jnp.sum(m, axis=(1, 2, 3))
+            has = (area > 0).astype(jnp.float32)
         shown = []
         for tag, xh in (("main", out["x_hat_main"]), ("fused", out["x_hat"])):
             xc = jnp.clip(xh.astype(jnp.float32), 0.0, 1.0)
             mse = jnp.mean(jnp.square(xc - x), axis=(1, 2, 3))
             vals[f"psnr_{tag}"] = 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-12))
             vals[f"ms_ssim_{tag}"] = ms_ssim(xc, x, data_range=1.0, reduce=False, small=small)
+            if mask is not None:
+                mse_m = jnp.sum(m * jnp.square(xc - x), axis=(1, 2, 3)) / jnp.maximum(3.0 * area, 1.0)
+                masked[f"psnr_{tag}_mask"] = 10.0 * jnp.log10(1.0 / jnp.maximum(mse_m, 1e-12))
+                masked[f"ms_ssim_{tag}_mask"] = weighted_ms_ssim(xc, x, m, data_range=1.0, eps=MASKED_EPS,
+                                                                 reduce=False, small=small)
             shown.append(jnp.round(xc * 255.0).astype(jnp.uint8))
         vals["loss"] = (1.0 - vals["ms_ssim_main"]) + s["lambda_p"] * (1.0 - vals["ms_ssim_fused"]) + \
             s["lambda_e"] * vals["bpp"]
         sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
         sums["count"] = jnp.sum(weights)
+        if mask is not None:
+            sums.update({k: jnp.sum(weights * has * jnp.where(has > 0, v, 0.0)) for k, v in masked.items()})
+            sums["count_mask"] = jnp.sum(weights * has)
         return sums, jnp.concatenate(shown, axis=2)
 
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
@@ -301,11 +323,15 @@ def make_validator(model, config, val_src, mesh, writer, *, batch: int, crop: in
             sm = parallel.fetch(sm)
             totals = sm if totals is None else {k: totals[k] + sm[k] for k in sm}
             if shown is None and tb_images > 0 and pidx == 0:
-                shown = np.concatenate([local[:tb_images], local_rows(xh)[:tb_images]], axis=2)
+                shown = np.concatenate([local[:tb_images, ..., :3], local_rows(xh)[:tb_images]], axis=2)
         if totals is None:
             return {}
         cnt = max(1.0, float(totals.pop("count")))
-        res = {k: float(v) / cnt for k, v in totals.items()}
+        cnt_m = float(totals.pop("count_mask", 0.0))
+        res = {k: float(v) / (cnt if not k.endswith("_mask") else max(cnt_m, 1.0)) for k, v in totals.items()
+               if not k.endswith("_mask") or cnt_m > 0}
+        if "count_mask" in sm:
+            res["images_with_mask"] = cnt_m
         writer.write(step, "val", res)
         if shown is not None:
             writer.images(step, "val/original|main|fused", shown)

@@ -105,8 +105,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
 
     model, spec = build_model(config)
     kind = objective(spec.name)  # 'rd', or e.g. 'iterative-l1' (Toderici 2017: no λ; train/iterative.py)
-    if config.data.get("masks", "") and kind != "gan":
-        raise ValueError(f"data.masks (importance masks) is used by GAN training only, not by objective {kind!r}")
+    for key in ("masks", "val_masks"):
+        if config.data.get(key, "") and kind != "gan":
+            raise ValueError(f"data.{key} (importance masks) is used by GAN training only, not by objective {kind!r}")
     vr = resolve_variable_rate(config, spec)  # None for a fixed-rate model
     lset = resolve_lambda_set(config, spec) if kind == "rd" else None
     conditioned = takes_lambda(model)
@@ -168,7 +169,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     batches = TrainBatches(train_src, B, int(d.crop), int(config.seed), pidx, pcount, hflip=bool(d.hflip),
                            vflip=bool(d.vflip), shuffle=bool(d.shuffle), prefetch=int(d.prefetch),
                            workers=int(d.workers), scale=d.get("scale", ""))
-    val_src = make_source(d.val, cache=True, default_split="validation", **src_kw) if d.val else None
+    val_src = make_source(d.val, cache=True, default_split="validation", mask_dir=d.get("val_masks", "") or None,
+                          **src_kw) if d.val else None
     vb = int(config.val_batch_size)
     vb = -(-max(vb, pcount) // ndev) * ndev
     if vb % pcount:
