@@ -249,12 +249,13 @@ def test_mask_channel_travels_with_the_pixels(tmp_path):
 
 
 def test_masks_refused_outside_gan_training(tmp_path):
-    """data.masks with a rate–distortion model is a one-line configuration error before any work."""
+    """data.masks / data.val_masks with a rate–distortion model: a one-line configuration error before any work."""
     from configs import smoke
 
     from lic_jax.train import trainer
 
-    cfg = smoke.get_config()
-    cfg.data.masks = str(tmp_path)
-    with pytest.raises(ValueError, match="GAN training only"):
-        trainer.train_and_evaluate(cfg, str(tmp_path / "run"))
+    for key in ("masks", "val_masks"):
+        cfg = smoke.get_config()
+        cfg.data[key] = str(tmp_path)
+        with pytest.raises(ValueError, match=f"data.{key} .*GAN training only"):
+            trainer.train_and_evaluate(cfg, str(tmp_path / "run"))
