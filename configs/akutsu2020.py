@@ -14,7 +14,8 @@ The argument is comma-separated ``key=value`` parts (or the bare word ``small``)
     python train.py --config configs/akutsu2020.py:width=0.25,blocks=2,warmup=5000 --workdir runs/akutsu-q
 
 keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
-shrunk for the small crops), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
+shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 176² crops of the training
+photos, batch 4, 2,000 warm-up steps; ``_cpu``), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
 residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
 9×9 variance; ``lic decompress --detail-roi`` is exact) or ``global`` (the paper's whole-map
 variance); docs/AKUTSU.md), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``,
@@ -39,6 +40,29 @@ def _small(c):
     return c
 
 
+def _cpu(c):
+    """The CPU run (issue 20): a quarter-width model with one RCAB per group on 176² crops (MS-SSIM's
+    five scales without shrinking), batch 4, the 1,100 training photos downscaled by [0.5, 0.75]
+    (shared/data/README.md), 2,000 warm-up steps of MS-SSIM + rate before the GAN term, lr 1e-4,
+    validation on 16 centre crops of 256² of shared/data/val every 1,000 steps. Masks: ``masks=DIR``
+    and ``val_masks=DIR`` (``python -m lic_jax.train.labels``)."""
+    import os
+
+    shared = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+    c.model_hparams.width = 0.25
+    c.model_hparams.blocks = 1
+    set_recipe(c, steps=200_000, lr=1e-4, batch=4, crop=176, val_crop=256, log_every=50, eval_every=1000,
+               checkpoint_every=250, cache=False)
+    c.val_batch_size = 4
+    c.data.train = os.path.join(shared, "data", "photos")
+    c.data.val = os.path.join(shared, "data", "val")
+    c.data.scale = "0.5,0.75"
+    c.data.val_limit = 16
+    c.gan.warmup_steps = 2000
+    c.tb_images = 2
+    return c
+
+
 def get_config(arg: str = ""):
     c = get_default_config()
     c.model = "akutsu2020"
@@ -57,9 +81,11 @@ def get_config(arg: str = ""):
     for part in filter(None, (p.strip() for p in (arg or "").split(","))):
         key, _, value = part.partition("=")
         if not value:
-            if key != "small":
-                raise ValueError(f"configs/akutsu2020.py: the only bare part is 'small', got {part!r}")
-            _small(c)
+            if key not in ("small", "cpu"):
+                raise ValueError(f"configs/akutsu2020.py: the bare parts are 'small' and 'cpu', got {part!r}")
+            (_small if key == "small" else _cpu)(c)
+        elif key in ("masks", "val_masks"):
+            c.data[key] = value
         elif key == "width":
             c.model_hparams.width = float(value)
         elif key == "blocks":
@@ -75,6 +101,6 @@ def get_config(arg: str = ""):
         elif key == "crop":
             c.data.crop = c.data.val_crop = int(value)
         else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, width, blocks, detail_ca, warmup, steps, batch, "
-                             f"crop; got {key!r}")
+            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, width, blocks, detail_ca, warmup, steps, "
+                             f"batch, crop, masks, val_masks; got {key!r}")
     return c

@@ -141,6 +141,10 @@ def test_registry_and_config():
     assert (full.batch_size, full.num_steps, full.optim.lr, full.gan.d_lr, full.data.crop) == \
         (8, 800_000, 8e-5, 8e-5, 256)
     assert (full.gan.lambda_p, full.gan.lambda_e, full.gan.lambda_g) == (5.0, 0.18, 0.01)
+    cpu = cfgmod.get_config("cpu,masks=/m/photos,val_masks=/m/val")
+    assert (cpu.model_hparams.width, cpu.model_hparams.blocks, cpu.data.crop, cpu.batch_size, cpu.gan.warmup_steps,
+            cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 176, 4, 2000, "/m/photos", "/m/val")
+    assert cpu.data.train.endswith("photos") and cpu.data.val_crop == 256
     for bad in ("big", "depth=3"):
         with pytest.raises(ValueError):
             cfgmod.get_config(bad)
