@@ -60,6 +60,8 @@ def _cpu(c):
     c.data.val_limit = 16
     c.gan.warmup_steps = 2000
     c.tb_images = 2
+    # scripts/long_run.sh start sets LIC_INIT: on a new machine, the committed seed (the generator; D starts afresh)
+    c.init_from = os.path.expanduser(os.environ.get("LIC_INIT", ""))
     return c
 
 
