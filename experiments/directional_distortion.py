@@ -216,6 +216,7 @@ def record_twin(run: str, artifact: str, records: str, images_dir: str | None = 
     rows, recs = run_points(images, [model], [], progress=False)
     write_record(records, run, art.fingerprint, rows, recs)
     print(f"[study] record {run}: {len(rows)} codings -> {records}", flush=True)
+    return {"fingerprint": art.fingerprint, "rows": rows, "recs": recs}
 
 
 def interp_logbpp(points: list[tuple[float, float]], target: float):
@@ -371,7 +372,8 @@ def main(argv=None):
         images = {k: v for k, v in images.items() if k in keep}
     if a.record:
         run, _, art = a.record.partition("=")
-        return record_twin(run, art, a.records, a.images)
+        record_twin(run, art, a.records, a.images)
+        return
     # every twin's record (the committed ones, then the twins directory's), then the exported twins
     # that have none or an outdated one (their record is written now)
     recorded = {}
@@ -380,10 +382,10 @@ def main(argv=None):
     twins = twin_artifacts(a.twins)
     for t in twins:
         run = os.path.basename(os.path.dirname(t["path"]))
-        fp = json.load(open(os.path.join(t["path"], "config.json")))["fingerprint"]
+        with open(os.path.join(t["path"], "config.json")) as f:
+            fp = json.load(f)["fingerprint"]
         if recorded.get(run, {}).get("fingerprint") != fp:
-            record_twin(run, t["path"], a.records, a.images)
-            recorded[run] = read_records(a.records)[run]
+            recorded[run] = record_twin(run, t["path"], a.records, a.images)
     models = [parse_model_arg(s) for s in a.model]
     if a.pretrained:
         models += pretrained_twins()

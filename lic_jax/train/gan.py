@@ -298,7 +298,7 @@ def make_eval_step(model, config, mesh, crop: int):
         sums = {k: jnp.sum(weights * v) for k, v in vals.items()}
         sums["count"] = jnp.sum(weights)
         if mask is not None:
-            sums.update({k: jnp.sum(weights * has * jnp.where(has > 0, v, 0.0)) for k, v in masked.items()})
+            sums.update({k: jnp.sum(weights * jnp.where(has > 0, v, 0.0)) for k, v in masked.items()})
             sums["count_mask"] = jnp.sum(weights * has)
         return sums, jnp.concatenate(shown, axis=2)
 
@@ -327,11 +327,12 @@ def make_validator(model, config, val_src, mesh, writer, *, batch: int, crop: in
         if totals is None:
             return {}
         cnt = max(1.0, float(totals.pop("count")))
-        cnt_m = float(totals.pop("count_mask", 0.0))
-        res = {k: float(v) / (cnt if not k.endswith("_mask") else max(cnt_m, 1.0)) for k, v in totals.items()
-               if not k.endswith("_mask") or cnt_m > 0}
-        if "count_mask" in sm:
-            res["images_with_mask"] = cnt_m
+        cnt_m = totals.pop("count_mask", None)  # present with a mask channel
+        res = {k: float(v) / cnt for k, v in totals.items() if not k.endswith("_mask")}
+        if cnt_m is not None:
+            res["images_with_mask"] = float(cnt_m)
+            if cnt_m > 0:
+                res.update({k: float(v) / float(cnt_m) for k, v in totals.items() if k.endswith("_mask")})
         writer.write(step, "val", res)
         if shown is not None:
             writer.images(step, "val/original|main|fused", shown)
