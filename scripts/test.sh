@@ -11,12 +11,18 @@ if [[ ${1:-} == --extended ]]; then marks=(); shift; fi
 bash scripts/setup_envs.sh all
 export LIC_JAX_REQUIRE_PEERS=1      # a missing peer (CompressAI, TFC) is a failure, not a skip
 export PYTHONHASHSEED=0
-# LIC_TEST_WORKERS=2: two pytest workers (pytest-xdist, one test file each at a time). XLA compiles
-# on one thread, so this is ~1.4x faster on 2 cores (193 -> 141 s on two test files), but each
-# worker's memory grows to ~10 GB over the suite: on 2026-12-02 one was OOM-killed on the 24 GB
-# machine beside two niced trainings. Serial (0) is the default until its peak is bounded.
-workers=(-n "${LIC_TEST_WORKERS:-0}" --dist loadfile)
-[[ ${LIC_TEST_WORKERS:-0} == 0 ]] && workers=()
+# Two pytest workers (pytest-xdist, one test file each at a time) where the machine has >= 2 cores and
+# >= 16 GB available; LIC_TEST_WORKERS=N overrides (0: serial). XLA compiles on one thread, so two
+# workers are ~1.4x faster on 2 cores (193 -> 141 s on two test files). Before 2026-12-03 a worker's
+# memory grew to ~10 GB over the suite (one was OOM-killed beside two niced trainings); conftest's
+# _release_compiled_code now drops the compiled executables after every test module.
+if [[ -z ${LIC_TEST_WORKERS:-} ]]; then
+  avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo 2>/dev/null || echo 0)
+  if (( $(nproc) >= 2 && ${avail_kb:-0} >= 16000000 )); then LIC_TEST_WORKERS=2; else LIC_TEST_WORKERS=0; fi
+fi
+echo "== pytest workers: $LIC_TEST_WORKERS"
+workers=(-n "$LIC_TEST_WORKERS" --dist loadfile)
+[[ $LIC_TEST_WORKERS == 0 ]] && workers=()
 echo "== tests in .venv (modern JAX)"
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=40 "${workers[@]}" "${marks[@]}" tests --ignore=tests/tfc "$@"
 echo "== tests in .venv-tfc (tensorflow-compression 2.14.1)"

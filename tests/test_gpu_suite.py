@@ -14,8 +14,13 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import DATA, REPO, require_data
 from PIL import Image
+
+# ~5 min of the CI's 90 (293 s in the 2026-12-02 run): it checks a benchmark script, not the library, so it
+# runs with scripts/test.sh --extended and before any device session (docs/TRAINING.md, GPU suite)
+pytestmark = pytest.mark.extended
 
 
 def _tiny_data(root: Path):

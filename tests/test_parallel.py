@@ -173,9 +173,14 @@ def _compare(a, b, what, rtol, atol, leaf_rel):
     return d
 
 
-# akutsu2020's 2-process check takes ~10 CPU-minutes (19 min wall on the loaded 2-core machine):
-# marked 'extended', outside the 90-minute CI (scripts/test.sh --extended runs it)
-@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.extended) if m == "akutsu2020" else m
+# akutsu2020's 2-process check takes ~10 CPU-minutes (19 min wall on the loaded 2-core machine), and
+# toderici2017's 143 s (2026-12-02 CI run): both are marked 'extended', outside the 90-minute CI
+# (scripts/test.sh --extended runs them). CI keeps the smoke model's 2-process check and
+# toderici2017's 8-device check (test_toderici_train.test_8_devices_equal_1_device).
+EXTENDED_2P = ("akutsu2020", "toderici2017")
+
+
+@pytest.mark.parametrize("model", [pytest.param(m, marks=pytest.mark.extended) if m in EXTENDED_2P else m
                                    for m in MULTI_MODELS])
 def test_two_processes_equal_one_process(env, tmp_path, model):
     spec = MULTI_MODELS[model]
