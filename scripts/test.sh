@@ -12,12 +12,11 @@ bash scripts/setup_envs.sh all
 export LIC_JAX_REQUIRE_PEERS=1      # a missing peer (CompressAI, TFC) is a failure, not a skip
 export PYTHONHASHSEED=0
 # Two pytest workers (pytest-xdist, one test file each at a time) where the machine has >= 2 cores and
-# >= 12 GB available (in the 2026-12-02 run the two and their subprocesses took <= 8.5 GB, the larger
-# worker peaking at 4.7 GB); LIC_TEST_WORKERS=N
-# overrides (0: serial). XLA compiles on one thread, so two
-# workers are ~1.4x faster on 2 cores (193 -> 141 s on two test files). Before 2026-12-03 a worker's
-# memory grew to ~10 GB over the suite (one was OOM-killed beside two niced trainings); conftest's
-# _release_compiled_code now drops the compiled executables after every test module.
+# >= 12 GB available; LIC_TEST_WORKERS=N overrides (0: serial). XLA compiles on one thread, so two
+# workers are faster on 2 cores (the .venv suite: 6,253 s serial, 3,921 s with two, on this machine
+# under different loads, 2026-12-02). Memory: conftest's _release_compiled_code drops the compiled
+# executables after every test module; before it, a serial pytest grew to 11.9 GB. With it, the two
+# workers and their subprocesses took <= 8.5 GB, the larger worker peaking at 4.7 GB.
 if [[ -z ${LIC_TEST_WORKERS:-} ]]; then
   avail_kb=$(awk '/MemAvailable/{print $2}' /proc/meminfo 2>/dev/null || echo 0)
   if (( $(nproc) >= 2 && ${avail_kb:-0} >= 12000000 )); then LIC_TEST_WORKERS=2; else LIC_TEST_WORKERS=0; fi
