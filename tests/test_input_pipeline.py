@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 from lic_jax.train.input_pipeline import (
     FolderSource,
     TrainBatches,
+    WaitMeter,
     center_crop,
     eval_batches,
     list_images,
@@ -155,6 +158,45 @@ def test_per_process_shards_form_the_global_batch(folder):
         assert np.array_equal(whole.batch(step), np.concatenate([p.batch(step) for p in parts]))
     with pytest.raises(ValueError):
         TrainBatches(src, 6, 16, process_count=4)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("grain") is None, reason="needs grain (the [data] extra)")
+@pytest.mark.parametrize("processes", [0, 2])
+def test_grain_stream_equals_threaded_batches(tmp_path, processes):
+    """data.loader='grain' (``GrainBatches``) yields the threaded loader's batch of every step, from any
+    start step, for every process's shard, with Grain threads or Grain worker processes."""
+    from lic_jax.train.grain_pipeline import GrainBatches
+
+    _write_images(str(tmp_path / "big"), 7, size=(90, 120))
+    src = FolderSource(str(tmp_path / "big"))
+    for pcount, pidx, start in ((1, 0, 0), (2, 1, 5)):
+        ref = TrainBatches(src, 4, 32, seed=2, process_index=pidx, process_count=pcount, prefetch=0, scale="0.5,0.8")
+        got = list(GrainBatches(ref, threads=2, prefetch=2, processes=processes).iterate(start, start + 6))
+        assert [s for s, _ in got] == list(range(start, start + 6))
+        for s, b in got:
+            assert b.shape == (4 // pcount, 32, 32, 3) and b.dtype == np.uint8
+            assert np.array_equal(b, ref.batch(s)), (pcount, pidx, s)
+
+
+def test_wait_meter_counts_only_the_time_blocked_on_input():
+    def slow(n, dt):
+        for i in range(n):
+            time.sleep(dt)
+            yield i
+
+    m = WaitMeter(slow(4, 0.05))
+    t0 = time.perf_counter()
+    for _ in m:
+        time.sleep(0.05)  # the consumer's own work is not input wait
+    total = time.perf_counter() - t0
+    # 4 × 0.05 s inside next(); the consumer's 4 × 0.05 s are the rest of the total
+    assert 0.195 <= m.waited <= total - 0.195, (m.waited, total)
+    assert m.blocked == m.waited
+    # a wait while the consumer still has work in flight (idle() false) is blocked time, not input wait
+    flags = iter([True, False, True, False, True])
+    m = WaitMeter(slow(4, 0.05), idle=lambda: next(flags))
+    list(m)
+    assert 0.195 <= m.blocked and 0.095 <= m.waited <= m.blocked - 0.095, (m.waited, m.blocked)
 
 
 def test_eval_batches_pad_with_zero_weight(folder):

@@ -173,8 +173,10 @@ def test_short_run_logs_checkpoints_and_export(short_run):
     wd, r = short_run
     train = read_metrics(os.path.join(wd, "metrics.jsonl"), "train")
     assert [t["step"] for t in train] == [25, 50, 75, 100, 125, 150]
-    for k in ("loss", "bpp", "mse", "psnr", "lr", "aux_loss", "grad_norm", "images_per_s", "steps_per_s"):
+    for k in ("loss", "bpp", "mse", "psnr", "lr", "aux_loss", "grad_norm", "images_per_s", "steps_per_s",
+              "input_wait_frac", "cpu_s_per_step"):
         assert k in train[-1], k
+    assert all(0.0 <= t["input_wait_frac"] <= 1.0 and t["cpu_s_per_step"] > 0 for t in train)
     assert "ms_ssim" in read_metrics(os.path.join(wd, "metrics.jsonl"), "val")[-1]
     events = [f for f in os.listdir(wd / "tensorboard") if f.startswith("events")]
     assert events and os.path.getsize(wd / "tensorboard" / events[0]) > 10_000  # scalars + reconstructions
@@ -197,6 +199,21 @@ def test_short_run_logs_checkpoints_and_export(short_run):
     q = np.asarray(eb["quantiles"])
     assert np.all(q[..., 0] < q[..., 1]) and np.all(q[..., 1] < q[..., 2])
     assert "artifact:" in r.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("grain") is None, reason="needs grain (the [data] extra)")
+def test_grain_loader_trains_the_same_steps(short_run, tmp_path, env):
+    """data.loader='grain' with a worker process: the first 25 steps of the short run, stopped there
+    (stop_at keeps the lr schedule), give the threaded loader's training metrics bit for bit."""
+    wd, _ = short_run
+    r = _train(tmp_path, env, *SHORT_RUN, "--config.stop_at=25", "--config.data.loader=grain",
+               "--config.data.grain_processes=1")
+    assert r.returncode == 0, r.stderr[-4000:]
+    mine = read_metrics(str(tmp_path / "metrics.jsonl"), "train")
+    ref = read_metrics(os.path.join(wd, "metrics.jsonl"), "train")
+    assert [t["step"] for t in mine] == [25]
+    for k in ("loss", "bpp", "mse", "grad_norm", "aux_loss"):
+        assert mine[0][k] == ref[0][k], (k, mine[0][k], ref[0][k])
 
 
 def test_bf16_compute_with_float32_params(tmp_path, env):

@@ -53,6 +53,8 @@ def get_default_config() -> ml_collections.ConfigDict:
     c.data.val_masks = ""  # GAN training: the same for the validation images; adds PSNR / MS-SSIM inside the masks
     c.data.prefetch = 2  # batches built ahead of the training loop
     c.data.workers = 2  # input threads
+    c.data.loader = "threads"  # 'threads' (input_pipeline.TrainBatches) or 'grain' (grain_pipeline.GrainBatches): the same batches
+    c.data.grain_processes = 0  # data.loader='grain': worker processes (0 = threads in the training process)
     c.data.val_limit = -1  # use at most this many validation images (-1: all)
     c.data.tfds_data_dir = ""  # TFDS data_dir ('' = TFDS default)
     c.data.tfds_manual_dir = ""  # manual_dir for manual-download TFDS datasets (prepares array_record once)

@@ -26,6 +26,7 @@ import concurrent.futures
 import glob
 import os
 import threading
+import time
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -43,6 +44,7 @@ __all__ = [
     "TrainBatches",
     "eval_batches",
     "to_rgb_uint8",
+    "WaitMeter",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -282,6 +284,12 @@ class _EpochOrder:
                     self._perms.popitem(last=False)
         return int(perm[pos])
 
+    def __getstate__(self):  # picklable for Grain's worker processes (grain_pipeline.py): no lock, no cache
+        return {"n": self.n, "seed": self.seed, "shuffle": self.shuffle}
+
+    def __setstate__(self, state):
+        self.__init__(state["n"], state["seed"], state["shuffle"])
+
 
 class TrainBatches:
     """Deterministic, resumable stream of this process's part of every global training batch.
@@ -351,6 +359,39 @@ class TrainBatches:
             for _, fut in pending:
                 fut.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+class WaitMeter:
+    """Wraps an iterator; ``waited`` is the total time spent inside its ``next`` while ``idle()`` said
+    the consumer had nothing else in flight (default: always). The training loop passes "the last
+    dispatched step has finished", so a wait that overlaps queued device work (JAX dispatches steps
+    asynchronously) does not count: ``waited`` is the time the device sat idle for want of a batch, and
+    the loop reports its share of each logging window as ``input_wait_frac``. ``blocked`` counts every wait."""
+
+    def __init__(self, iterable, idle=None):
+        self._it = iter(iterable)
+        self._idle = idle
+        self.waited = 0.0
+        self.blocked = 0.0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        idle = True if self._idle is None else bool(self._idle())
+        t = time.perf_counter()
+        try:
+            return next(self._it)
+        finally:
+            dt = time.perf_counter() - t
+            self.blocked += dt
+            if idle:
+                self.waited += dt
+
+    def close(self):
+        close = getattr(self._it, "close", None)
+        if close is not None:
+            close()
 
 
 def eval_batches(source, global_batch: int, crop: int = 256, process_index: int = 0, process_count: int = 1,

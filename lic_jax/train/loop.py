@@ -31,7 +31,7 @@ import numpy as np
 
 from . import parallel
 from .export import export_artifact, export_metadata
-from .input_pipeline import TrainBatches, make_source
+from .input_pipeline import TrainBatches, WaitMeter, make_source
 from .metrics_writer import MetricWriter
 from .optim import make_optimizer
 from .setup import build_model, objective, resolve_lambda_set, resolve_variable_rate, takes_lambda, to_dict
@@ -169,6 +169,14 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     batches = TrainBatches(train_src, B, int(d.crop), int(config.seed), pidx, pcount, hflip=bool(d.hflip),
                            vflip=bool(d.vflip), shuffle=bool(d.shuffle), prefetch=int(d.prefetch),
                            workers=int(d.workers), scale=d.get("scale", ""))
+    loader = str(d.get("loader", "threads"))
+    if loader == "grain":
+        from .grain_pipeline import GrainBatches
+
+        batches = GrainBatches(batches, threads=int(d.workers), prefetch=int(d.prefetch),
+                               processes=int(d.get("grain_processes", 0)))
+    elif loader != "threads":
+        raise ValueError(f"data.loader must be 'threads' or 'grain', got {loader!r}")
     val_src = make_source(d.val, cache=True, default_split="validation", mask_dir=d.get("val_masks", "") or None,
                           **src_kw) if d.val else None
     vb = int(config.val_batch_size)
@@ -230,7 +238,11 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             # stop_at: pause here (validate + checkpoint); the lr schedule keeps num_steps
             stop_at = int(config.get("stop_at", 0) or 0)
             end = min(num_steps, stop_at) if stop_at > 0 else num_steps
-            for step, local in batches.iterate(start_step, end):
+            # input wait = the loop blocked on a batch while the last dispatched step had finished
+            stream = WaitMeter(batches.iterate(start_step, end),
+                               idle=lambda: not pending or pending[-1]["finite"].is_ready())
+            win_wait, win_cpu = 0.0, time.process_time()
+            for step, local in stream:
                 if step == int(config.debug_nan_step):
                     state = poison(state)
                 t0 = time.time() if first_step_time is None else None
@@ -238,7 +250,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 if t0 is not None:
                     jax.block_until_ready(m["loss"])
                     first_step_time = time.time() - t0
-                    win_t, win_steps = time.time(), -1
+                    win_t, win_steps, win_wait, win_cpu = time.time(), -1, stream.waited, time.process_time()
                 pending.append(m)
                 win_steps += 1
                 if sleep > 0:
@@ -259,9 +271,14 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                         if win_steps > 0 and dt > 0:
                             last_train["steps_per_s"] = win_steps / dt
                             last_train["images_per_s"] = win_steps * B / dt
+                            # the loop's time blocked on the input pipeline (batches not ready)
+                            last_train["input_wait_frac"] = min(1.0, (stream.waited - win_wait) / dt)
+                            # CPU seconds of this process (all threads) per step: the unit of equal-compute
+                            # budgets on a shared machine (experiments/recipe_sweep.py)
+                            last_train["cpu_s_per_step"] = (time.process_time() - win_cpu) / win_steps
                             if vr is not None and vr.mode == "all":  # (image, λ) forward/backward passes
                                 last_train["passes_per_s"] = win_steps * B * len(vr.lmbdas) / dt
-                        win_t, win_steps = now, 0
+                        win_t, win_steps, win_wait, win_cpu = now, 0, stream.waited, time.process_time()
                         writer.write(done, "train", last_train)
                 if is_eval:
                     last_val = validate(state.params, done)
@@ -270,7 +287,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 if is_ckpt or (stop_now and ckpt is not None):
                     ckpt.save(done, state, ckpt_meta(done, last_train, last_val))
                 if is_eval or is_ckpt:
-                    win_t = time.time()  # throughput excludes validation and checkpoint time
+                    # throughput excludes validation and checkpoints
+                    win_t, win_wait, win_cpu = time.time(), stream.waited, time.process_time()
                 if stop_now:
                     writer.message(f"stopped by signal after step {done}; checkpoint saved")
                     break
