@@ -5,8 +5,9 @@ docs/AKUTSU.md "A local attention window").
 
 Broken on purpose once each (the source edited, the named test run, the edit undone; all failed):
 
-* the local mask's column bound ``<= window`` → ``<= window + 1``: test_local_context_reads_only_earlier_wavefronts
-  failed (a dependency on a latent of the same or a later wavefront).
+* the local mask's column bound ``<= window`` → ``<= window + 1``: test_local_attention_reads_exactly_its_window
+  failed (test_local_context_reads_only_earlier_wavefronts did not: a key at (h − 1, w + r + 1) depends
+  on ŷ before it only, which with s = 3 still lies on earlier wavefronts).
 * the wavefront mask's raster condition ``dw <= 0`` → ``dw <= 1`` (a query reads the not yet written
   slot to its right): test_wavefront_coder_matches_the_parallel_model failed.
 * μ perturbed by 1e-3 in the decoder only (``_wavefronts``, ``mu_h + 1e-3`` when not encoding):
@@ -58,6 +59,23 @@ def test_local_context_reads_only_earlier_wavefronts():
     assert np.any((jacs[0] > 0) & (3 * hh + ww)[None, :] >= (3 * hh + ww)[:, None])
 
 
+@pytest.mark.parametrize("r", [1, 2])
+def test_local_attention_reads_exactly_its_window(r):
+    """The attention layer alone: output i depends on the features at j exactly when j is at most r
+    rows above and r columns either side of i and not after it in raster order (the Jacobian's
+    non-zero pattern equals that set, position by position)."""
+    H, W = 5, 9
+    rng = np.random.default_rng(1)
+    h = jnp.asarray(rng.standard_normal((1, H, W, 6)), jnp.float32)
+    att = A.CausalSelfAttention(key_dim=4, window=r)
+    av = _host_init(att, h)
+    dep = _position_jacobian(lambda t: att.apply(av, t), h) > 0
+    hh, ww = np.divmod(np.arange(H * W), W)
+    di, dj = hh[:, None] - hh[None, :], ww[None, :] - ww[:, None]  # rows above i, columns right of i
+    expected = (np.arange(H * W)[None, :] <= np.arange(H * W)[:, None]) & (di <= r) & (np.abs(dj) <= r)
+    np.testing.assert_array_equal(dep, expected)
+
+
 @pytest.fixture(scope="module")
 def windowed():
     """The tiny model of test_akutsu_coding with attention_window = R, energised the same way."""
@@ -76,7 +94,7 @@ def windowed():
 def test_wavefront_coder_matches_the_parallel_model(windowed):
     """The coder's μ (ŷ − symbol) and scale-table indexes at every position, computed by wavefronts,
     against the parallel ``gaussian_params`` on the same ŷ: μ equal to float rounding (measured
-    max |Δμ| 4.8e-7; tolerance 1.5e-6) and the indexes of σ equal except where σ sits on a table
+    max |Δμ| 4.17e-7; tolerance 1.5e-6) and the indexes of σ equal except where σ sits on a table
     boundary (none here)."""
     model, spec, v, codec = windowed
     img = _image(100, 150, seed=3)
@@ -89,6 +107,7 @@ def test_wavefront_coder_matches_the_parallel_model(windowed):
     sig, mu = jax.jit(lambda v, h, y: model.apply(v, h, y, method="gaussian_params"))(v, hyper, y_hat)
     mu_coder = lat.y_hat - lat.y_symbols.astype(np.float32)
     diff = float(np.max(np.abs(mu_coder - np.asarray(mu[0]))))
+    print(f"max |Δμ| wavefront coder vs parallel: {diff:.3g}")
     assert diff <= 1.5e-6, diff
     from lic_jax.entropy_models.gaussian import scale_indexes
 

@@ -68,6 +68,14 @@ Ambiguities resolved (also in docs/AKUTSU.md) [I]:
    paper's / RAM's pooling. Same parameters (pooling has none), so weights load either way, but
    the function differs: the registry writes ``detail_ca`` into every spec, so an artifact trained
    with 'global' decodes with 'global'. E, G_m, H_e, H_d and D keep the global pooling.
+12. (docs/AKUTSU.md's numbering: 10 is the weighted MS-SSIM, 11 ``detail_ca``) **Option, not the
+    paper** (``attention_window`` = r, default 0 = the paper's global causal
+    attention): both attention layers admit only keys at most r rows above and r columns either
+    side of the query (and not after it in raster order; :func:`causal_attention_mask`). σ_i, μ_i
+    then depend on nearby earlier latents only, and the coder decodes by wavefronts s·h + w = t
+    with s = max(3, r + 1) (:meth:`Akutsu2020.wavefront_slope`) instead of one position at a
+    time. Same parameters (the window is a mask), so weights load either way, but the function
+    differs: r is part of the spec. docs/AKUTSU.md "A local attention window" measures both.
 
 Images: NHWC in [0, 1], float32 by default; ``dtype=jnp.bfloat16`` computes convolutions, GDN and
 attention products in bf16 (parameters, variance pooling, softmax, entropy parameters and outputs
