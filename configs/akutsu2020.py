@@ -18,8 +18,9 @@ shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 176² crop
 photos, batch 4, 2,000 warm-up steps; ``_cpu``), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
 residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
 9×9 variance; ``lic decompress --detail-roi`` is exact) or ``global`` (the paper's whole-map
-variance); docs/AKUTSU.md), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``,
-``crop``.
+variance); docs/AKUTSU.md), ``window`` (a local causal-attention window of that radius, decoded
+by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
+``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """
 
 from lic_jax.train.config import get_default_config, set_recipe
@@ -94,6 +95,8 @@ def get_config(arg: str = ""):
             c.model_hparams.blocks = int(value)
         elif key == "detail_ca":
             c.model_hparams.detail_ca = value
+        elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
+            c.model_hparams.attention_window = int(value)
         elif key == "warmup":
             c.gan.warmup_steps = int(value)
         elif key == "steps":
@@ -103,6 +106,6 @@ def get_config(arg: str = ""):
         elif key == "crop":
             c.data.crop = c.data.val_crop = int(value)
         else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, width, blocks, detail_ca, warmup, steps, "
-                             f"batch, crop, masks, val_masks; got {key!r}")
+            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, width, blocks, detail_ca, window, warmup, "
+                             f"steps, batch, crop, masks, val_masks; got {key!r}")
     return c

@@ -68,6 +68,14 @@ Ambiguities resolved (also in docs/AKUTSU.md) [I]:
    paper's / RAM's pooling. Same parameters (pooling has none), so weights load either way, but
    the function differs: the registry writes ``detail_ca`` into every spec, so an artifact trained
    with 'global' decodes with 'global'. E, G_m, H_e, H_d and D keep the global pooling.
+12. (docs/AKUTSU.md's numbering: 10 is the weighted MS-SSIM, 11 ``detail_ca``) **Option, not the
+    paper** (``attention_window`` = r, default 0 = the paper's global causal
+    attention): both attention layers admit only keys at most r rows above and r columns either
+    side of the query (and not after it in raster order; :func:`causal_attention_mask`). σ_i, μ_i
+    then depend on nearby earlier latents only, and the coder decodes by wavefronts s·h + w = t
+    with s = max(3, r + 1) (:meth:`Akutsu2020.wavefront_slope`) instead of one position at a
+    time. Same parameters (the window is a mask), so weights load either way, but the function
+    differs: r is part of the spec. docs/AKUTSU.md "A local attention window" measures both.
 
 Images: NHWC in [0, 1], float32 by default; ``dtype=jnp.bfloat16`` computes convolutions, GDN and
 attention products in bf16 (parameters, variance pooling, softmax, entropy parameters and outputs
@@ -85,6 +93,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from ..layers import GDN, Conv, MaskedConv
@@ -128,9 +137,22 @@ def fuse(x_detail, x_main, mask):
     return x_detail * mask + x_main * (1.0 - mask)
 
 
-def causal_attention_mask(n: int) -> np.ndarray:
-    """(n, n) boolean raster-order mask: query i may read keys j ≤ i (see the module docstring, 5)."""
-    return np.tril(np.ones((n, n), bool))
+def causal_attention_mask(n: int, width: int | None = None, window: int = 0) -> np.ndarray:
+    """(n, n) boolean raster-order mask: query i may read keys j ≤ i (see the module docstring, 5).
+    ``window`` > 0 (with the latent's ``width``): only keys within ``window`` rows above and
+    ``window`` columns either side of i, the local form that allows wavefront decoding (ambiguity 12)."""
+    m = np.tril(np.ones((n, n), bool))
+    if window:
+        hh, ww = np.divmod(np.arange(n), width)
+        m &= (hh[:, None] - hh[None, :] <= window) & (np.abs(ww[:, None] - ww[None, :]) <= window)
+    return m
+
+
+def window_offsets(window: int) -> tuple[np.ndarray, np.ndarray]:
+    """The key offsets (Δh, Δw) of a local attention window, row-major over rows −window … 0 and
+    columns −window … +window, and whether each precedes-or-is the query in raster order."""
+    dh, dw = np.meshgrid(np.arange(-window, 1), np.arange(-window, window + 1), indexing="ij")
+    return np.stack([dh.ravel(), dw.ravel()], -1), ((dh < 0) | (dw <= 0)).ravel()
 
 
 class DepthwiseConv3(nn.Module):
@@ -256,6 +278,7 @@ class CausalSelfAttention(nn.Module):
     key_dim: int = 16
     value_dim: int | None = None
     dtype: Any = None
+    window: int = 0
 
     @nn.compact
     def __call__(self, h, cache=None, index=None):
@@ -264,13 +287,18 @@ class CausalSelfAttention(nn.Module):
         v_dim = self.value_dim or C
         q_conv, k_conv, v_conv = (Conv(c, 1, 1, dtype=d) for c in (self.key_dim, self.key_dim, v_dim))
         out_conv = Conv(C, 1, 1, dtype=d)  # (creation order = parameter names Conv_0 … Conv_3, as before)
+        if cache is not None and index is not None and np.ndim(index) == 2:  # the wavefront form
+            return self._wavefront(h, cache, index, q_conv, k_conv, v_conv, out_conv)
         q = q_conv(h).reshape(b, n, self.key_dim)
         k = k_conv(h).reshape(b, n, self.key_dim)
         v = v_conv(h).reshape(b, n, v_dim)
         if cache is None:
             keys, values = k, v
-            mask = causal_attention_mask(n)[None]
+            mask = causal_attention_mask(n, W, self.window)[None]
         else:
+            if self.window:
+                raise ValueError("a local attention window is decoded by wavefronts (index = positions), "
+                                 "not position by position")
             if n != 1:
                 raise ValueError(f"the incremental attention takes one position, got {H}x{W}")
             keys = cache[0].at[:, index].set(k[:, 0].astype(cache[0].dtype))
@@ -283,6 +311,35 @@ class CausalSelfAttention(nn.Module):
         out = h + out_conv(o.astype(v.dtype))
         return out if cache is None else (out, (keys, values))
 
+    def _wavefront(self, h, cache, pos, q_conv, k_conv, v_conv, out_conv):
+        """Local attention at the K positions ``pos`` (K, 2) of one wavefront: ``h`` (K, 1, 1, C)
+        their features, ``cache`` = (keys, values) laid out on the latent grid, padded by ``window``
+        rows on top and ``window`` columns either side ((H + r, W + 2r, ·)). Writes the K keys and
+        values (padding positions, far outside the grid, are dropped), then each query attends to the
+        (r + 1) × (2r + 1) slots of its window that precede it in raster order and lie on the grid.
+        Every such slot is filled: the wavefront slope exceeds r (``Akutsu2020.wavefront_slope``)."""
+        r = self.window
+        K, C = h.shape[0], h.shape[-1]
+        q = q_conv(h).reshape(K, self.key_dim)
+        k = k_conv(h).reshape(K, self.key_dim)
+        v = v_conv(h).reshape(K, -1)
+        keys, values = cache
+        W = keys.shape[1] - 2 * r
+        hh, ww = pos[:, 0], pos[:, 1]
+        keys = keys.at[hh + r, ww + r].set(k.astype(keys.dtype), mode="drop")
+        values = values.at[hh + r, ww + r].set(v.astype(values.dtype), mode="drop")
+        offsets, before = window_offsets(r)
+        win = lambda a, i, j: lax.dynamic_slice(a, (i, j, 0), (r + 1, 2 * r + 1, a.shape[-1]))  # noqa: E731
+        kw = jax.vmap(win, (None, 0, 0))(keys, hh, ww).reshape(K, -1, keys.shape[-1])
+        vw = jax.vmap(win, (None, 0, 0))(values, hh, ww).reshape(K, -1, values.shape[-1])
+        jh, jw = hh[:, None] + offsets[None, :, 0], ww[:, None] + offsets[None, :, 1]
+        own = (offsets[:, 0] == 0) & (offsets[:, 1] == 0)  # the query's own slot: no empty softmax in padding rows
+        mask = (jnp.asarray(before)[None] & (jh >= 0) & (jw >= 0) & (jw < W)) | jnp.asarray(own)[None]
+        logits = jnp.einsum("kd,kjd->kj", q, kw.astype(q.dtype)).astype(jnp.float32) / math.sqrt(self.key_dim)
+        a = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1)
+        o = jnp.einsum("kj,kjv->kv", a.astype(vw.dtype), vw).reshape(K, 1, 1, -1)
+        return h + out_conv(o.astype(v.dtype)), (keys, values)
+
 
 class ContextEstimator(nn.Module):
     """5×5 type-A masked conv → causal self-attention (the output at i reads ŷ at positions < i).
@@ -294,11 +351,12 @@ class ContextEstimator(nn.Module):
     features: int = 128
     key_dim: int = 16
     dtype: Any = None
+    window: int = 0
 
     @nn.compact
     def __call__(self, y_hat, cache=None, index=None):
         h = MaskedConv(self.features, 5, "A", dtype=self.dtype)(y_hat, valid=cache is not None)
-        attention = CausalSelfAttention(self.key_dim, dtype=self.dtype)
+        attention = CausalSelfAttention(self.key_dim, dtype=self.dtype, window=self.window)
         if cache is None:
             return attention(h).astype(jnp.float32)
         out, cache = attention(h, cache, index)
@@ -316,6 +374,7 @@ class MixingBody(nn.Module):
     key_dim: int = 16
     attention: bool = True
     dtype: Any = None
+    window: int = 0
 
     @nn.compact
     def __call__(self, ctx, hyper, cache=None, index=None):
@@ -324,9 +383,9 @@ class MixingBody(nn.Module):
         h = leaky_relu(h)
         if self.attention:
             if cache is None:
-                h = CausalSelfAttention(self.key_dim, dtype=d)(h)
+                h = CausalSelfAttention(self.key_dim, dtype=d, window=self.window)(h)
             else:
-                h, cache = CausalSelfAttention(self.key_dim, dtype=d)(h, cache, index)
+                h, cache = CausalSelfAttention(self.key_dim, dtype=d, window=self.window)(h, cache, index)
         p = Conv(2 * self.latent, 1, 1, dtype=d)(h).astype(jnp.float32)
         means, s = jnp.split(p, 2, axis=-1)
         return (jax.nn.softplus(s), means) if index is None else (jax.nn.softplus(s), means, cache)
@@ -443,6 +502,7 @@ class Akutsu2020(nn.Module):
     width: float = 1.0
     dtype: Any = None
     detail_ca: str = "local"
+    attention_window: int = 0
 
     downsampling = DOWNSAMPLING
 
@@ -457,6 +517,10 @@ class Akutsu2020(nn.Module):
             v = tuple(getattr(self, name))
             if len(v) != 4 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in v):
                 raise ValueError(f"{type(self).__name__}: {name} must be 4 positive integers, got {v!r}")
+        w = self.attention_window
+        if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 0:
+            raise ValueError(f"{type(self).__name__}: attention_window must be 0 (global causal attention, the "
+                             f"paper) or a radius ≥ 1 in latents (local, decoded by wavefronts), got {w!r}")
         if self.detail_ca not in DETAIL_CA:
             raise ValueError(f"{type(self).__name__}: detail_ca (G_s's channel attention) must be 'global' (the "
                              f"paper's whole-map variance) or 'local' ({LOCAL_CA_WINDOW}×{LOCAL_CA_WINDOW} "
@@ -477,8 +541,9 @@ class Akutsu2020(nn.Module):
         self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d, ca=self.detail_ca)
         self.h_a = [Conv(hyp, 3, 1, dtype=d)] + _bodies("enc", [hyp, hyp], n, r, d)
         self.h_s = _bodies("dec", [hyp, hyp], n, r, d) + [Conv(s(self.hyper_out), 3, 1, dtype=d)]
-        self.context_estimator = ContextEstimator(s(self.context), max(4, s(self.key_dim)), d)
-        self.mixing_body = MixingBody(lat, s(self.mix), max(4, s(self.key_dim)), self.mix_attention, d)
+        aw = int(self.attention_window)
+        self.context_estimator = ContextEstimator(s(self.context), max(4, s(self.key_dim)), d, aw)
+        self.mixing_body = MixingBody(lat, s(self.mix), max(4, s(self.key_dim)), self.mix_attention, d, aw)
         self.entropy_bottleneck = EntropyBottleneck(hyp, filters=self.eb_filters)
         self.gaussian_conditional = GaussianConditional()
 
@@ -520,6 +585,34 @@ class Akutsu2020(nn.Module):
         ctx, c_ctx = self.context_estimator(window, caches[0], index)
         sigma, mu, c_mix = self.mixing_body(ctx, hyper_i, caches[1], index)
         return sigma, mu, (c_ctx, c_mix)
+
+    # -- the wavefront form of a local attention window (attention_window > 0) ----------------------
+    def wavefront_slope(self) -> int:
+        """s of the wavefronts s·h + w = t (``coding/wavefront.py``): the masked 5×5 convolution needs
+        s ≥ 3 (as mbt2018), and a query reads keys up to ``attention_window`` columns to its right in
+        the rows above, computed in earlier wavefronts only if s > attention_window."""
+        if not self.attention_window:
+            raise ValueError("global causal attention has no wavefronts (attention_window = 0)")
+        return max(3, int(self.attention_window) + 1)
+
+    def attention_grid_cache(self, H: int, W: int):
+        """Zero key/value grids of both attention layers for an H × W latent, padded by the window
+        (:meth:`CausalSelfAttention._wavefront`)."""
+        r = int(self.attention_window)
+        s = lambda c: scaled(c, self.width)  # noqa: E731
+        kd = max(4, s(self.key_dim))
+        grid = lambda c: (jnp.zeros((H + r, W + 2 * r, kd), jnp.float32),  # noqa: E731
+                          jnp.zeros((H + r, W + 2 * r, c), jnp.float32))
+        return grid(s(self.context)), (grid(s(self.mix)) if self.mix_attention else None)
+
+    def gaussian_params_wavefront(self, hyper_k, windows, caches, pos):
+        """(σ, μ, caches) at the K positions ``pos`` (K, 2) of one wavefront: ``hyper_k`` (K, 1, 1, C_h),
+        ``windows`` (K, 5, 5, M) the ŷ decoded so far around each (zeros where not yet decoded),
+        ``caches`` from :meth:`attention_grid_cache`. Equals :meth:`gaussian_params` at those positions
+        to float rounding (tests/test_akutsu_window.py); σ, μ are (K, M)."""
+        ctx, c_ctx = self.context_estimator(windows, caches[0], pos)
+        sigma, mu, c_mix = self.mixing_body(ctx, hyper_k, caches[1], pos)
+        return sigma[:, 0, 0], mu[:, 0, 0], (c_ctx, c_mix)
 
     def synthesis_main(self, y_hat):
         return _run(self.g_m, y_hat).astype(jnp.float32)
