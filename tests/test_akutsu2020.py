@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 from lic_jax.entropy_models import EntropyBottleneck
+from lic_jax.layers import MaskedConv
 from lic_jax.layers.bounds import nonneg_init
 from lic_jax.losses_gan import (discriminator_accuracy, discriminator_loss, distortion_loss, generator_gan_loss,
                                 weighted_ms_ssim)
@@ -254,7 +255,7 @@ def test_context_causality():
     mix = A.MixingBody(latent=3, features=8, key_dim=4)
     mv = _host_init(mix, jax.ShapeDtypeStruct((1, 6, 6, 8), jnp.float32), hyper, seed=1)
     upper = np.triu(np.ones((36, 36), bool))  # q ≥ p: the current and later latents
-    conv_only = lambda t: A.MaskedConv(8, 5, "A").apply({"params": cv["params"]["MaskedConv_0"]}, t)  # noqa: E731
+    conv_only = lambda t: MaskedConv(8, 5, "A").apply({"params": cv["params"]["MaskedConv_0"]}, t)  # noqa: E731
     context = lambda t: ctx.apply(cv, t)  # noqa: E731
     params = lambda t: jnp.concatenate(mix.apply(mv, ctx.apply(cv, t), hyper), -1)  # noqa: E731
     jacs = {name: _position_jacobian(fn, y) for name, fn in
