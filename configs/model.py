@@ -11,6 +11,7 @@ the distortion (``mse`` | ``ms-ssim``)::
     python train.py --config configs/model.py:mbt2018,5 ...             # quality 5 (its (N, M) and λ)
     python train.py --config configs/model.py:bls2017,3,ms-ssim ...     # MS-SSIM distortion, quality 3's λ
     python train.py --config configs/model.py:lee2019 --config.lmbda=0.01 ...   # explicit λ
+    python train.py --config configs/model.py:bmshj2018-hyperprior,3,N=64,M=96 ...  # quality 3's λ, other widths
 
 variable-rate models (``mae-bls2017``: N = 192, seed 001's λ set; ``mae-hyperprior``: N = 128,
 M = 192, CompressAI's eight λ) take the parts of ``lic_jax.train.config.apply_variable_rate_args``:
@@ -67,8 +68,11 @@ def get_config(arg: str = ""):
             c.quality = int(part)
         elif part in ("mse", "ms-ssim"):
             c.metric = part
+        elif "=" in part and part.partition("=")[2].isdigit():  # an integer hyper-parameter, e.g. N=64
+            c.model_hparams[part.partition("=")[0]] = int(part.partition("=")[2])
         else:
-            raise ValueError(f"config argument must be a quality and/or 'mse' / 'ms-ssim', got {part!r}")
+            raise ValueError(f"config argument must be a quality, 'mse' / 'ms-ssim' or NAME=INTEGER "
+                             f"(a hyper-parameter such as N=64), got {part!r}")
     if rec.qualities is not None and c.quality not in rec.qualities:
         raise ValueError(f"quality must be one of {sorted(rec.qualities)} for {name}, got {c.quality}")
     return c

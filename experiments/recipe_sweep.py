@@ -48,8 +48,8 @@ sys.path.insert(0, REPO)
 SHARED = os.environ.get("LIC_JAX_SHARED", os.path.join(REPO, "..", "shared"))
 DATA = os.path.join(SHARED, "data")
 
+CONFIG = os.path.join(REPO, "configs", "model.py") + ":bmshj2018-hyperprior,3"
 BASE = [
-    "--config", os.path.join(REPO, "configs", "model.py") + ":bmshj2018-hyperprior,3",
     f"--config.data.train={DATA}/photos,{DATA}/train", f"--config.data.val={DATA}/val",
     "--config.data.scale=0.5,0.75", "--config.data.crop=128", "--config.data.val_crop=256",
     "--config.batch_size=8", "--config.val_batch_size=8", "--config.quant=mixed",
@@ -64,7 +64,7 @@ VARIANTS = {
     "no-decay": ["--config.optim.schedule=constant"],
     "crop256-b2": ["--config.data.crop=256", "--config.batch_size=2"],
     "b16": ["--config.batch_size=16"],
-    "n64-m96": ["--config.model_hparams.N=64", "--config.model_hparams.M=96"],
+    "n64-m96": ["arg:N=64", "arg:M=96"],  # parts of the config argument (configs/model.py), not flags
     "noise": ["--config.quant=noise"],
 }
 
@@ -72,7 +72,9 @@ VARIANTS = {
 def _train(workdir: str, args: list[str], log: str) -> float:
     """Run train.py; return the CPU seconds it used (user + system, all threads)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--workdir", workdir, *BASE, *args]
+    spec = ",".join([CONFIG] + [a[4:] for a in args if a.startswith("arg:")])
+    cmd = [sys.executable, os.path.join(REPO, "train.py"), "--workdir", workdir, "--config", spec, *BASE,
+           *[a for a in args if not a.startswith("arg:")]]
     with open(log, "a") as f:
         f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} UTC: {' '.join(cmd)}\n")
         f.flush()
@@ -194,7 +196,7 @@ def summarize(out: str, name: str, kodak: int) -> dict:
 def report(out: str, kodak: int):
     rows = [summarize(out, n, kodak) for n in VARIANTS if os.path.exists(os.path.join(out, n, "calibration.json"))]
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"base": BASE, "variants": VARIANTS, "kodak_images": kodak, "rows": rows}, f, indent=1)
+        json.dump({"config": CONFIG, "base": BASE, "variants": VARIANTS, "kodak_images": kodak, "rows": rows}, f, indent=1)
     keys = ["variant", "steps", "cpu_s_per_step", "train_cpu_h", "val_loss", "val_bpp", "val_psnr", "val_ms_ssim",
             "kodak_bpp", "kodak_psnr", "kodak_ms_ssim", "jpeg_psnr_at_bpp", "db_over_jpeg"]
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
@@ -250,7 +252,7 @@ def main():
     if a.stage == "plan":
         for n in names:
             print(f"{n:12s} {' '.join(VARIANTS[n]) or '(the base)'}")
-        print(f"budget {a.cpu_hours} CPU-h per variant; base: {' '.join(BASE)}")
+        print(f"budget {a.cpu_hours} CPU-h per variant; base: --config {CONFIG} {' '.join(BASE)}")
         return
     os.makedirs(a.out, exist_ok=True)
     if a.stage == "run":

@@ -53,6 +53,15 @@ def test_model_configs(name):
     assert m16.dtype == jnp.bfloat16 and "dtype" not in spec16.hparams  # exported spec stays float32
 
 
+def test_model_config_integer_hyperparameters():
+    """configs/model.py:NAME,Q,N=64,M=96: quality 3's λ with other widths (experiments/recipe_sweep.py)."""
+    c = _load_config("model", "bmshj2018-hyperprior,3,N=64,M=96")
+    _, spec = trainer.build_model(c)
+    assert spec.hparams == {"N": 64, "M": 96} and trainer.resolve_lambda(c) == pytest.approx(0.0067)
+    with pytest.raises(ValueError, match="NAME=INTEGER"):
+        _load_config("model", "bmshj2018-hyperprior,3,N=sixty")
+
+
 def test_smoke_and_default_model_configs():
     s = _load_config("smoke")
     assert s.data.crop == 64 and s.num_steps <= 50
