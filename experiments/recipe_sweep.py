@@ -13,7 +13,7 @@ stand-in for the wall clock of a quiet one). The base is the bundled long run's 
   the synthesis; Minnen & Singh 2020);
 * Adam 2e-4, constant then cosine to 0.05× over the last 15 % **of the budget's steps**.
 
-Variants (each changes one thing): ``lr1e-4``, ``lr5e-4``, ``no-decay`` (the long run as configured,
+Variants (each changes one thing): ``lr1e-4``, ``lr5e-4``, ``lr1e-3``, ``no-decay`` (the long run as configured,
 whose decay at 85 % of 300,000 steps a CPU never reaches), ``crop256-b2`` (the same pixels per step
 in larger crops), ``b16``, ``n64-m96`` (the narrower model), ``noise`` (additive-noise quantisation
 everywhere). Variable-rate against single-rate models under equal budgets is the subject of
@@ -61,6 +61,7 @@ VARIANTS = {
     "base": [],
     "lr1e-4": ["--config.optim.lr=1e-4"],
     "lr5e-4": ["--config.optim.lr=5e-4"],
+    "lr1e-3": ["--config.optim.lr=1e-3"],
     "no-decay": ["--config.optim.schedule=constant"],
     "crop256-b2": ["--config.data.crop=256", "--config.batch_size=2"],
     "b16": ["--config.batch_size=16"],
