@@ -208,7 +208,7 @@ TCONV_CASES = [(5, 2, 8, 8), (5, 2, 7, 5), (9, 4, 4, 5), (9, 4, 3, 3), (3, 1, 6,
 
 @pytest.mark.parametrize("k,s,h,w", TCONV_CASES)
 def test_conv_transpose_impls_match_torch(k, s, h, w):
-    """'subpixel' == 'winograd' == 'transpose' == torch ConvTranspose2d(k, s, padding=k//2, output_padding=s-1):
+    """'subpixel' == 'winograd' == 'winograd-blocked' == 'transpose' == torch ConvTranspose2d(k, s, padding=k//2, output_padding=s-1):
     outputs and gradients w.r.t. the input and the kernel."""
     torch = require("torch")
     rng = _rng(7)
@@ -227,7 +227,7 @@ def test_conv_transpose_impls_match_torch(k, s, h, w):
 
     params = {"kernel": jnp.asarray(wt.transpose(2, 3, 0, 1)), "bias": jnp.asarray(b)}
     outs = {}
-    for impl in ("subpixel", "winograd", "transpose"):
+    for impl in ("subpixel", "winograd", "winograd-blocked", "transpose"):
         layer = ConvTranspose(cout, k, s, impl=impl)
         y, vjp = jax.vjp(lambda p, v: layer.apply({"params": p}, v), params, jnp.asarray(x))
         gp, gx = vjp(jnp.asarray(gout))
@@ -236,15 +236,17 @@ def test_conv_transpose_impls_match_torch(k, s, h, w):
         np.testing.assert_allclose(outs[impl][1], _nhwc(xt.grad), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(outs[impl][2], wtt.grad.numpy().transpose(2, 3, 0, 1), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(gp["bias"]), gout.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
-    for impl in ("subpixel", "winograd"):
+    for impl in ("subpixel", "winograd", "winograd-blocked"):
         for a, b_ in zip(outs[impl], outs["transpose"]):
             np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [None, 8])
 @pytest.mark.parametrize("h,w,pad", [(12, 10, ((1, 1), (1, 1))), (7, 9, ((1, 1), (1, 1))), (6, 5, ((0, 2), (2, 0)))])
-def test_winograd_conv3x3_matches_float64(h, w, pad):
+def test_winograd_conv3x3_matches_float64(h, w, pad, block):
     """Winograd F(2×2, 3×3) == a float64 numpy cross-correlation, even and odd sizes, asymmetric
-    padding. Measured max |error| / max |output| 2.4–3.3e-7 (outputs ~70; x, w ~ N(0, 1), 48 inputs;
+    padding, one product per tap or blocks of 8 tiles (60, 40 and 24 tiles: a padded last block).
+    Measured max |error| / max |output| 2.4–3.3e-7 (outputs ~70; x, w ~ N(0, 1), 48 inputs;
     XLA's own float32 convolution: 3.0–4.3e-7): bound 1e-6."""
     from lic_jax.layers.conv import winograd_conv3x3
     rng = _rng(3)
@@ -254,7 +256,7 @@ def test_winograd_conv3x3_matches_float64(h, w, pad):
     ho, wo = xp.shape[1] - 2, xp.shape[2] - 2
     ref = sum(np.einsum("nhwc,co->nhwo", xp[:, i:i + ho, j:j + wo], k[i, j].astype(np.float64))
               for i in range(3) for j in range(3))
-    got = np.asarray(winograd_conv3x3(jnp.asarray(x), jnp.asarray(k), pad))
+    got = np.asarray(winograd_conv3x3(jnp.asarray(x), jnp.asarray(k), pad, block))
     assert got.shape == ref.shape
     rel = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
     assert rel < 1e-6, rel

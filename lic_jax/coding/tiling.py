@@ -21,15 +21,18 @@ starts at the border itself and the padding is the transform's own. Results (str
   16j − 30 … 16j + 30 → analysis halo (2, 1) latents (left, right); synthesis halo (1, 2);
 * 9×9/4 + 2 × 5×5/2 (bls2017, mae-bls2017): the same halos.
 
-**Winograd layers (opt-in).** A model with ``conv_transpose_impl='winograd'`` runs its transposed
-convolutions as sub-pixel + Winograd F(2×2, 3×3) (``layers/conv.py``; the decoder's default
-``'auto-inference'`` does not). Its floats depend on where the 2×2 tiles start and, for some
-outputs, on one input more than the exact receptive field (a zero tap's contribution cancels
-only up to rounding: :func:`_winograd_support`, checked against the layer itself). The geometry
-marks those layers (``ConvGeom.winograd``), the halo comes from the float support — synthesis
-(2, 2) — and crops start on even latents (:func:`crop_alignment`). Tiled x̂ still differs from
-untiled x̂ by rounding (≤ 3.6e-7 at real width, 58 % of values: XLA:CPU's matrix products round
-differently for another number of tiles), which is why the decoder does not use Winograd.
+**Winograd layers (the decoder's default on CPU).** The decoder's synthesis
+(``'auto-inference'``) runs the transposed convolutions with more than 4 output channels as
+sub-pixel + Winograd F(2×2, 3×3) in fixed-shape blocked products (``'winograd-blocked'``,
+``layers/conv.py``); a model may also opt in to the unblocked form (``'winograd'``, training's).
+Their floats depend on where the 2×2 tiles start and, for some outputs, on one input more than
+the exact receptive field (a zero tap's contribution cancels only up to rounding:
+:func:`_winograd_support`, checked against the layer itself). The geometry marks those layers
+(``ConvGeom.winograd``), the halo comes from the float support — synthesis (2, 2) — and crops
+start on even latents (:func:`crop_alignment`). The unblocked form's floats also depend on the
+number of tiles (XLA:CPU's matrix products round differently for another number of rows: tiled
+x̂ differed from untiled x̂ by ≤ 5.4e-7 on 62 % of the values at real width); the blocked form's
+products have one shape whatever the crop, and tiled x̂ equals untiled x̂ bit for bit.
 
 With such halos the tiled transform equals the untiled one **mathematically** (every kept
 output is the same sum of the same products). In float32 the two can still differ if XLA picks
@@ -174,7 +177,7 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
             # the form this backend resolves it to: conv_transpose2d runs Winograd where the
             # sub-pixel kernel is 3×3 (layers/conv.py)
             j_min, j_max = subpixel_taps(k, s, k // 2)
-            wino = resolve_transpose_impl(layer.impl, int(layer.features)) == "winograd" and j_max - j_min == 2
+            wino = resolve_transpose_impl(layer.impl, int(layer.features)) in ("winograd", "winograd-blocked") and j_max - j_min == 2
             geoms.append(ConvGeom(k, s, k // 2, True, wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)

@@ -22,12 +22,15 @@
     up to 6.8× faster (all matrix products), but it is 3–4× slower on the 3-channel last layer
     (``benchmarks/conv_forms.py``, ``docs/SPEED.md``). Its float error is below the sub-pixel form's.
     ``'auto'`` (training) uses it on CPU for layers with more than 4 output channels
-    (:func:`resolve_transpose_impl`); the codec's decoder (``'auto-inference'``) does not. Its
-    floats depend on where the 2×2 tiles start, on the number of tiles (XLA:CPU's matrix products
-    round differently per shape) and, where the transposed kernel has zero sub-pixel taps, on one
-    input more than the exact receptive field. The tiler (``coding/tiling.py``) accounts for the
-    first and the last when a model opts in (``conv_transpose_impl='winograd'``), but tiled x̂
-    then differs from untiled x̂ by float rounding (``docs/LARGE_IMAGES.md``).
+    (:func:`resolve_transpose_impl`). Its floats depend on where the 2×2 tiles start, on the
+    number of tiles (XLA:CPU's matrix products round differently per shape) and, where the
+    transposed kernel has zero sub-pixel taps, on one input more than the exact receptive field.
+  - ``'winograd-blocked'``: the same, with every matrix product done in fixed blocks of
+    :data:`WINOGRAD_BLOCK` tiles (the last block zero-padded), so every product has one shape
+    whatever the image size, and a tile's floats no longer depend on the number of tiles. The
+    codec's decoder (``'auto-inference'``) uses it on CPU: the tiler (``coding/tiling.py``)
+    aligns the tiles' starts and widens the halo for the other two dependences, and tiled x̂
+    then equals untiled x̂ bit for bit (``docs/LARGE_IMAGES.md``).
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -48,7 +51,7 @@ import numpy as np
 from jax import lax
 
 __all__ = ["Conv", "ConvTranspose", "MaskedConv", "conv2d", "conv_transpose2d", "causal_mask", "winograd_conv3x3",
-           "resolve_transpose_impl", "subpixel_taps"]
+           "resolve_transpose_impl", "subpixel_taps", "WINOGRAD_BLOCK"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -168,12 +171,29 @@ def _lin(coefs, arrays):
     return out
 
 
-def winograd_conv3x3(x, kernel, padding):
+# Tiles per matrix product in the blocked form: XLA:CPU emits another product (and another
+# summation order) for another number of rows, so the decoder's products all get this one shape.
+# On the default model's synthesis (kodim01, quiet) blocks of 128 / 256 / 512 cost 4-6 % over one
+# product per tap, and the blocked form is still 12 % faster than the sub-pixel convolution
+# (docs/SPEED.md).
+WINOGRAD_BLOCK = 128
+
+
+def _blocked_matmul(a, b, block: int):
+    m = a.shape[0]
+    nb = -(-m // block)
+    ab = jnp.pad(a, ((0, nb * block - m), (0, 0))).reshape(nb, block, a.shape[1])
+    return jnp.einsum("nbc,co->nbo", ab, b).reshape(nb * block, b.shape[1])[:m]
+
+
+def winograd_conv3x3(x, kernel, padding, block: int | None = None):
     """Stride-1 3×3 cross-correlation (NHWC, HWIO, explicit padding) by Winograd F(2×2, 3×3).
 
     Per 2×2 output tile: ``Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A``. The input transform of every 4×4 tile
     is done separably with strided slices, the 16 element-wise products over channels are 16
-    matrix products ``(tiles, in) @ (in, out)``, then the output transform, also separable."""
+    matrix products ``(tiles, in) @ (in, out)``, then the output transform, also separable.
+    ``block``: do each product in blocks of that many tiles, all of one shape (see
+    :data:`WINOGRAD_BLOCK`)."""
     if kernel.shape[:2] != (3, 3):
         raise ValueError("winograd_conv3x3 needs a 3×3 kernel")
     (n, h, w, c), o = x.shape, kernel.shape[3]
@@ -187,7 +207,9 @@ def winograd_conv3x3(x, kernel, padding):
     prod = []
     for a in range(4):
         cols = [vh[a][:, :, k:k + 2 * tw:2] for k in range(4)]
-        prod.append([_lin(_WB[b], cols).reshape(-1, c) @ u[a, b] for b in range(4)])
+        mats = [_lin(_WB[b], cols).reshape(-1, c) for b in range(4)]
+        prod.append([m @ u[a, b] if block is None else _blocked_matmul(m, u[a, b], block)
+                     for b, m in enumerate(mats)])
     out = []
     for r in range(2):
         pr_ = [_lin(_WA[r], [prod[a][b] for a in range(4)]) for b in range(4)]
@@ -197,22 +219,23 @@ def winograd_conv3x3(x, kernel, padding):
 
 
 def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = None) -> str:
-    """The concrete form (``'transpose'``, ``'subpixel'`` or ``'winograd'``) that ``impl`` selects
+    """The concrete form (``'transpose'``, ``'subpixel'``, ``'winograd'``, ``'winograd-blocked'``) that ``impl`` selects
     for a layer with ``out_channels`` outputs on ``backend`` (default: JAX's default backend).
 
     XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
     (forward + backward 2-6.8x faster than sub-pixel), sub-pixel for the last layer (<= 4 output
     channels, where Winograd is 3-4x slower). ``'auto-inference'`` (the codec's synthesis, forward
-    only): sub-pixel, and the dilated form for the last layer (2x faster forward, 3.6x slower
-    backward); not Winograd, whose floats would make the tiled decoder's x̂ differ from the
-    untiled one (``docs/LARGE_IMAGES.md``). Elsewhere the dilated form.
+    only): the blocked Winograd form (12-16 % faster than sub-pixel; its fixed-shape products keep
+    the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``), and the dilated
+    form for the last layer (2x faster forward than sub-pixel, 3.6x slower backward). Elsewhere
+    the dilated form.
     ``benchmarks/conv_forms.py``, ``docs/SPEED.md``."""
     if impl not in ("auto", "auto-inference"):
         return impl
     if (backend or jax.default_backend()) != "cpu":
         return "transpose"
     if impl == "auto-inference":
-        return "transpose" if out_channels <= 4 else "subpixel"
+        return "transpose" if out_channels <= 4 else "winograd-blocked"
     return "winograd" if out_channels > 4 else "subpixel"
 
 
@@ -228,7 +251,7 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'auto'`` or ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
+    F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'auto'`` or ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
@@ -237,10 +260,10 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     impl = resolve_transpose_impl(impl, kernel.shape[3])
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
-    if impl in ("subpixel", "winograd") and k - 2 * p + op == stride:
+    if impl in ("subpixel", "winograd", "winograd-blocked") and k - 2 * p + op == stride:
         w, (lo, hi) = _subpixel_kernel(kernel, stride, p)
-        if impl == "winograd" and w.shape[0] == 3:
-            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)))
+        if impl != "subpixel" and w.shape[0] == 3:
+            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)), WINOGRAD_BLOCK if impl == "winograd-blocked" else None)
         else:
             y = conv2d(x, w, 1, ((lo, hi), (lo, hi)))
         n, h, wd, _ = y.shape
@@ -248,7 +271,7 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
         y = y.reshape(n, h, wd, stride, stride, cout)
         y = jnp.transpose(y, (0, 1, 3, 2, 4, 5))
         return y.reshape(n, h * stride, wd * stride, cout)
-    if impl not in ("transpose", "subpixel", "winograd"):
+    if impl not in ("transpose", "subpixel", "winograd", "winograd-blocked"):
         raise ValueError(f"unknown transposed-convolution impl {impl!r}")
     pad = ((k - 1 - p, k - 1 - p + op),) * 2
     return lax.conv_general_dilated(
