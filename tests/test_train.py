@@ -62,6 +62,15 @@ def test_model_config_integer_hyperparameters():
         _load_config("model", "bmshj2018-hyperprior,3,N=sixty")
 
 
+def test_bundled_vr_stage2_recipe():
+    """configs/bundled_vr.py:stage2 — the long run's second stage (the sweep's lr 5e-4, a reachable decay)."""
+    s1, s2 = _load_config("bundled_vr", ""), _load_config("bundled_vr", "stage2,sample")
+    assert (s1.optim.lr, s1.num_steps) == (2e-4, 300_000)
+    assert (s2.optim.lr, s2.num_steps, s2.optim.schedule) == (5e-4, 24_000, "constant_then_cosine")
+    assert s2.variable_rate.mode == "sample" and s2.model == s1.model == "mae-hyperprior"
+    assert s2.optim.warmup_steps == 200 and s1.optim.warmup_steps == 0
+
+
 def test_smoke_and_default_model_configs():
     s = _load_config("smoke")
     assert s.data.crop == 64 and s.num_steps <= 50
