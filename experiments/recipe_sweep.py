@@ -15,7 +15,8 @@ stand-in for the wall clock of a quiet one). The base is the bundled long run's 
 
 Variants (each changes one thing): ``lr1e-4``, ``lr5e-4``, ``lr1e-3``, ``no-decay`` (the long run as configured,
 whose decay at 85 % of 300,000 steps a CPU never reaches), ``crop256-b2`` (the same pixels per step
-in larger crops), ``b16``, ``n64-m96`` (the narrower model), ``noise`` (additive-noise quantisation
+in larger crops), ``b16``, ``n64-m96`` (the narrower model; ``n64-m96-lr5e-4`` with the better lr;
+``q6`` and ``q6-n64-m96``: both widths at quality 6's λ = 0.0483, to be compared with each other), ``noise`` (additive-noise quantisation
 everywhere). Variable-rate against single-rate models under equal budgets is the subject of
 ``experiments/mae_vs_single.py`` (``docs/MAE.md``).
 
@@ -66,6 +67,10 @@ VARIANTS = {
     "crop256-b2": ["--config.data.crop=256", "--config.batch_size=2"],
     "b16": ["--config.batch_size=16"],
     "n64-m96": ["arg:N=64", "arg:M=96"],  # parts of the config argument (configs/model.py), not flags
+    "n64-m96-lr5e-4": ["arg:N=64", "arg:M=96", "--config.optim.lr=5e-4"],
+    # the top rate of the bundled model (λ of quality 6): does M = 96 hold there? (compare the two)
+    "q6": ["--config.lmbda=0.0483"],
+    "q6-n64-m96": ["--config.lmbda=0.0483", "arg:N=64", "arg:M=96"],
     "noise": ["--config.quant=noise"],
 }
 
