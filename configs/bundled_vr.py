@@ -20,9 +20,10 @@ the first start and sets it again on every resume).
 The config argument's part ``stage2`` (``configs/bundled_vr.py:stage2``) is the recipe the
 equal-CPU-budget sweep chose (``experiments/recipe_sweep.py``, ``docs/TRAINING.md`` "Recipes under
 equal CPU budgets"): Adam 5e-4 instead of 2e-4 (val RD loss 1.503 against 1.897 for 2e-4 and 1.607
-for 1e-3 at 0.5 CPU-h each), over 24,000 steps (200 of linear warm-up: the optimiser state starts afresh) — a horizon whose cosine decay (the last 15 %) a CPU
-run reaches in ≈ 10–15 CPU-h, where the first stage's decay at step 255,000 was out of reach (the
-sweep's ``no-decay`` lost 4.3 % against decaying). Stage 2 starts from the first stage's export
+for 1e-3 at 0.5 CPU-h each), over 24,000 steps (200 of linear warm-up: the optimiser state starts
+afresh) — a horizon whose cosine decay (the last 15 %) a CPU run reaches in ≈ 10–15 CPU-h, where the
+first stage's decay at step 255,000 was out of reach (the sweep's ``no-decay`` lost 4.3 % against
+decaying). Stage 2 starts from the first stage's export
 (``LIC_INIT``) in its own run directory. The other parts are :func:`apply_variable_rate_args`'s.
 """
 
@@ -49,13 +50,14 @@ def get_config(arg: str = ""):
     c.data.val = f"{data}/val"
     c.data.scale = "0.5,0.75"
     c.data.workers = 2
-    set_recipe(c, steps=300_000, lr=2e-4, batch=8, crop=128, val_crop=256, schedule="constant_then_cosine",
-               decay_start=0.85, final_lr_factor=0.05, log_every=100, eval_every=2000, checkpoint_every=500)
     parts = [p for p in (arg or "").split(",") if p]
-    if "stage2" in parts:
+    stage2 = "stage2" in parts
+    if stage2:
         parts.remove("stage2")
-        set_recipe(c, steps=24_000, lr=5e-4, batch=8, crop=128, val_crop=256, schedule="constant_then_cosine",
-                   decay_start=0.85, final_lr_factor=0.05, log_every=100, eval_every=2000, checkpoint_every=500)
+    set_recipe(c, steps=24_000 if stage2 else 300_000, lr=5e-4 if stage2 else 2e-4, batch=8, crop=128,
+               val_crop=256, schedule="constant_then_cosine", decay_start=0.85, final_lr_factor=0.05,
+               log_every=100, eval_every=2000, checkpoint_every=500)
+    if stage2:
         c.optim.warmup_steps = 200  # a fresh Adam state on warm-started weights
     c.init_from = os.path.expanduser(os.environ.get("LIC_INIT", ""))
     c.export.which = "best"

@@ -157,9 +157,9 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     assert tt.synthesis_align == 2 and tt.synthesis_halo == (2, 2)
     for tile in (5, 8, 13, 20):
         np.testing.assert_array_equal(tiled_apply(ana, x, 16, 1, tile, tt.analysis_halo), y_ref)
-        np.testing.assert_array_equal(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo, align=2), x_ref)
+        np.testing.assert_array_equal(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo, align=tt.synthesis_align), x_ref)
     dy = np.abs(tiled_apply(ana, x, 16, 1, 2, tt.analysis_halo) - y_ref)
-    dx = np.abs(tiled_apply(syn, yq, 1, 16, 2, tt.synthesis_halo, align=2) - x_ref)
+    dx = np.abs(tiled_apply(syn, yq, 1, 16, 2, tt.synthesis_halo, align=tt.synthesis_align) - x_ref)
     print(f"tile 2: y {np.mean(dy > 0):.3f} differ, max {dy.max():.2e}; x {np.mean(dx > 0):.3f}, max {dx.max():.2e}")
     assert dy.max() <= 2.6e-5  # 3 × measured (8.58e-6)
     assert dx.max() == 0  # (sub-pixel synthesis: 79.9 % of the values differed, by ≤ 1.07e-6)

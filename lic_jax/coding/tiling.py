@@ -60,7 +60,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ..layers.conv import resolve_transpose_impl, subpixel_taps
+from ..layers.conv import WINOGRAD_FORMS, resolve_transpose_impl, subpixel_taps
 from .programs import inference_model
 
 __all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
@@ -177,7 +177,7 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
             # the form this backend resolves it to: conv_transpose2d runs Winograd where the
             # sub-pixel kernel is 3×3 (layers/conv.py)
             j_min, j_max = subpixel_taps(k, s, k // 2)
-            wino = resolve_transpose_impl(layer.impl, int(layer.features)) in ("winograd", "winograd-blocked") and j_max - j_min == 2
+            wino = resolve_transpose_impl(layer.impl, int(layer.features)) in WINOGRAD_FORMS and j_max - j_min == 2
             geoms.append(ConvGeom(k, s, k // 2, True, wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)

@@ -51,7 +51,7 @@ import numpy as np
 from jax import lax
 
 __all__ = ["Conv", "ConvTranspose", "MaskedConv", "conv2d", "conv_transpose2d", "causal_mask", "winograd_conv3x3",
-           "resolve_transpose_impl", "subpixel_taps", "WINOGRAD_BLOCK"]
+           "resolve_transpose_impl", "subpixel_taps", "WINOGRAD_BLOCK", "WINOGRAD_FORMS"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -177,6 +177,9 @@ def _lin(coefs, arrays):
 # product per tap, and the blocked form is still 12 % faster than the sub-pixel convolution
 # (docs/SPEED.md).
 WINOGRAD_BLOCK = 128
+# the Winograd forms of conv_transpose2d and the block size each passes to winograd_conv3x3
+# (coding/tiling.py reads the names: these forms need its aligned crops and wider halo)
+WINOGRAD_FORMS = {"winograd": None, "winograd-blocked": WINOGRAD_BLOCK}
 
 
 def _blocked_matmul(a, b, block: int):
@@ -219,8 +222,8 @@ def winograd_conv3x3(x, kernel, padding, block: int | None = None):
 
 
 def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = None) -> str:
-    """The concrete form (``'transpose'``, ``'subpixel'``, ``'winograd'``, ``'winograd-blocked'``) that ``impl`` selects
-    for a layer with ``out_channels`` outputs on ``backend`` (default: JAX's default backend).
+    """The concrete form (``'transpose'``, ``'subpixel'``, ``'winograd'``, ``'winograd-blocked'``)
+    that ``impl`` selects for a layer with ``out_channels`` outputs on ``backend`` (default: JAX's default backend).
 
     XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
     (forward + backward 2-6.8x faster than sub-pixel), sub-pixel for the last layer (<= 4 output
@@ -251,7 +254,8 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'auto'`` or ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
+    F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'auto'`` or
+    ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
@@ -260,10 +264,10 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     impl = resolve_transpose_impl(impl, kernel.shape[3])
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
-    if impl in ("subpixel", "winograd", "winograd-blocked") and k - 2 * p + op == stride:
+    if (impl == "subpixel" or impl in WINOGRAD_FORMS) and k - 2 * p + op == stride:
         w, (lo, hi) = _subpixel_kernel(kernel, stride, p)
-        if impl != "subpixel" and w.shape[0] == 3:
-            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)), WINOGRAD_BLOCK if impl == "winograd-blocked" else None)
+        if impl in WINOGRAD_FORMS and w.shape[0] == 3:
+            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)), WINOGRAD_FORMS[impl])
         else:
             y = conv2d(x, w, 1, ((lo, hi), (lo, hi)))
         n, h, wd, _ = y.shape
@@ -271,7 +275,7 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
         y = y.reshape(n, h, wd, stride, stride, cout)
         y = jnp.transpose(y, (0, 1, 3, 2, 4, 5))
         return y.reshape(n, h * stride, wd * stride, cout)
-    if impl not in ("transpose", "subpixel", "winograd", "winograd-blocked"):
+    if impl not in ("transpose", "subpixel", *WINOGRAD_FORMS):
         raise ValueError(f"unknown transposed-convolution impl {impl!r}")
     pad = ((k - 1 - p, k - 1 - p + op),) * 2
     return lax.conv_general_dilated(
