@@ -24,7 +24,14 @@ for 1e-3 at 0.5 CPU-h each), over 24,000 steps (200 of linear warm-up: the optim
 afresh) — a horizon whose cosine decay (the last 15 %) a CPU run reaches in ≈ 10–15 CPU-h, where the
 first stage's decay at step 255,000 was out of reach (the sweep's ``no-decay`` lost 4.3 % against
 decaying). Stage 2 starts from the first stage's export
-(``LIC_INIT``) in its own run directory. The other parts are :func:`apply_variable_rate_args`'s.
+(``LIC_INIT``) in its own run directory.
+
+The part ``narrow`` (``configs/bundled_vr.py:narrow``) is the same model at N=64, M=96 with lr 5e-4,
+the sweep's best recipe at 0.5 CPU-h (val RD loss 1.238, against 1.503 for N=128/M=192 at lr 5e-4;
+``docs/TRAINING.md``): a step costs a third of the wide model's CPU time. 30,000 steps
+(≈ 4.5 CPU-h at ≈ 0.52 CPU-s/step), 200 warm-up steps, the same cosine decay over the last 15 %.
+It starts from ``LIC_INIT`` = ``scripts/make_bundled_vr_init.py OUT --source ARTIFACT`` with the
+sweep's narrow export as the source. The other parts are :func:`apply_variable_rate_args`'s.
 """
 
 import os
@@ -51,13 +58,15 @@ def get_config(arg: str = ""):
     c.data.scale = "0.5,0.75"
     c.data.workers = 2
     parts = [p for p in (arg or "").split(",") if p]
-    stage2 = "stage2" in parts
-    if stage2:
-        parts.remove("stage2")
-    set_recipe(c, steps=24_000 if stage2 else 300_000, lr=5e-4 if stage2 else 2e-4, batch=8, crop=128,
+    stage2, narrow = "stage2" in parts, "narrow" in parts
+    parts = [p for p in parts if p not in ("stage2", "narrow")]
+    if narrow:
+        c.model_hparams.N, c.model_hparams.M = 64, 96
+    steps = 30_000 if narrow else 24_000 if stage2 else 300_000
+    set_recipe(c, steps=steps, lr=5e-4 if stage2 or narrow else 2e-4, batch=8, crop=128,
                val_crop=256, schedule="constant_then_cosine", decay_start=0.85, final_lr_factor=0.05,
                log_every=100, eval_every=2000, checkpoint_every=500)
-    if stage2:
+    if stage2 or narrow:
         c.optim.warmup_steps = 200  # a fresh Adam state on warm-started weights
     c.init_from = os.path.expanduser(os.environ.get("LIC_INIT", ""))
     c.export.which = "best"

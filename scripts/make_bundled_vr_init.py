@@ -11,6 +11,10 @@ networks (Song et al. 2021's MAE, seed 001) start from the initialiser (seed 0).
 
     python scripts/make_bundled_vr_init.py OUT_DIR
     LIC_INIT=OUT_DIR scripts/long_run.sh start
+
+``--source ARTIFACT`` grafts another bmshj2018-hyperprior artifact instead, at its own N and M: the
+narrow long run (``configs/bundled_vr.py:narrow``, N=64, M=96) starts from the recipe sweep's
+narrow model (``experiments/recipe_sweep.py``, variant ``n64-m96-lr5e-4``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,12 @@ def graft_map() -> dict[str, str]:
     return m
 
 
-def main(out: str):
-    src = load_artifact(default_model_path())
-    model, spec = get_model("mae-hyperprior", N=128, M=192, activation="exp", lmbda_input="log", lmbdas=LMBDAS)
+def main(out: str, source: str | None = None):
+    src = load_artifact(source or default_model_path())
+    if src.spec.name not in ("bmshj2018-hyperprior", "bmshj2018-hyperprior-int"):
+        raise SystemExit(f"--source must be a bmshj2018-hyperprior artifact, not {src.spec.name}")
+    N, M = int(src.spec.hparams.get("N", 128)), int(src.spec.hparams.get("M", 192))
+    model, spec = get_model("mae-hyperprior", N=N, M=M, activation="exp", lmbda_input="log", lmbdas=LMBDAS)
     x = jnp.zeros((1, 64, 64, 3), jnp.float32)
     params = dict(jax.device_get(model.init(jax.random.PRNGKey(0), x, jnp.float32(0.0067))["params"]))
     sp = src.variables["params"]
@@ -58,10 +65,18 @@ def main(out: str):
         params[dst] = new
     kept = sorted(k for k in params if k not in graft_map())
     save_artifact(out, spec, {"params": params},
-                  metadata={"init": f"transforms and z density grafted from the bundled default "
-                                    f"({src.fingerprint[:12]}); {', '.join(kept)} from the initialiser (seed 0)"})
+                  metadata={"init": f"transforms and z density grafted from "
+                                    f"{'the bundled default' if source is None else os.path.abspath(source)} "
+                                    f"({src.fingerprint[:12]}, N={N}, M={M}); {', '.join(kept)} from the "
+                                    f"initialiser (seed 0)"})
     print(f"wrote {out}: grafted {len(graft_map())} modules, initialiser for {len(kept)} ({', '.join(kept)})")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out")
+    ap.add_argument("--source", help="a bmshj2018-hyperprior artifact (default: the bundled default model)")
+    a = ap.parse_args()
+    main(a.out, a.source)

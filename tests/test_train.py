@@ -69,6 +69,10 @@ def test_bundled_vr_stage2_recipe():
     assert (s2.optim.lr, s2.num_steps, s2.optim.schedule) == (5e-4, 24_000, "constant_then_cosine")
     assert s2.variable_rate.mode == "sample" and s2.model == s1.model == "mae-hyperprior"
     assert s2.optim.warmup_steps == 200 and s1.optim.warmup_steps == 0
+    n = _load_config("bundled_vr", "narrow")  # the sweep's best recipe: N 64 / M 96 at lr 5e-4
+    _, spec = trainer.build_model(n)
+    assert (spec.hparams["N"], spec.hparams["M"], n.optim.lr, n.num_steps) == (64, 96, 5e-4, 30_000)
+    assert n.optim.warmup_steps == 200 and s2.model_hparams.M == 192
 
 
 def test_smoke_and_default_model_configs():
