@@ -387,7 +387,7 @@ def eval_all(args) -> dict:
 
     from lic_jax.artifact import load_artifact
     from lic_jax.coding import Codec
-    from lic_jax.evaluation.cli import lmbda_label
+    from lic_jax.evaluation.points import lmbda_label
     from lic_jax.evaluation.codecs import LearnedCodec
     from lic_jax.evaluation.datasets import resolve_dataset
     from lic_jax.evaluation.results import save_json
