@@ -6,6 +6,11 @@
 #   3. a fixed-budget training of the bundled recipe (configs/bundled_vr.py) at full batch on the
 #      carried data subset, stopped by SIGTERM at a wall-clock budget (the loop checkpoints), exported,
 #      evaluated on the carried Kodak images with real bitstreams next to Pillow JPEG, BD-rate.
+#      It continues the long CPU run: it starts from the committed seed (GPU_INIT_SEED, default
+#      experiments/seeds/bundled-vr; GPU_INIT_SEED= trains from the initialiser) with the second stage's
+#      recipe (configs/bundled_vr.py:stage2, Adam 5e-4 after 200 warm-up steps), and its step count is
+#      sized from step 1's measured float32 step time so that the cosine decay of the last 15 % ends
+#      inside the budget (the CPU sweep: decaying beat constant lr by 4.3 %, docs/TRAINING.md).
 # Everything lands in $OUT (≤ 8 files come back): summary.json, metrics.jsonl, suite.log and the
 # artifact as artifact.tgz.part-* (≤ 15 MiB each).
 #
@@ -43,17 +48,20 @@ $PY -c "import jax; print('jax', jax.__version__, jax.default_backend(), jax.dev
 if [[ $TINY == 1 ]]; then
   TS_ARGS=(--batch 2 --size 64 --rounds 1 --steps 1 --devices 1 --no-compressai)
   CS_ARGS=(--runs 1 --models bmshj2018-hyperprior --no-compressai --image "$DATA/kodak/$(ls "$DATA/kodak" | head -1)")
-  TRAIN=(--config.batch_size=2 --config.data.crop=64 --config.num_steps=4 --config.eval_every=2
+  TRAIN=(--config.batch_size=2 --config.data.crop=64 --config.eval_every=2
          --config.checkpoint_every=2 --config.model_hparams.N=16 --config.model_hparams.M=16 --config.val_batch_size=2
          --config.data.val_limit=2)
-  TRAIN_SECONDS=600; EVAL_LIMIT=(--limit 1); GRID=2
+  TRAIN_SECONDS=600; EVAL_LIMIT=(--limit 1); GRID=2; SECONDS_PER_STEP_FALLBACK=1.0; MAX_STEPS=4
+  SEED_DIR=${GPU_INIT_SEED-}  # the test passes a tiny seed
 else
   TS_ARGS=(--batch 16 --size 256 --rounds 3 --steps 5 --no-compressai)
   CS_ARGS=(--runs 3 --no-compressai --image "$DATA/kodak/kodim01.png")
-  TRAIN=(--config.batch_size=16 --config.data.crop=256 --config.num_steps=4000 --config.eval_every=1000
-         --config.checkpoint_every=500 --config.optim.lr=3e-4)
+  TRAIN=(--config.batch_size=16 --config.data.crop=256 --config.eval_every=1000 --config.checkpoint_every=500)
   TRAIN_SECONDS=${GPU_TRAIN_SECONDS:-240}; EVAL_LIMIT=(); GRID=6
+  SECONDS_PER_STEP_FALLBACK=0.0494  # the H200's float32 hyperprior step, 2026-11-30 (docs/TRAINING.md)
+  MAX_STEPS=100000; SEED_DIR=${GPU_INIT_SEED-$REPO/experiments/seeds/bundled-vr}
 fi
+CONFIG=configs/bundled_vr.py
 
 # 1. train-step throughput / MFU
 for m in bmshj2018-hyperprior mbt2018; do
@@ -68,8 +76,33 @@ $PY benchmarks/codec_speed.py "${CS_ARGS[@]}" --json "$WORK/codec_speed.json" \
   || stamp "codec speed failed (rc $?); going on"
 
 # 3. fixed-budget training of the bundled recipe, export, Kodak with real bitstreams vs JPEG
-stamp "training (budget ${TRAIN_SECONDS} s)"
-TRAIN_CMD=($PY train.py --config configs/bundled_vr.py --workdir "$WORK/run" --config.data.train="$DATA/train"
+if [[ -n $SEED_DIR && -f $SEED_DIR/seed.npz ]]; then
+  stamp "start point: the seed $SEED_DIR"
+  $PY scripts/run_seed.py restore "$SEED_DIR" "$WORK/init"
+  export LIC_INIT=$WORK/init
+  CONFIG=configs/bundled_vr.py:stage2
+else
+  stamp "start point: the initialiser"
+  unset LIC_INIT
+  TRAIN+=(--config.optim.lr=5e-4 --config.optim.warmup_steps=200)
+fi
+# the steps the budget buys at step 1's measured float32 rate, less compilation and validation (≈ 45 s)
+STEPS=$($PY - "$WORK/train_step_bmshj2018-hyperprior.json" "$TRAIN_SECONDS" "$SECONDS_PER_STEP_FALLBACK" \
+        "$MAX_STEPS" <<'PYEOF'
+import json, sys
+path, budget, fallback, cap = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+try:
+    res = json.load(open(path))["results"]
+    sps = min(v["median_s_per_step"] for v in res.values() if v.get("dtype") == "float32" and v.get("devices") == 1)
+except (OSError, ValueError, KeyError):
+    sps = fallback
+print(min(cap, max(300, int(0.9 * (budget - 45) / sps))))
+PYEOF
+)
+TRAIN+=(--config.num_steps=$STEPS)
+stamp "training: $STEPS steps (cosine decay over the last 15 %)"
+stamp "training (budget ${TRAIN_SECONDS} s, $CONFIG, init ${LIC_INIT:-none})"
+TRAIN_CMD=($PY train.py --config $CONFIG --workdir "$WORK/run" --config.data.train="$DATA/train"
            --config.data.val="$DATA/val" --config.data.scale= --config.data.cache=True "${TRAIN[@]}")
 set +e
 timeout -s TERM -k 60 "$TRAIN_SECONDS" "${TRAIN_CMD[@]}"
@@ -86,8 +119,8 @@ $PY eval.py run --codec jpeg --quality 10 20 30 50 70 90 --dataset "$DATA/kodak"
 $PY eval.py bd "$WORK/jpeg.json" "$WORK/model.json" --metric psnr --json > "$WORK/bd.json" || echo '{"error": "no overlap"}' > "$WORK/bd.json"
 
 stamp "collecting results"
-$PY - "$WORK" "$OUT" "$(( $(date +%s) - t0 ))" <<'PYEOF'
-import json, sys, pathlib
+SUITE_CONFIG=$CONFIG SUITE_STEPS=${STEPS:-} $PY - "$WORK" "$OUT" "$(( $(date +%s) - t0 ))" <<'PYEOF'
+import json, os, sys, pathlib
 work, out, secs = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
 def load(p):
     try:
@@ -97,7 +130,9 @@ def load(p):
 s = {"wall_s": secs,
      "train_step": {p.stem.removeprefix("train_step_"): load(p) for p in sorted(work.glob("train_step_*.json"))},
      "codec_speed": load(work / "codec_speed.json"), "model": load(work / "model.json"),
-     "jpeg": load(work / "jpeg.json"), "bd_vs_jpeg": load(work / "bd.json")}
+     "jpeg": load(work / "jpeg.json"), "bd_vs_jpeg": load(work / "bd.json"),
+     "training": {"config": os.environ.get("SUITE_CONFIG"), "init": os.environ.get("LIC_INIT") or None,
+                  "num_steps": os.environ.get("SUITE_STEPS")}}
 (out / "summary.json").write_text(json.dumps(s, indent=1, default=str))
 m = work / "run" / "metrics.jsonl"
 if m.exists():

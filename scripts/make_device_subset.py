@@ -4,12 +4,16 @@
 The device gets the repository plus carried paths, 64 MiB in all, and never ``../shared``. This
 writes ``DEST/train`` (one 256² crop per training photo of ``shared/data/photos``, each photo
 downscaled by a random factor in [0.5, 0.75] first, as ``configs/bundled_vr.py`` trains; stored
-as JPEG quality 92 to fit; ``--with-train-crops`` adds the 40 MB of ``shared/data/train`` PNGs),
-``DEST/val`` (``shared/data/val``,
-PNG) and ``DEST/kodak`` (the first ``--kodak`` Kodak images, PNG, for evaluation only). The
-crops are a pure function of ``--seed``. It refuses to write more than ``--max-mib``.
+as WebP quality 90 (or ``--format jpg``, quality 92) to fit; ``--with-train-crops`` adds the 40 MB
+of ``shared/data/train`` PNGs), ``DEST/val`` (the first ``--val`` images of ``shared/data/val``, PNG)
+and ``DEST/kodak`` (the first ``--kodak`` Kodak images, PNG, for evaluation only). The crops are a
+pure function of ``--seed``.
 
-    .venv/bin/python scripts/make_device_subset.py --dest .device_carry/data
+``--max-mib`` is a budget, filled: validation and Kodak images first, then photo crops in order
+until the next one would pass it (``scripts/prepare_device_carry.sh`` passes what the repository
+and the wheels leave of the device's 64 MiB). It refuses when validation and Kodak alone pass it.
+
+    .venv/bin/python scripts/make_device_subset.py --dest .device_carry/data --max-mib 8
 """
 
 from __future__ import annotations
@@ -34,37 +38,49 @@ def main():
     ap.add_argument("--dest", default=str(REPO / ".device_carry" / "data"))
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--kodak", type=int, default=8)
-    ap.add_argument("--quality", type=int, default=92)
+    ap.add_argument("--val", type=int, default=None, help="validation images (default: all)")
+    ap.add_argument("--format", choices=("webp", "jpg"), default="webp")
+    ap.add_argument("--quality", type=int, default=None, help="default: 90 for webp, 92 for jpg")
     ap.add_argument("--with-train-crops", action="store_true")
     ap.add_argument("--max-photos", type=int, default=900, help="photos used (sorted: all 400 BSDS500, then OSIE)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-mib", type=float, default=31.0)
     a = ap.parse_args()
+    quality = a.quality or (90 if a.format == "webp" else 92)
+    budget = int(a.max_mib * 2**20)
     dest = Path(a.dest)
     if dest.exists():
         shutil.rmtree(dest)
     for d in ("train", "val", "kodak"):
         (dest / d).mkdir(parents=True)
+    for f in list_images(str(shared / "val"))[: a.val]:
+        shutil.copyfile(f, dest / "val" / Path(f).name)
+    for f in sorted((shared / "kodak").glob("kodim*.png"))[: a.kodak]:
+        shutil.copyfile(f, dest / "kodak" / f.name)
+    if a.with_train_crops:
+        for f in list_images(str(shared / "train")):
+            shutil.copyfile(f, dest / "train" / Path(f).name)
+    used = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if used > budget:
+        shutil.rmtree(dest)
+        sys.exit(f"error: validation and Kodak images alone are {used / 2**20:.1f} MiB > --max-mib {a.max_mib}; "
+                 "lower --val or --kodak")
     photos = list_images(str(shared / "photos"))[: a.max_photos]
+    n = 0
     for i, f in enumerate(photos):
         with Image.open(f) as im:
             img = to_rgb_uint8(np.asarray(im.convert("RGB")))
         crop = random_scaled_crop_flip(img, a.crop, np.random.default_rng((a.seed, i)), (0.5, 0.75), hflip=False)
-        Image.fromarray(crop).save(dest / "train" / f"p{i:04d}.jpg", quality=a.quality)
-    if a.with_train_crops:
-        for f in list_images(str(shared / "train")):
-            shutil.copyfile(f, dest / "train" / Path(f).name)
-    for f in list_images(str(shared / "val")):
-        shutil.copyfile(f, dest / "val" / Path(f).name)
-    for f in sorted((shared / "kodak").glob("kodim*.png"))[: a.kodak]:
-        shutil.copyfile(f, dest / "kodak" / f.name)
-    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) / 2**20
-    print(f"{dest}: {len(photos)} photo crops{' + the train crops' if a.with_train_crops else ''}, "
-          f"{a.kodak} Kodak images: {total:.1f} MiB")
-    if total > a.max_mib:
-        shutil.rmtree(dest)
-        sys.exit(f"error: the subset is {total:.1f} MiB > --max-mib {a.max_mib}; lower --kodak or --crop")
-
+        out = dest / "train" / f"p{i:04d}.{a.format}"
+        Image.fromarray(crop).save(out, quality=quality)
+        if used + out.stat().st_size > budget:
+            out.unlink()
+            break
+        used += out.stat().st_size
+        n += 1
+    print(f"{dest}: {n} of {len(photos)} photo crops ({a.crop}², {a.format} q{quality})"
+          f"{' + the train crops' if a.with_train_crops else ''}, {len(list((dest / 'val').iterdir()))} validation "
+          f"and {len(list((dest / 'kodak').iterdir()))} Kodak images: {used / 2**20:.1f} MiB of {a.max_mib}")
 
 if __name__ == "__main__":
     main()

@@ -33,11 +33,29 @@ def _tiny_data(root: Path):
     Image.open(require_data(DATA / "kodak") / "kodim23.png").crop((0, 0, 128, 192)).save(root / "kodak" / "kodim23.png")
 
 
+def _tiny_seed(root: Path) -> Path:
+    """A compact seed (scripts/run_seed.py) of the tiny bundled-recipe model the suite trains in TINY mode."""
+    import jax
+    import jax.numpy as jnp
+
+    from lic_jax.artifact import save_artifact
+    from lic_jax.models import get_model
+
+    model, spec = get_model("mae-hyperprior", N=16, M=16, activation="exp", lmbda_input="log",
+                            lmbdas="0.0018,0.0035,0.0067,0.0130,0.0250,0.0483")
+    params = model.init(jax.random.PRNGKey(3), jnp.zeros((1, 64, 64, 3), jnp.float32), jnp.float32(0.0067))["params"]
+    save_artifact(str(root / "art"), spec, {"params": jax.device_get(params)})
+    subprocess.run([sys.executable, str(REPO / "scripts" / "run_seed.py"), "save", str(root / "art"), str(root / "seed")],
+                   check=True, capture_output=True)
+    return root / "seed"
+
+
 def test_gpu_suite_runs_end_to_end_on_cpu_with_a_tiny_budget(tmp_path):
     _tiny_data(tmp_path / "data")
     out = tmp_path / "out"
+    seed = _tiny_seed(tmp_path)
     env = dict(os.environ, GPU_SUITE_TINY="1", LIC_GPU_DATA=str(tmp_path / "data"), OUT=str(out),
-               PYTHON=sys.executable, JAX_PLATFORMS="cpu")
+               PYTHON=sys.executable, JAX_PLATFORMS="cpu", GPU_INIT_SEED=str(seed))
     r = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_suite.sh")], env=env, capture_output=True, text=True,
                        timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -52,6 +70,10 @@ def test_gpu_suite_runs_end_to_end_on_cpu_with_a_tiny_budget(tmp_path):
     assert len(bpp) == 2 and all(b > 0 for b in bpp)  # two λ of the grid, real file bytes
     assert len(s["jpeg"]["results"]["bpp"]) == 6
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    # the training continued the seed with the second stage's recipe, for the steps sized from step 1
+    t = s["training"]
+    assert t["config"] == "configs/bundled_vr.py:stage2" and t["init"] and t["num_steps"] == "4", t
+    assert "start point: the seed" in (out / "suite.log").read_text()
     # the artifact, as it comes back from the device in ≤ 15 MiB parts, reassembles and works
     blob = b"".join(p.read_bytes() for p in sorted(out.glob("artifact.tgz.part-*")))
     with tarfile.open(fileobj=io.BytesIO(blob)) as t:
@@ -59,7 +81,12 @@ def test_gpu_suite_runs_end_to_end_on_cpu_with_a_tiny_budget(tmp_path):
     from lic_jax.artifact import load_artifact
     from lic_jax.coding import Codec
 
-    codec = Codec.from_artifact(load_artifact(tmp_path / "back" / "artifact"))
+    art = load_artifact(tmp_path / "back" / "artifact")
+    # 4 warm-up steps barely move the weights: the export is the seed's model, not a fresh initialisation
+    k_back = np.asarray(art.variables["params"]["g_a_0"]["kernel"])
+    k_seed = np.asarray(load_artifact(tmp_path / "art").variables["params"]["g_a_0"]["kernel"])
+    assert np.abs(k_back - k_seed).max() < 0.05 * np.abs(k_seed).max()
+    codec = Codec.from_artifact(art)
     img = np.asarray(Image.open(tmp_path / "data" / "kodak" / "kodim23.png").convert("RGB"))
     data = codec.compress(img, lmbda=0.0130)
     assert codec.decompress(data).shape == img.shape
