@@ -166,6 +166,32 @@ def run_points(images, models, controls, progress=True) -> list[dict]:
 
 
 RUN_NAME = re.compile(r"(.+)-q(\d+)-(mse|ms-ssim)")
+CONTROLS = "controls"  # the record name of the classical controls
+
+
+def controls_fingerprint(images: dict[str, np.ndarray], controls: list[str]) -> str:
+    """What the controls' rows depend on: the images' names and pixels, the codecs and their quality
+    sweeps, and the Pillow build (its libjpeg / libwebp / libavif versions). Equal fingerprints let a
+    study reuse the committed controls record instead of re-coding ≈ 300 images (≈ 10 CPU-minutes)."""
+    import hashlib
+
+    import PIL
+    from PIL import features
+
+    from lic_jax.evaluation.codecs import DEFAULT_SWEEPS
+
+    def lib(c):
+        try:
+            return features.version({"jpeg": "jpg"}.get(c, c))
+        except ValueError:
+            return None
+
+    h = hashlib.sha256(json.dumps({"controls": controls, "pillow": PIL.__version__, "libs": [lib(c) for c in controls],
+                                   "sweeps": [list(DEFAULT_SWEEPS.get(c, ())) for c in controls]}).encode())
+    for n in sorted(images):
+        h.update(n.encode())
+        h.update(np.ascontiguousarray(images[n]).tobytes())
+    return h.hexdigest()
 
 
 def record_paths(records: str, run: str) -> tuple[str, str]:
@@ -392,10 +418,23 @@ def main(argv=None):
     if not models and not recorded:
         raise SystemExit(f"no twins found in {a.twins} or {a.records} (train them: experiments/directional_twins.py "
                          "train) and no --model / --pretrained")
-    print(f"{len(recorded)} recorded twins + {len(models)} models × {len(images)} images + controls {a.controls}",
-          flush=True)
+    controls = [c for c in a.controls.split(",") if c]
+    ctrl = recorded.pop(CONTROLS, None)
+    ctrl_fp = controls_fingerprint(images, controls) if controls else None
+    reuse = ctrl is not None and ctrl["fingerprint"] == ctrl_fp
+    print(f"{len(recorded)} recorded twins + {len(models)} models × {len(images)} images + controls {a.controls}"
+          f"{' (their record)' if reuse else ''}", flush=True)
     os.makedirs(a.out, exist_ok=True)
-    rows, recs = run_points(images, models, [c for c in a.controls.split(",") if c])
+    rows, recs = run_points(images, models, [])
+    if controls and reuse:
+        rows += ctrl["rows"]
+        recs.update(ctrl["recs"])
+    elif controls:
+        c_rows, c_recs = run_points(images, [], controls)
+        if not a.only_images:  # a subset's controls would replace the whole set's record
+            write_record(a.records, CONTROLS, ctrl_fp, c_rows, c_recs)
+        rows += c_rows
+        recs.update(c_recs)
     for run, r in sorted(recorded.items()):
         rows += [row for row in r["rows"] if row["image"] in images]
         recs.update({k: v for k, v in r["recs"].items() if k[0] in images})

@@ -66,3 +66,47 @@ def test_twin_records_round_trip(tmp_path):
         assert set(back["recs"][k]) == set(crops)
         for r, a in crops.items():
             np.testing.assert_array_equal(back["recs"][k][r], a)
+
+
+def test_controls_record_is_reused_only_for_the_same_images_and_codecs(tmp_path, monkeypatch):
+    """The classical controls (≈ 300 codings, ≈ 10 CPU-minutes) are coded once and kept as a record; a study
+    reuses it only when the images, codecs, sweeps and Pillow build are the same (controls_fingerprint).
+    Broken once: reusing any controls record regardless of its fingerprint (the changed image was not re-coded,
+    failed)."""
+    import numpy as np
+    from PIL import Image
+
+    imgs = tmp_path / "stripes"
+    imgs.mkdir()
+    rng = np.random.default_rng(1)
+    for n in ("a", "b"):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), np.uint8)).save(imgs / f"{n}.png")
+    images = D.load_images(str(imgs))
+    fp = D.controls_fingerprint(images, ["jpeg"])
+    assert fp == D.controls_fingerprint(dict(images), ["jpeg"])
+    assert fp != D.controls_fingerprint(images, ["jpeg", "webp"])
+    changed = {**images, "b": images["b"].copy()}
+    changed["b"][0, 0, 0] ^= 1
+    assert fp != D.controls_fingerprint(changed, ["jpeg"])
+
+    calls = []
+
+    def fake_run_points(images, models, controls, progress=True):
+        calls.append(list(controls))
+        rows = [_row(n, c, "control", 0.1 * (i + 1), 0.1) for c in controls for n in images for i in range(2)]
+        return rows, {}
+
+    monkeypatch.setattr(D, "run_points", fake_run_points)
+    monkeypatch.setattr(D, "plot", lambda *a, **k: None)
+    monkeypatch.setattr(D, "roi_figure", lambda *a, **k: None)
+    records = tmp_path / "records"
+    D.write_record(str(records), "net-q1-mse", "f" * 64, [_row("a", "net", "mse", 0.2, 0.1)], {})
+    args = ["--images", str(imgs), "--controls", "jpeg", "--records", str(records), "--twins", str(tmp_path / "none"),
+            "--out", str(tmp_path / "out")]
+    D.main(args)
+    assert calls == [[], ["jpeg"]] and (records / "controls.json").is_file()
+    D.main(args)
+    assert calls[2:] == [[]]  # the second study reuses the record
+    Image.fromarray(changed["b"]).save(imgs / "b.png")
+    D.main(args)
+    assert calls[3:] == [[], ["jpeg"]]  # an image changed: the controls are coded again
