@@ -12,6 +12,10 @@
 # The code is cloned once into $LIC_RUNS/code-<name> at the current commit, so a resumed run always
 # runs the code it started with (exact resume), whatever happens to the working tree meanwhile.
 # CPU time is sampled every minute from /proc into $RUN/cpu_ledger.tsv (one line per process).
+# LIC_RUN_NICE (default 19) is the run's nice value, and also its autogroup's: Linux with
+# sched_autogroup_enabled=1 (this machine) shares the CPU between sessions first and applies nice values
+# only inside a session, so a run niced in the caller's terminal still took an equal share against every
+# other terminal's jobs. The run gets a session of its own (setsid) and that session's nice.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${LIC_RUNS:-$HOME/lic_runs}
@@ -21,6 +25,7 @@ RUN=$RUNS/$NAME
 CODE=$RUNS/code-$NAME
 SEED=$REPO/experiments/seeds/$NAME
 PY=$REPO/.venv/bin/python
+NICE=${LIC_RUN_NICE:-19}
 export LIC_JAX_SHARED=${LIC_JAX_SHARED:-$(cd "$REPO/.." && pwd)/shared}
 mkdir -p "$RUN"
 
@@ -52,9 +57,18 @@ case ${1:-status} in
     cd "$CODE"
     echo "$(date -u +%FT%TZ) start/resume (init: ${LIC_INIT:-initialiser}) on $(nproc) cores: $(lscpu | sed -n 's/^Model name: *//p')" >> "$RUN/run.log"
     JAX_PLATFORMS=cpu PYTHONPATH=$CODE JAX_COMPILATION_CACHE_DIR=$RUNS/jit_cache \
-      nohup nice -n 19 "$PY" train.py --config "$CONFIG" --workdir "$RUN" >> "$RUN/run.log" 2>&1 &
+      nohup setsid nice -n "$NICE" "$PY" train.py --config "$CONFIG" --workdir "$RUN" >> "$RUN/run.log" 2>&1 &
     pid=$!
     echo $pid > "$RUN/pid"
+    # the new session's autogroup: its nice is what orders it against other sessions (no-op without autogroup)
+    # (only once setsid has run: before, /proc/$pid/autogroup is the caller's session's)
+    for _ in $(seq 50); do
+      if [[ $(ps -o sid= -p $pid 2>/dev/null | tr -d ' ') == "$pid" ]]; then
+        [[ -w /proc/$pid/autogroup ]] && echo "$NICE" > /proc/$pid/autogroup 2>/dev/null || true
+        break
+      fi
+      sleep 0.1
+    done
     # CPU-time ledger: utime+stime (+ waited-for children) of the training process, every minute
     ( tck=$(getconf CLK_TCK); started=$(date -u +%FT%TZ)
       while kill -0 $pid 2>/dev/null; do
