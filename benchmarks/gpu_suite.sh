@@ -100,8 +100,7 @@ print(min(cap, max(300, int(0.9 * (budget - 45) / sps))))
 PYEOF
 )
 TRAIN+=(--config.num_steps=$STEPS)
-stamp "training: $STEPS steps (cosine decay over the last 15 %)"
-stamp "training (budget ${TRAIN_SECONDS} s, $CONFIG, init ${LIC_INIT:-none})"
+stamp "training: $STEPS steps (cosine decay over the last 15 %), budget ${TRAIN_SECONDS} s, $CONFIG, init ${LIC_INIT:-none}"
 TRAIN_CMD=($PY train.py --config $CONFIG --workdir "$WORK/run" --config.data.train="$DATA/train"
            --config.data.val="$DATA/val" --config.data.scale= --config.data.cache=True "${TRAIN[@]}")
 set +e
@@ -119,7 +118,7 @@ $PY eval.py run --codec jpeg --quality 10 20 30 50 70 90 --dataset "$DATA/kodak"
 $PY eval.py bd "$WORK/jpeg.json" "$WORK/model.json" --metric psnr --json > "$WORK/bd.json" || echo '{"error": "no overlap"}' > "$WORK/bd.json"
 
 stamp "collecting results"
-SUITE_CONFIG=$CONFIG SUITE_STEPS=${STEPS:-} $PY - "$WORK" "$OUT" "$(( $(date +%s) - t0 ))" <<'PYEOF'
+SUITE_CONFIG=$CONFIG SUITE_STEPS=$STEPS $PY - "$WORK" "$OUT" "$(( $(date +%s) - t0 ))" <<'PYEOF'
 import json, os, sys, pathlib
 work, out, secs = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), int(sys.argv[3])
 def load(p):

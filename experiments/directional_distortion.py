@@ -336,6 +336,11 @@ def plot(rows: list[dict], images, out: str):
 ROI_TARGET = 0.25  # bpp of the ROI figure's panels
 
 
+def nearest_to(target: float, keys):
+    """The (image, codec, bpp) key whose bpp is nearest ``target`` on a log scale (the first of ties)."""
+    return min(keys, key=lambda k: abs(math.log(k[2] / target)))
+
+
 def roi_figure(rows, recs, images, out: str, target: float = ROI_TARGET):
     """Crops of the ROIs: original, then per architecture the MSE twin, the MS-SSIM twin, and JPEG, each at the
     point nearest ``target`` bpp (the bpp in the panel title)."""
@@ -354,11 +359,11 @@ def roi_figure(rows, recs, images, out: str, target: float = ROI_TARGET):
                              key=lambda c: (ARCH_ORDER.index(c.split(":")[0]) if c.split(":")[0] in ARCH_ORDER
                                             else len(ARCH_ORDER), c.split(":")[0], c.endswith("ms-ssim")))
             for codec in learned + ["jpeg"]:
-                cand = [(key, rec) for key, rec in recs.items() if key[0] == n and key[1] == codec]
+                cand = [key for key in recs if key[0] == n and key[1] == codec]
                 if not cand:
                     continue
-                (_, _, bpp), crops = min(cand, key=lambda kv: abs(math.log(kv[0][2] / target)))
-                cols.append((f"{codec}\n{bpp:.3f} bpp", crops[rname]))
+                key = nearest_to(target, cand)
+                cols.append((f"{codec}\n{key[2]:.3f} bpp", recs[key][rname]))
             panels.append((f"{n} {rname}", cols))
     if not panels:
         return
@@ -436,11 +441,8 @@ def main(argv=None):
         c_rows, c_recs = run_points(images, [], controls)
         # the ROI figure shows JPEG at the point nearest ROI_TARGET bpp: keep that point's crops only
         # (all 15 JPEG points' crops made the record 0.9 MB)
-        near = {}
-        for key in c_recs:
-            if key[0] not in near or abs(math.log(key[2] / ROI_TARGET)) < abs(math.log(near[key[0]][2] / ROI_TARGET)):
-                near[key[0]] = key
-        c_recs = {k: c_recs[k] for k in near.values()}
+        keep = [nearest_to(ROI_TARGET, [k for k in c_recs if k[0] == n]) for n in {k[0] for k in c_recs}]
+        c_recs = {k: c_recs[k] for k in keep}
         if not a.only_images:  # a subset's controls would replace the whole set's record
             write_record(a.records, CONTROLS, ctrl_fp, c_rows, c_recs)
         rows += c_rows
