@@ -20,7 +20,9 @@ Writes to ``--out`` (default benchmarks/results/directional): ``points.json`` / 
 image × codec point), ``matched.json`` / ``matched.csv`` (per image × codec × target rate), ``summary.json``
 (per architecture and target: the MS-SSIM twin minus the MSE twin, averaged over the images with a
 stripe mask, and the number of images where the difference is positive), ``sof_vs_bpp.png`` and
-``roi_crops.png`` (original, MSE twin, MS-SSIM twin and JPEG at the rate nearest 0.25 bpp).
+``roi_crops.png`` (original, MSE twin, MS-SSIM twin and JPEG at the rate nearest 0.25 bpp); and from
+``experiments/directional_report.py`` the answer: ``pairs.{json,csv}`` (each MS-SSIM twin point against its MSE
+twin at the same bpp), ``verdict.json`` (the decision rule fixed in that module) and ``table.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "experiments"))
+import directional_report as R  # noqa: E402  (the pairing, the decision rule and the markdown table)
 
 TARGETS = (0.15, 0.25, 0.4)  # matched bpp (issue 17)
 MEASURES = ("maoe", "flip_rate", "washout_rate", "ohd_mean", "psnr", "ms_ssim")
@@ -457,9 +461,25 @@ def main(argv=None):
             json.dump(obj, f, indent=1)
     write_table(rows, os.path.join(a.out, "points.csv"))
     write_table(m, os.path.join(a.out, "matched.csv"))
+    pairs = R.own_rate_pairs(rows)
+    archs = tuple(x for x in ARCH_ORDER if any(p["arch"] == x for p in pairs)) + \
+        tuple(sorted({p["arch"] for p in pairs} - set(ARCH_ORDER)))
+    v = R.verdict(pairs, archs)
+    with open(os.path.join(a.out, "pairs.json"), "w") as f:
+        json.dump(pairs, f, indent=1)
+    R.write_pairs_csv(pairs, os.path.join(a.out, "pairs.csv"))
+    with open(os.path.join(a.out, "verdict.json"), "w") as f:
+        json.dump(v, f, indent=1)
+    striped = [n for n in images if any(r["image"] == n and r.get("flip_rate") is not None for r in rows)]
+    with open(os.path.join(a.out, "table.md"), "w") as f:
+        f.write("## The answer (experiments/directional_report.py: pairs at the MS-SSIM twins' own rates)\n\n")
+        f.write(R.verdict_markdown(v) + "\n")
+        for n in striped:
+            f.write(f"\n## {n}: matched bpp, automatic stripe mask\n\n")
+            f.write(R.table_markdown(m, n, ARCH_ORDER, TARGETS) + "\n")
     plot(rows, images, os.path.join(a.out, "sof_vs_bpp.png"))
     roi_figure(rows, recs, images, os.path.join(a.out, "roi_crops.png"))
-    print(json.dumps(summ, indent=1)[:4000])
+    print(R.verdict_markdown(v))
     print(f"wrote {a.out}")
 
 

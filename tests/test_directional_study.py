@@ -110,3 +110,50 @@ def test_controls_record_is_reused_only_for_the_same_images_and_codecs(tmp_path,
     Image.fromarray(changed["b"]).save(imgs / "b.png")
     D.main(args)
     assert calls[3:] == [[], ["jpeg"]]  # an image changed: the controls are coded again
+
+
+def _load_report():
+    spec = importlib.util.spec_from_file_location(
+        "directional_report", os.path.join(os.path.dirname(__file__), "..", "experiments", "directional_report.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pairs_at_own_rates_and_the_decision_rule():
+    """Pairing and the verdict of experiments/directional_report.py, against closed forms: the MSE twin's flip
+    rate is linear in log(bpp) (f = 0.3 − 0.1·log2(b/0.2)), so at the MS-SSIM point's bpp it is known exactly,
+    inside the range and on the extended end segment; beyond a bpp ratio of 1.25 there is no pair. The rule: a
+    consistent Δflip ≥ 0.02 is "MS-SSIM flips more", a small one "no clear difference", flips below 2 % on both
+    sides "nothing to compare"; the sign test is the binomial tail. Broken once each: the difference taken as
+    MSE − MS-SSIM (Δflip −0.05 at 0.3 bpp); no extension at all (the 0.17 bpp pair had no MSE value); the
+    informative filter dropped (arch "flat" became "no clear difference")."""
+    R = _load_report()
+
+    def f_mse(b):
+        return 0.3 - 0.1 * math.log2(b / 0.2)
+
+    rows = []
+    for arch, gap in (("net", 0.05), ("small", 0.01)):
+        rows += [_row("barbara", arch, "mse", b, f_mse(b)) for b in (0.2, 0.4)]
+        rows += [_row("barbara", arch, "ms-ssim", b, f_mse(b) + gap) for b in (0.17, 0.3, 0.1)]
+    rows += [_row("house", "flat", loss, b, 0.0) for loss in ("mse", "ms-ssim") for b in (0.2, 0.4)]
+    for r in rows[:3]:  # a named region on net's two MSE points and its MS-SSIM point at 0.17
+        r["trousers:flip_rate"] = 0.9 if r["loss"] == "ms-ssim" else 0.5
+    pairs = {(p["arch"], p["region"], round(p["bpp"], 3)): p for p in R.own_rate_pairs(rows)}
+    p = pairs[("net", "mask", 0.3)]
+    assert p["mse_flip_rate"] == pytest.approx(f_mse(0.3), abs=1e-12) and not p["extrapolated"]
+    assert p["d_flip_rate"] == pytest.approx(0.05, abs=1e-12)
+    p = pairs[("net", "mask", 0.17)]  # 0.2 / 0.17 = 1.18 ≤ 1.25: the end segment extended
+    assert p["extrapolated"] and p["mse_flip_rate"] == pytest.approx(f_mse(0.17), abs=1e-12)
+    assert pairs[("net", "mask", 0.1)]["mse_flip_rate"] is None  # ratio 2: no pair
+    assert pairs[("net", "trousers", 0.17)]["d_flip_rate"] == pytest.approx(0.4)  # regions are paired too …
+    v = R.verdict(list(pairs.values()), ("net", "small", "flat"))
+    a = v["per_arch"]
+    assert a["net"]["answer"] == "MS-SSIM flips more" and a["net"]["n_informative"] == 2
+    assert a["small"]["answer"] == "no clear difference"
+    assert a["flat"]["answer"] == "nothing to compare" and a["flat"]["n_pairs"] == 2
+    assert v["overall"]["n_informative"] == 4 and v["overall"]["n_positive"] == 4  # … but not counted
+    assert v["overall"]["sign_test_p"] == pytest.approx(1 / 16)
+    assert R.sign_test_p(2, 3) == pytest.approx(0.5)
+    assert v["overall"]["hypothesis"] == "mixed"  # 1 of 3 architectures
