@@ -7,8 +7,9 @@
 #      carried data subset, stopped by SIGTERM at a wall-clock budget (the loop checkpoints), exported,
 #      evaluated on the carried Kodak images with real bitstreams next to Pillow JPEG, BD-rate.
 #      It continues the long CPU run: it starts from the committed seed (GPU_INIT_SEED, default
-#      experiments/seeds/bundled-vr; GPU_INIT_SEED= trains from the initialiser) with the second stage's
-#      recipe (configs/bundled_vr.py:stage2, Adam 5e-4 after 200 warm-up steps), and its step count is
+#      experiments/seeds/bundled-vr; GPU_INIT_SEED= trains from the initialiser) with the recipe for
+#      warm-started weights (configs/bundled_vr.py:finetune, stage 1's Adam 2e-4 after 200 warm-up steps;
+#      5e-4 knocked trained weights back on the CPU, docs/TRAINING.md), and its step count is
 #      sized from step 1's measured float32 step time so that the cosine decay of the last 15 % ends
 #      inside the budget (the CPU sweep: decaying beat constant lr by 4.3 %, docs/TRAINING.md).
 # Everything lands in $OUT (≤ 8 files come back): summary.json, metrics.jsonl, suite.log and the
@@ -80,7 +81,7 @@ if [[ -n $SEED_DIR && -f $SEED_DIR/seed.npz ]]; then
   stamp "start point: the seed $SEED_DIR"
   $PY scripts/run_seed.py restore "$SEED_DIR" "$WORK/init"
   export LIC_INIT=$WORK/init
-  CONFIG=configs/bundled_vr.py:stage2
+  CONFIG=configs/bundled_vr.py:finetune
 else
   stamp "start point: the initialiser"
   unset LIC_INIT

@@ -72,7 +72,7 @@ def test_gpu_suite_runs_end_to_end_on_cpu_with_a_tiny_budget(tmp_path):
     assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
     # the training continued the seed with the second stage's recipe, for the steps sized from step 1
     t = s["training"]
-    assert t["config"] == "configs/bundled_vr.py:stage2" and t["init"] and t["num_steps"] == "4", t
+    assert t["config"] == "configs/bundled_vr.py:finetune" and t["init"] and t["num_steps"] == "4", t
     assert "start point: the seed" in (out / "suite.log").read_text()
     # the artifact, as it comes back from the device in ≤ 15 MiB parts, reassembles and works
     blob = b"".join(p.read_bytes() for p in sorted(out.glob("artifact.tgz.part-*")))

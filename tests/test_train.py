@@ -73,6 +73,8 @@ def test_bundled_vr_stage2_recipe():
     _, spec = trainer.build_model(n)
     assert (spec.hparams["N"], spec.hparams["M"], n.optim.lr, n.num_steps) == (64, 96, 5e-4, 30_000)
     assert n.optim.warmup_steps == 200 and s2.model_hparams.M == 192
+    f = _load_config("bundled_vr", "finetune")  # warm-started weights keep stage 1's lr (5e-4 knocked them back)
+    assert (f.optim.lr, f.num_steps, f.optim.warmup_steps, f.model_hparams.M) == (s1.optim.lr, 12_000, 200, 192)
 
 
 def test_smoke_and_default_model_configs():
