@@ -35,7 +35,7 @@ from ..entropy_models import EntropyBottleneck, GaussianConditional, quantize
 from ..layers import GDN, Conv, ConvTranspose
 from .base import crop_image, pad_image, quant_modes, run
 
-__all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS", "resolve_lmbdas"]
+__all__ = ["Modulation", "ModulatedBls2017", "ModulatedHyperprior", "LAMBDA_PRESETS", "resolve_lmbdas", "fixed_rate"]
 
 LAMBDA_PRESETS = {
     # seed 001 (S001 §II.E): {64, 256, 1024, 4096} on MSE over [0, 1] → CompressAI scale
@@ -106,6 +106,11 @@ class _VariableRate:
     def lmbda_range(self) -> tuple[float, float]:
         """The trained λ interval (continuous λ inside it is interpolation; outside, extrapolation)."""
         return float(min(self.lmbdas)), float(max(self.lmbdas))
+
+    def modulation_vectors(self, lmbda):
+        """(analysis modulation vectors, synthesis demodulation vectors) at one λ, each of shape (C,)."""
+        lam = self.lmbda_norm(lmbda, 1)
+        return [m(lam)[0] for m in self.mod], [d(lam)[0] for d in self.demod]
 
 
 class Modulation(nn.Module):
@@ -242,3 +247,47 @@ class ModulatedHyperprior(_VariableRate, nn.Module):
         x_hat = crop_image(self.synthesis(y_hat, lmbda), h, w)
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}, "y": y, "z": z, "y_hat": y_hat,
                 "z_hat": z_hat, "scales": scales}
+
+
+def fixed_rate(model, variables, lmbda) -> tuple[str, dict, dict]:
+    """The fixed-rate model that computes what a modulated model computes at one λ.
+
+    Returns ``(name, hparams, variables)`` for :func:`lic_jax.models.get_model`: ``bls2017`` (with
+    ``last_gdn=True``) for :class:`ModulatedBls2017`, ``bmshj2018-hyperprior`` for
+    :class:`ModulatedHyperprior`. Each analysis modulation m_k(λ) scales the output channels of the
+    convolution before it, so it is folded into that convolution's kernel and bias; each synthesis
+    demodulation d_k(λ) scales the input channels of the convolution after it, so it is folded into that
+    kernel's input axis (kernels are (k, k, in, out)). GDN, the hyper transforms and the entropy models
+    are shared by every λ and copied. Same function up to float rounding: the product is taken once per
+    weight instead of once per activation (``tests/test_mae.py::test_fixed_rate_matches_the_modulated_model``).
+    """
+    import jax
+    import numpy as np
+
+    if not isinstance(model, (ModulatedBls2017, ModulatedHyperprior)):
+        raise TypeError(f"fixed_rate needs a modulated model, not {type(model).__name__}")
+    ms, ds = model.apply(variables, jnp.float32(lmbda), method=model.modulation_vectors)
+    ms, ds = [np.asarray(m, np.float32) for m in ms], [np.asarray(d, np.float32) for d in ds]
+    p = jax.tree_util.tree_map(np.asarray, dict(variables["params"]))
+
+    def out_scaled(conv, m):
+        return {"kernel": conv["kernel"] * m, "bias": conv["bias"] * m}
+
+    def in_scaled(conv, d):
+        return {"kernel": conv["kernel"] * d[None, None, :, None], "bias": conv["bias"]}
+
+    out = {"entropy_bottleneck": p["entropy_bottleneck"]}
+    if isinstance(model, ModulatedBls2017):
+        name, hparams = "bls2017", {"N": int(model.N), "last_gdn": True}
+        for i in range(3):  # g_a: conv, GDN, …; g_s: IGDN, conv, … (Bls2017 with last_gdn)
+            out[f"g_a_{2 * i}"], out[f"g_a_{2 * i + 1}"] = out_scaled(p[f"g_a_{i}"], ms[i]), p[f"gdn_{i}"]
+            out[f"g_s_{2 * i}"], out[f"g_s_{2 * i + 1}"] = p[f"igdn_{i}"], in_scaled(p[f"g_s_{i}"], ds[i])
+    else:  # ModulatedHyperprior
+        name, hparams = "bmshj2018-hyperprior", {"N": int(model.N), "M": int(model.M)}
+        for i in range(4):  # g_a: conv, GDN, …, conv; g_s: conv, IGDN, …, conv
+            out[f"g_a_{2 * i}"] = out_scaled(p[f"g_a_{i}"], ms[i])
+            out[f"g_s_{2 * i}"] = in_scaled(p[f"g_s_{i}"], ds[i])
+        for i in range(3):
+            out[f"g_a_{2 * i + 1}"], out[f"g_s_{2 * i + 1}"] = p[f"gdn_{i}"], p[f"igdn_{i}"]
+        out.update({k: v for k, v in p.items() if k.startswith(("h_a_", "h_s_", "gaussian_conditional"))})
+    return name, hparams, {**{k: v for k, v in variables.items() if k != "params"}, "params": out}
