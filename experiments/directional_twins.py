@@ -7,8 +7,9 @@ three rates each (CompressAI qualities 1–3: λ_MSE = 0.0018, 0.0035, 0.0067; �
 
 * **MSE twin**: from the bundled default model's transforms where the architecture shares them
   (bmshj2018-hyperprior: everything; mbt2018 and lee2019 at N=128, M=192: g_a, g_s, h_a and — for
-  mbt2018 — the z density, matched by module name and shape), otherwise (bls2017) from the
-  initialiser; trained ``MSE_STEPS[arch]`` steps at the quality's λ.
+  mbt2018 — the z density, matched by module name and shape); bls2017 (N=64) from the bundled
+  variable-rate ``mae-bls2017`` with the quality's λ folded into its convolutions
+  (``lic_jax.models.mae.fixed_rate``); trained ``MSE_STEPS[arch]`` steps at the quality's λ.
 * **MS-SSIM twin**: fine-tuned from the MSE twin of the same quality for ``MSSSIM_STEPS`` steps
   (CompressAI's practice for its MS-SSIM zoo models), λ·(1 − MS-SSIM).
 
@@ -52,10 +53,13 @@ HPARAMS = {  # CPU-sized: N=128, M=192 (CompressAI's small qualities for the fir
     "bmshj2018-hyperprior": {},
     "mbt2018": {"N": 128, "M": 192},
     "lee2019": {"N": 128, "M": 192},
-    "bls2017": {},
+    "bls2017": {"N": 64},  # the width of the bundled mae-bls2017 it is baked from
 }
 GRAFT = {"bmshj2018-hyperprior", "mbt2018", "lee2019"}  # share module names/shapes with the bundled default
-MSE_STEPS = {"bmshj2018-hyperprior": 300, "mbt2018": 300, "lee2019": 300, "bls2017": 1000}
+# bls2017 starts from the bundled variable-rate mae-bls2017 with the quality's λ folded into its weights
+# (lic_jax.models.mae.fixed_rate): from the initialiser, 1,000 steps left it at 2.3 bpp on Barbara at q1
+BAKE = {"bls2017": "mae-bls2017"}
+MSE_STEPS = {"bmshj2018-hyperprior": 300, "mbt2018": 300, "lee2019": 300, "bls2017": 300}
 MSSSIM_STEPS = 200
 CROP, BATCH, LR = 176, 8, 1e-4
 
@@ -71,7 +75,7 @@ def plan():
         for q in QUALITIES:
             mse = f"{arch}-q{q}-mse"
             out.append({"name": mse, "arch": arch, "quality": q, "metric": "mse", "steps": MSE_STEPS[arch],
-                        "init": f"graft:{arch}" if arch in GRAFT else ""})
+                        "init": f"graft:{arch}" if arch in GRAFT else f"bake:{BAKE[arch]}" if arch in BAKE else ""})
             out.append({"name": f"{arch}-q{q}-ms-ssim", "arch": arch, "quality": q, "metric": "ms-ssim",
                         "steps": MSSSIM_STEPS, "init": os.path.join(runs_dir(), mse, "artifact")})
     return out
@@ -102,6 +106,28 @@ def graft_init(arch: str, quality: int, out: str) -> str:
                   metadata={"init": f"{', '.join(grafted)} from the bundled default ({src.fingerprint[:12]}); "
                                     f"the rest seed 0"})
     print(f"[twins] graft init {out}: {len(grafted)} modules from the bundled default", flush=True)
+    return out
+
+
+def bake_init(arch: str, quality: int, source: str, out: str) -> str:
+    """A lic_jax model directory: the bundled variable-rate ``source`` model at the quality's MSE λ, folded
+    into the fixed-rate ``arch`` (``lic_jax.models.mae.fixed_rate``: the same function up to float rounding)."""
+    if os.path.isdir(out):
+        return out
+    from lic_jax.artifact import load_artifact, save_artifact
+    from lic_jax.models import get_model
+    from lic_jax.models.mae import fixed_rate
+    from lic_jax.models.registry import LAMBDAS
+
+    src = load_artifact(os.path.join(REPO, "lic_jax", "assets", "models", source))
+    lam = LAMBDAS["mse"][quality]
+    name, hp, variables = fixed_rate(src.model, src.variables, lam)
+    if name != arch or any(hp.get(k) != v for k, v in HPARAMS[arch].items()):
+        raise SystemExit(f"{source} folds into {name} {hp}, not {arch} {HPARAMS[arch]}")
+    _, spec = get_model(arch, quality, **HPARAMS[arch])
+    save_artifact(out, spec, variables, metadata={"init": f"{source} ({src.fingerprint[:12]}) at λ {lam}, "
+                                                          "modulation folded into the convolutions"})
+    print(f"[twins] baked init {out}: {source} at λ {lam}", flush=True)
     return out
 
 
@@ -190,6 +216,9 @@ def train(only: str | None):
         init = run["init"]
         if init.startswith("graft:"):
             init = graft_init(run["arch"], run["quality"], os.path.join(runs_dir(), "init", f"{run['arch']}-q{run['quality']}"))
+        elif init.startswith("bake:"):
+            init = bake_init(run["arch"], run["quality"], init[5:],
+                             os.path.join(runs_dir(), "init", f"{run['arch']}-q{run['quality']}"))
         elif init and not os.path.isdir(init):
             raise SystemExit(f"{run['name']}: its MSE twin {init} is not exported")
         cfg = write_config(run, init)
