@@ -250,12 +250,9 @@ def record_twin(run: str, artifact: str, records: str, images_dir: str | None = 
 
 
 def interp_logbpp(points: list[tuple[float, float]], target: float):
-    """Linear interpolation of a measure over log(bpp); None outside the measured range."""
-    pts = sorted((b, v) for b, v in points if v is not None and b > 0 and math.isfinite(v))
-    if len(pts) < 2 or not pts[0][0] <= target <= pts[-1][0]:
-        return None
-    lb = [math.log(b) for b, _ in pts]
-    return float(np.interp(math.log(target), lb, [v for _, v in pts]))
+    """Linear interpolation of a measure over log(bpp); None outside the measured range (the pairing's
+    ``curve_at`` with no extension)."""
+    return R.curve_at(points, target, max_ratio=1.0)[0]
 
 
 def matched(rows: list[dict]) -> list[dict]:
