@@ -276,8 +276,9 @@ def test_weighted_ms_ssim_constant_weight():
     wf = jax.jit(lambda a, b, m: weighted_ms_ssim(a, b, m, small="shrink", reduce=False))
     for c in (0.0, 0.3, 1.0):  # c = 0: only the ε floor is left
         w = wf(y, x, jnp.full(x.shape[:3], c))
-        # float32 summation order only (measured max 4.8e-7 at c = 0.3, jit; tolerance 1.5e-6)
-        np.testing.assert_allclose(w, ref, atol=1.5e-6)
+        # float32 summation order only: measured max 4.8e-7 at c = 0.3 (jit, AVX2 EPYC) and 1.8e-6 at c = 0
+        # (AVX-512 EPYC, 2026-12-03: XLA's reductions differ by CPU); tolerance 3 × the larger
+        np.testing.assert_allclose(w, ref, atol=5.4e-6)
     # strict mode at 176×176 against the project's MS-SSIM and pytorch-msssim (independent reference)
     x = _images(1, 176, 176, seed=2)
     y = jnp.clip(x + 0.1 * jax.random.normal(jax.random.PRNGKey(1), x.shape), 0, 1)

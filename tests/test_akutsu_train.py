@@ -308,6 +308,10 @@ def test_validation_inside_masks():
         ref[f"ms_ssim_{tag}_mask"] = np.mean([ms_ssim_255(x[k], rec[k], mask=masks[k] > 0) for k in (0, 2)])
         ref[f"psnr_{tag}"] = np.mean([psnr_masked(x[k], rec[k], np.ones((crop, crop), bool)) for k in range(3)])
     assert res["images_with_mask"] == 2.0
+    # 3 × the largest measured difference: PSNR 1.6e-7 dB (AVX2 EPYC, 2026-12-02) and 6.9e-7 dB (psnr_fused on an
+    # AVX-512 EPYC, 2026-12-03: XLA's float32 reductions differ by CPU); MS-SSIM 6.0e-6
+    diffs = {k: abs(res[k] - v) for k, v in ref.items()}
+    print("measured |Δ|:", diffs)
     for k, v in ref.items():
-        tol = 5e-7 if k.startswith("psnr") else 2e-5  # 3 × measured: 1.6e-7 dB, 6.0e-6
-        assert abs(res[k] - v) <= tol, (k, res[k], v)
+        tol = 2.1e-6 if k.startswith("psnr") else 2e-5
+        assert diffs[k] <= tol, (k, res[k], v, diffs)
