@@ -20,7 +20,8 @@ Writes to ``--out`` (default benchmarks/results/directional): ``points.json`` / 
 image × codec point), ``matched.json`` / ``matched.csv`` (per image × codec × target rate), ``summary.json``
 (per architecture and target: the MS-SSIM twin minus the MSE twin, averaged over the images with a
 stripe mask, and the number of images where the difference is positive), ``sof_vs_bpp.png`` and
-``roi_crops.png`` (original, MSE twin, MS-SSIM twin and JPEG at the rate nearest 0.25 bpp); and from
+``roi_crops.png`` (original, MSE twin, MS-SSIM twin and JPEG at the rate nearest 0.25 bpp), ``twins.json``
+(each twin's training: steps, start point, recipe, final numbers where its record has them); and from
 ``experiments/directional_report.py`` the answer: ``pairs.{json,csv}`` (each MS-SSIM twin point against its MSE
 twin at the same bpp), ``verdict.json`` (the decision rule fixed in that module) and ``table.md``.
 """
@@ -202,16 +203,36 @@ def record_paths(records: str, run: str) -> tuple[str, str]:
     return os.path.join(records, f"{run}.json"), os.path.join(records, f"{run}.npz")
 
 
-def write_record(records: str, run: str, fingerprint: str, rows: list[dict], recs: dict):
+def training_summary(metadata: dict) -> dict:
+    """The part of an exported artifact's training metadata a record keeps: steps, recipe, start point,
+    data, the final training and validation numbers, wall time and library versions."""
+    t = (metadata or {}).get("training") or {}
+    cfg = t.get("config") or {}
+    data, optim = cfg.get("data") or {}, cfg.get("optim") or {}
+    keep = {"steps": t.get("steps"), "exported_step": t.get("exported_step"), "date": t.get("date"),
+            "wall_time_s": t.get("wall_time_s"), "global_batch": t.get("global_batch"), "metric": t.get("metric"),
+            "lmbda": t.get("lmbda"), "init_from": cfg.get("init_from"), "model_hparams": cfg.get("model_hparams"),
+            "recipe": {k: v for k, v in (("lr", optim.get("lr")), ("schedule", optim.get("schedule")),
+                                         ("decay_start", optim.get("decay_start")),
+                                         ("final_lr_factor", optim.get("final_lr_factor")), ("crop", data.get("crop")),
+                                         ("scale", data.get("scale")), ("train", data.get("train")),
+                                         ("val", data.get("val"))) if v is not None},
+            "final_train": t.get("final_train"), "final_val": t.get("final_val"), "versions": t.get("versions")}
+    return {k: v for k, v in keep.items() if v not in (None, {}, "")}
+
+
+def write_record(records: str, run: str, fingerprint: str, rows: list[dict], recs: dict, training: dict | None = None):
     """One twin's study result, kept so that the study survives the loss of the twin's weights (a run
-    directory outside the repository): its rows (every stripe image) and its ROI crops."""
+    directory outside the repository): its rows (every stripe image), its ROI crops and, where known, its
+    training record (``training_summary``)."""
     os.makedirs(records, exist_ok=True)
     jpath, npath = record_paths(records, run)
     crops = {f"{n}|{c}|{bpp!r}|{r}": a for (n, c, bpp), d in recs.items() for r, a in d.items()}
     np.savez_compressed(npath + ".tmp.npz", **crops)
     os.replace(npath + ".tmp.npz", npath)
     with open(jpath + ".tmp", "w") as f:
-        json.dump({"run": run, "fingerprint": fingerprint, "rows": rows}, f, indent=1)
+        json.dump({"run": run, "fingerprint": fingerprint, **({"training": training} if training else {}),
+                   "rows": rows}, f, indent=1)
     os.replace(jpath + ".tmp", jpath)
 
 
@@ -226,7 +247,8 @@ def read_records(records: str) -> dict[str, dict]:
             for k in z.files:
                 n, c, bpp, r = k.split("|")
                 recs.setdefault((n, c, float(bpp)), {})[r] = z[k]
-        out[rec["run"]] = {"fingerprint": rec["fingerprint"], "rows": rec["rows"], "recs": recs}
+        out[rec["run"]] = {"fingerprint": rec["fingerprint"], "rows": rec["rows"], "recs": recs,
+                           **({"training": rec["training"]} if rec.get("training") else {})}
     return out
 
 
@@ -244,9 +266,10 @@ def record_twin(run: str, artifact: str, records: str, images_dir: str | None = 
     model = {"arch": m.group(1), "quality": int(m.group(2)), "loss": m.group(3), "artifact": art,
              "path": artifact, "source": "lic_jax twin"}
     rows, recs = run_points(images, [model], [], progress=False)
-    write_record(records, run, art.fingerprint, rows, recs)
+    training = training_summary(art.metadata)
+    write_record(records, run, art.fingerprint, rows, recs, training)
     print(f"[study] record {run}: {len(rows)} codings -> {records}", flush=True)
-    return {"fingerprint": art.fingerprint, "rows": rows, "recs": recs}
+    return {"fingerprint": art.fingerprint, "rows": rows, "recs": recs, **({"training": training} if training else {})}
 
 
 def interp_logbpp(points: list[tuple[float, float]], target: float):
@@ -312,6 +335,15 @@ def plot(rows: list[dict], images, out: str):
     ms = ("flip_rate", "maoe", "washout_rate")
     fig, axes = plt.subplots(len(names), len(ms), figsize=(4.2 * len(ms), 3.0 * max(1, len(names))), squeeze=False)
     codecs = sorted({r["codec"] for r in rows})
+    # one colour per architecture (its twins: MSE dashed, MS-SSIM solid), the controls dotted in greys
+    archs = sorted({c.split(":")[0] for c in codecs if ":" in c},
+                   key=lambda a: (ARCH_ORDER.index(a) if a in ARCH_ORDER else len(ARCH_ORDER), a))
+    tab = plt.get_cmap("tab10")
+    greys = {"jpeg": "0.0", "webp": "0.45", "avif": "0.7"}
+
+    def colour(c):
+        return tab(archs.index(c.split(":")[0]) % 10) if ":" in c else greys.get(c, "0.3")
+
     for i, n in enumerate(names):
         for j, k in enumerate(ms):
             ax = axes[i][j]
@@ -320,16 +352,18 @@ def plot(rows: list[dict], images, out: str):
                             key=lambda r: r["bpp"])
                 if rs:
                     style = "--" if c.endswith(":mse") else (":" if "ms-ssim" not in c else "-")
-                    ax.plot([r["bpp"] for r in rs], [r[k] for r in rs], style, marker=".", label=c, lw=1)
+                    ax.plot([r["bpp"] for r in rs], [r[k] for r in rs], style, color=colour(c),
+                            marker="." if ":" in c else "x", ms=4, label=c, lw=1)
             ax.set_xscale("log")
             ax.set_xlim(0.05, 1.0)
             ax.set_title(f"{n}: {k}", fontsize=9)
             ax.set_xlabel("bpp")
             for t in TARGETS:
                 ax.axvline(t, color="0.85", lw=0.8, zorder=0)
-    if names:
-        axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if names else 0, 1, 1))
+    if names:  # one legend under the grid, off the data
+        h, lab = axes[0][0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=7, frameon=False)
     fig.savefig(out, dpi=90)
     plt.close(fig)
 
@@ -380,6 +414,25 @@ def roi_figure(rows, recs, images, out: str, target: float = ROI_TARGET):
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def twin_budgets(recorded: dict) -> dict:
+    """run → its training: the record's own (``training_summary``, records written since 2026-12-03 14:30 UTC)
+    or else the budget ``directional_twins.plan()`` gave it (steps, start point, batch, crop, lr)."""
+    import directional_twins as T
+
+    plan = {r["name"]: r for r in T.plan()}
+    out = {}
+    for run, r in sorted(recorded.items()):
+        if r.get("training"):
+            out[run] = {"source": "the artifact's training metadata", **r["training"]}
+        elif run in plan:
+            p = plan[run]
+            init = p["init"] if not p["init"].startswith("/") else f"the MSE twin {run.replace('-ms-ssim', '-mse')}"
+            out[run] = {"source": "directional_twins.plan() (the record predates training metadata)",
+                        "steps": p["steps"], "init": init, "global_batch": T.BATCH, "crop": T.CROP, "lr": T.LR,
+                        "model_hparams": T.HPARAMS[p["arch"]]}
+    return out
 
 
 def main(argv=None):
@@ -451,6 +504,8 @@ def main(argv=None):
     for run, r in sorted(recorded.items()):
         rows += [row for row in r["rows"] if row["image"] in images]
         recs.update({k: v for k, v in r["recs"].items() if k[0] in images})
+    with open(os.path.join(a.out, "twins.json"), "w") as f:
+        json.dump(twin_budgets(recorded), f, indent=1)
     m = matched(rows)
     summ = summarise(m)
     for name, obj in (("points.json", rows), ("matched.json", m), ("summary.json", summ)):
