@@ -179,7 +179,7 @@ def _lin(coefs, arrays):
 WINOGRAD_BLOCK = 128
 # the Winograd forms of conv_transpose2d and the block size each passes to winograd_conv3x3
 # (coding/tiling.py reads the names: these forms need its aligned crops and wider halo)
-WINOGRAD_FORMS = {"winograd": None, "winograd-blocked": WINOGRAD_BLOCK}
+WINOGRAD_FORMS = {"winograd": None, "winograd-blocked": WINOGRAD_BLOCK, "winograd-phases": WINOGRAD_BLOCK}
 
 
 def _blocked_matmul(a, b, block: int):
@@ -221,8 +221,65 @@ def winograd_conv3x3(x, kernel, padding, block: int | None = None):
     return jnp.transpose(y, (0, 1, 3, 2, 4, 5)).reshape(n, 2 * th, 2 * tw, o)[:, :ho, :wo]
 
 
+# Winograd F(2, 2): y = Aᵀ[(G g) ⊙ (Bᵀ d)] for a 3-sample input tile d and a 2-tap filter g
+# (m₀ = (d₀ − d₁)g₀, m₁ = d₁(g₀ + g₁), m₂ = (d₂ − d₁)g₁; y₀ = m₀ + m₁, y₁ = m₁ + m₂).
+_WB2 = np.array([[1, -1, 0], [0, 1, 0], [0, -1, 1]], np.float32)  # Bᵀ
+_WG2 = np.array([[1, 0], [1, 1], [0, 1]], np.float32)
+_WA2 = np.array([[1, 1, 0], [0, 1, 1]], np.float32)  # Aᵀ
+
+
+def _phase_taps(k: int, s: int, p: int, r: int) -> list[int]:
+    """Kernel taps of output phase r of a transposed convolution, in the order of their inputs
+    q + j, j = j_r0 … j_r1 (``out[s·q + r] = Σ_j x[q + j] · W[r + p − s·j]``)."""
+    j_min, j_max = subpixel_taps(k, s, p)
+    return [r + p - s * j for j in range(j_min, j_max + 1) if 0 <= r + p - s * j < k]
+
+
+def winograd_phases_5x5s2(x, kernel, block: int | None = WINOGRAD_BLOCK):
+    """PyTorch ``conv_transpose2d`` (5×5, stride 2, padding 2, output padding 1) on NHWC by
+    Winograd over the four output phases, with the exact taps: per axis, phase 0 is a 3-tap
+    correlation over inputs q − 1 … q + 1 (F(2, 3): 4 products per 2 outputs) and phase 1 a 2-tap
+    one over q … q + 1 (F(2, 2): 3 products). Per 4 × 4 output tile that is 16 + 12 + 12 + 9 = 49
+    matrix products ``(tiles, in) @ (in, out)``, against the sub-pixel Winograd form's 16 products
+    of width 4·out (64 in out-units): 0.77× the multiplies, none on the sub-pixel kernel's zero taps.
+    The tiles start at even inputs as in :func:`winograd_conv3x3`, and every output depends only on
+    its exact receptive field. ``block``: the products in fixed-shape blocks of that many tiles
+    (:data:`WINOGRAD_BLOCK`), so that a tiled decoder's floats equal the untiled ones."""
+    if kernel.shape[:2] != (5, 5):
+        raise ValueError("winograd_phases_5x5s2 needs a 5×5 kernel")
+    (n, h, w, c), o = x.shape, kernel.shape[3]
+    th, tw = -(-h // 2), -(-w // 2)
+    # xp[e] = x[e − 1]; phase 0 of tile i reads x[2i − 1 … 2i + 2], phase 1 reads x[2i … 2i + 2]
+    xp = jnp.pad(x, ((0, 0), (1, 2 * th + 1 - h), (1, 2 * tw + 1 - w), (0, 0)))
+    tr = {0: _WB, 1: _WB2}  # per phase: the input transform over its input tile
+    off = {0: 0, 1: 1}  # the phase's input tile starts at xp[2i + off]
+    gm = {0: _WG, 1: _WG2}
+    am = {0: _WA, 1: _WA2}
+    taps = {r: _phase_taps(5, 2, 2, r) for r in (0, 1)}  # phase 0: W[4], W[2], W[0]; phase 1: W[3], W[1]
+    rows = [xp[:, k:k + 2 * th:2] for k in range(4)]
+    vh = {rh: [_lin(tr[rh][a], rows[off[rh]:]) for a in range(tr[rh].shape[0])] for rh in (0, 1)}
+    out = {}
+    for rh in (0, 1):
+        for rw in (0, 1):
+            g = kernel[np.array(taps[rh])][:, np.array(taps[rw])]
+            u = jnp.einsum("ai,ijco,bj->abco", gm[rh].astype(kernel.dtype), g, gm[rw].astype(kernel.dtype))
+            prod = []
+            for a in range(tr[rh].shape[0]):
+                cols = [vh[rh][a][:, :, k:k + 2 * tw:2] for k in range(4)]
+                mats = [_lin(tr[rw][b], cols[off[rw]:]).reshape(-1, c) for b in range(tr[rw].shape[0])]
+                prod.append([m @ u[a, b] if block is None else _blocked_matmul(m, u[a, b], block)
+                             for b, m in enumerate(mats)])
+            for uu in range(2):
+                pr_ = [_lin(am[rh][uu], [prod[a][b] for a in range(len(prod))]) for b in range(len(prod[0]))]
+                for vv in range(2):
+                    out[uu, rh, vv, rw] = _lin(am[rw][vv], pr_).reshape(n, th, tw, o)
+    y = jnp.stack([out[uu, rh, vv, rw] for uu in range(2) for rh in range(2) for vv in range(2) for rw in range(2)], 3)
+    y = jnp.transpose(y.reshape(n, th, tw, 2, 2, 2, 2, o), (0, 1, 3, 4, 2, 5, 6, 7))
+    return y.reshape(n, 4 * th, 4 * tw, o)[:, :2 * h, :2 * w]
+
+
 def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = None) -> str:
-    """The concrete form (``'transpose'``, ``'subpixel'``, ``'winograd'``, ``'winograd-blocked'``)
+    """The concrete form (``'transpose'``, ``'subpixel'``, ``'winograd'``, ``'winograd-blocked'``, ``'winograd-phases'``)
     that ``impl`` selects for a layer with ``out_channels`` outputs on ``backend`` (default: JAX's default backend).
 
     XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
@@ -254,7 +311,9 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
 
     ``impl``: ``'subpixel'`` (a stride-1 convolution to s²·out channels + depth-to-space),
     ``'transpose'`` (input dilation), ``'winograd'`` (sub-pixel, its 3×3 convolution by Winograd
-    F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'auto'`` or
+    F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'winograd-phases'``
+    (5×5 stride 2 only, else ``'winograd-blocked'``: Winograd over the four output phases with the
+    exact taps, :func:`winograd_phases_5x5s2`, in fixed-shape products), ``'auto'`` or
     ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
@@ -264,6 +323,8 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     impl = resolve_transpose_impl(impl, kernel.shape[3])
     if stride == 1 and op == 0:
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
+    if impl == "winograd-phases" and (k, stride, p, op) == (5, 2, 2, 1):
+        return winograd_phases_5x5s2(x, kernel, WINOGRAD_FORMS[impl])
     if (impl == "subpixel" or impl in WINOGRAD_FORMS) and k - 2 * p + op == stride:
         w, (lo, hi) = _subpixel_kernel(kernel, stride, p)
         if impl in WINOGRAD_FORMS and w.shape[0] == 3:
