@@ -75,8 +75,10 @@ def test_receptive_field_matches_the_impulse_response(name):
     y = rng.normal(size=(1, 2, 16, np.asarray(ana(x)).shape[-1])).astype(np.float32)
     predicted = {o for o in range(256) if needed_intervals(gs, o, o)[0][0] <= 7 <= needed_intervals(gs, o, o)[0][1]}
     assert _dependency(syn, y, 7) == predicted
-    # (all four stacks: see tiling.py); the synthesis's (1, 2) becomes (2, 2) with its Winograd layers
-    assert required_halo(ga) == (2, 1) and required_halo(gs) == ((2, 2) if any(g.winograd for g in gs) else (1, 2))
+    # (all four stacks: see tiling.py); the synthesis's (1, 2) becomes (2, 2) with sub-pixel Winograd layers
+    # (the phase form, the decoder's default on CPU, keeps the exact taps)
+    sub_wino = any(g.winograd and not g.phases for g in gs)
+    assert required_halo(ga) == (2, 1) and required_halo(gs) == ((2, 2) if sub_wino else (1, 2))
 
 
 def test_axis_plan_covers_each_latent_once_with_the_halo():
@@ -131,7 +133,7 @@ def test_tiled_equals_untiled_and_a_smaller_halo_does_not(name):
 
 def test_real_width_tiles_are_bit_identical(kodak_dir):
     """The shipped default model (N = 128, M = 192) on a Kodak image, in the decoder's forms (blocked
-    Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
+    phase-Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
     tiles of 5 … 20 latents give y bit for bit. Analysis tiles of ≤ 3 latents (crops ≤ 96 px) do
     not (XLA:CPU switches convolution code: measured with 2-latent tiles 96.5 % of y values differ,
     by ≤ 8.58e-6), bounded here by 3 × that maximum. (The codec never uses such tiles for the
@@ -153,8 +155,9 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     yq = np.rint(y_ref)
     assert np.mean(yq != 0) > 0.05
     x_ref = np.asarray(syn(yq))
-    # the decoder's synthesis runs blocked Winograd on CPU (crops start on even latents)
-    assert tt.synthesis_align == 2 and tt.synthesis_halo == (2, 2)
+    # the decoder's synthesis runs the blocked phase Winograd form on CPU: crops start on even latents, and its
+    # outputs depend on their exact taps only, so the halo is the receptive field's (1, 2)
+    assert tt.synthesis_align == 2 and tt.synthesis_halo == (1, 2)
     for tile in (5, 8, 13, 20):
         np.testing.assert_array_equal(tiled_apply(ana, x, 16, 1, tile, tt.analysis_halo), y_ref)
         np.testing.assert_array_equal(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo, align=tt.synthesis_align), x_ref)

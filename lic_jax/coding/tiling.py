@@ -22,14 +22,16 @@ starts at the border itself and the padding is the transform's own. Results (str
 * 9×9/4 + 2 × 5×5/2 (bls2017, mae-bls2017): the same halos.
 
 **Winograd layers (the decoder's default on CPU).** The decoder's synthesis
-(``'auto-inference'``) runs the transposed convolutions with more than 4 output channels as
-sub-pixel + Winograd F(2×2, 3×3) in fixed-shape blocked products (``'winograd-blocked'``,
-``layers/conv.py``); a model may also opt in to the unblocked form (``'winograd'``, training's).
-Their floats depend on where the 2×2 tiles start and, for some outputs, on one input more than
-the exact receptive field (a zero tap's contribution cancels only up to rounding:
-:func:`_winograd_support`, checked against the layer itself). The geometry marks those layers
-(``ConvGeom.winograd``), the halo comes from the float support — synthesis (2, 2) — and crops
-start on even latents (:func:`crop_alignment`). The unblocked form's floats also depend on the
+(``'auto-inference'``) runs the 5×5 stride-2 transposed convolutions with more than 4 output
+channels by Winograd over their four output phases in fixed-shape blocked products
+(``'winograd-phases'``, ``layers/conv.py``; other kernels fall back to ``'winograd-blocked'``:
+sub-pixel + Winograd F(2×2, 3×3) in the same blocked products); a model may also opt in to the
+unblocked sub-pixel form (``'winograd'``, training's). Their floats depend on where the tiles
+start, so crops start on even latents (:func:`crop_alignment`; ``ConvGeom.winograd``). The phase
+form's outputs depend on their exact taps only (``ConvGeom.phases``: synthesis halo (1, 2)); the
+sub-pixel forms' outputs depend, for some outputs, on one input more than the exact receptive field
+(a zero tap's contribution cancels only up to rounding: :func:`_winograd_support`), so their halo
+comes from that float support — synthesis (2, 2). Both are checked against the layers themselves. The unblocked form's floats also depend on the
 number of tiles (XLA:CPU's matrix products round differently for another number of rows: tiled
 x̂ differed from untiled x̂ by ≤ 5.4e-7 on 62 % of the values at real width); the blocked form's
 products have one shape whatever the crop, and tiled x̂ equals untiled x̂ bit for bit.
@@ -124,14 +126,15 @@ class ConvGeom:
     stride: int
     padding: int
     transposed: bool = False
-    winograd: bool = False  # transposed, computed as sub-pixel + Winograd F(2×2, 3×3) (layers/conv.py)
+    winograd: bool = False  # transposed, computed in Winograd tiles (layers/conv.py): crops start on even inputs
+    phases: bool = False  # … by 'winograd-phases', whose outputs depend on their exact taps only
 
     def needed(self, lo: int, hi: int) -> tuple[int, int]:
         """The input interval that outputs ``lo … hi`` read (for Winograd: whose floats they depend on)."""
         k, s, p = self.kernel, self.stride, self.padding
         if not self.transposed:
             return lo * s - p, hi * s - p + k - 1
-        if self.winograd:  # the bounds are monotone in o: the ends of a short window decide
+        if self.winograd and not self.phases:  # the bounds are monotone in o: the ends of a short window decide
             return (min(_winograd_support(k, s, p, o)[0] for o in range(lo, min(hi, lo + 4 * s) + 1)),
                     max(_winograd_support(k, s, p, o)[1] for o in range(max(lo, hi - 4 * s), hi + 1)))
         return _transposed_taps(k, s, p, lo, hi)
@@ -177,8 +180,10 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
             # the form this backend resolves it to: conv_transpose2d runs Winograd where the
             # sub-pixel kernel is 3×3 (layers/conv.py)
             j_min, j_max = subpixel_taps(k, s, k // 2)
-            wino = resolve_transpose_impl(layer.impl, int(layer.features)) in WINOGRAD_FORMS and j_max - j_min == 2
-            geoms.append(ConvGeom(k, s, k // 2, True, wino))  # conv_transpose2d defaults: p = k//2, op = s − 1
+            form = resolve_transpose_impl(layer.impl, int(layer.features))
+            wino = form in WINOGRAD_FORMS and j_max - j_min == 2
+            phases = wino and form == "winograd-phases" and (k, s) == (5, 2)  # conv_transpose2d's own test
+            geoms.append(ConvGeom(k, s, k // 2, True, wino, phases))  # conv_transpose2d defaults: p = k//2, op = s − 1
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)
             geoms.append(ConvGeom(k, s, k // 2, False))  # conv2d default padding k//2

@@ -295,7 +295,7 @@ def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = N
     if (backend or jax.default_backend()) != "cpu":
         return "transpose"
     if impl == "auto-inference":
-        return "transpose" if out_channels <= 4 else "winograd-blocked"
+        return "transpose" if out_channels <= 4 else "winograd-phases"
     return "winograd" if out_channels > 4 else "subpixel"
 
 
