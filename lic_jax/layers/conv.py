@@ -7,7 +7,7 @@
   ``LIC_JAX_CONV_GRAD=xla``).
 * ``ConvTranspose``: PyTorch ``ConvTranspose2d(k, s, padding=p, output_padding=op)`` (CompressAI
   ``deconv``: p = k//2, op = s-1, output = s·input). The kernel is kept in the papers' layout
-  (kh, kw, in, out; ``out[i·s − p + t] += x[i] · W[t]``) and computed by one of three
+  (kh, kw, in, out; ``out[i·s − p + t] += x[i] · W[t]``) and computed by one of five
   equivalent formulations (exact up to float rounding), chosen per backend (``impl='auto'``):
 
   - ``'transpose'``: input-dilated convolution with the flipped kernel (``lax.conv_transpose``);
@@ -28,9 +28,16 @@
   - ``'winograd-blocked'``: the same, with every matrix product done in fixed blocks of
     :data:`WINOGRAD_BLOCK` tiles (the last block zero-padded), so every product has one shape
     whatever the image size, and a tile's floats no longer depend on the number of tiles. The
-    codec's decoder (``'auto-inference'``) uses it on CPU: the tiler (``coding/tiling.py``)
-    aligns the tiles' starts and widens the halo for the other two dependences, and tiled x̂
-    then equals untiled x̂ bit for bit (``docs/LARGE_IMAGES.md``).
+    tiler (``coding/tiling.py``) aligns the tiles' starts and widens the halo for the other two
+    dependences, and tiled x̂ then equals untiled x̂ bit for bit (``docs/LARGE_IMAGES.md``). The
+    codec's decoder used it on CPU until 2026-12-03; it is the fallback of the next form.
+  - ``'winograd-phases'`` (5×5 stride 2, the CompressAI ``deconv`` of every synthesis here): Winograd
+    over the four output phases with their exact taps, F(2, 3) for the 3-tap phase and F(2, 2)
+    for the 2-tap phase per axis: 49 products of width out per 4 × 4 output tile instead of 16 of
+    width 4·out, 0.77× the multiplies (:func:`winograd_phases_5x5s2`), in the same fixed-shape
+    blocks. The codec's decoder (``'auto-inference'``) uses it on CPU: mbt2018's synthesis 13 %
+    faster than the blocked sub-pixel form (hyperprior 8 %). Its outputs depend only on their exact
+    taps (the tiler's halo stays the receptive field's) and on the tiles' starts (aligned).
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -285,8 +292,9 @@ def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = N
     XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
     (forward + backward 2-6.8x faster than sub-pixel), sub-pixel for the last layer (<= 4 output
     channels, where Winograd is 3-4x slower). ``'auto-inference'`` (the codec's synthesis, forward
-    only): the blocked Winograd form (12-16 % faster than sub-pixel; its fixed-shape products keep
-    the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``), and the dilated
+    only): the blocked phase Winograd form (``'winograd-phases'``, 5×5 stride 2; 8-13 % faster than
+    the blocked sub-pixel Winograd form, which was 12-16 % faster than sub-pixel; its fixed-shape
+    products keep the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``), and the dilated
     form for the last layer (2x faster forward than sub-pixel, 3.6x slower backward). Elsewhere
     the dilated form.
     ``benchmarks/conv_forms.py``, ``docs/SPEED.md``."""
