@@ -342,7 +342,6 @@ def _transforms(codec, height: int, width: int):
 def analyse(codec, x: np.ndarray, lam=None):
     """(y, z) of the padded float image ``x`` (1, Hp, Wp, 3), device arrays or numpy, as
     ``codec._fns.encode_transform`` — tiled when ``codec.tiling`` says so."""
-    tiling = codec.tiling
     tt = _transforms(codec, x.shape[1], x.shape[2])
     if tt is None:
         return codec._fns.encode_transform(codec._dev_vars, jax.device_put(x, codec._dev), lam)
