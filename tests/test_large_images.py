@@ -28,6 +28,7 @@ STACKS = ("bmshj2018-hyperprior", "bls2017", "mae-bls2017", "mae-hyperprior")
 
 
 WINOGRAD = "bmshj2018-hyperprior+winograd"  # opted in to Winograd transposed convolutions (not the default)
+PHASES = "bmshj2018-hyperprior+winograd-phases"  # opted in to the phase form (exact taps: halo (1, 2))
 
 
 def _small(name, width=8):
@@ -39,7 +40,7 @@ def _small(name, width=8):
     name, _, wino = name.partition("+")
     model, spec = get_model(name, N=width) if name in ("bls2017", "mae-bls2017") else get_model(name, N=width, M=width)
     # the decoder's transposed-convolution forms (what the tiler runs), or Winograd everywhere
-    model = model.clone(conv_transpose_impl="winograd") if wino else inference_model(model)
+    model = model.clone(conv_transpose_impl=wino) if wino else inference_model(model)
     lam = (np.float32(0.01),) if name.startswith("mae-") else ()
     v = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3), np.float32), *lam)
     return model, spec, {"params": jax.tree_util.tree_map(np.asarray, dict(v["params"]))}, lam
@@ -55,7 +56,7 @@ def _dependency(fn, x, probe):
     return set(cols.tolist())
 
 
-@pytest.mark.parametrize("name", STACKS + (WINOGRAD,))
+@pytest.mark.parametrize("name", STACKS + (WINOGRAD, PHASES))
 def test_receptive_field_matches_the_impulse_response(name):
     """needed_intervals (from the layer stack) is exactly the set of input columns each output
     column depends on: perturb every input column of one period and compare."""
@@ -76,7 +77,7 @@ def test_receptive_field_matches_the_impulse_response(name):
     predicted = {o for o in range(256) if needed_intervals(gs, o, o)[0][0] <= 7 <= needed_intervals(gs, o, o)[0][1]}
     assert _dependency(syn, y, 7) == predicted
     # (all four stacks: see tiling.py); the synthesis's (1, 2) becomes (2, 2) with sub-pixel Winograd layers
-    # (the phase form, the decoder's default on CPU, keeps the exact taps)
+    # (the opt-in phase form keeps the exact taps)
     sub_wino = any(g.winograd and not g.phases for g in gs)
     assert required_halo(ga) == (2, 1) and required_halo(gs) == ((2, 2) if sub_wino else (1, 2))
 
@@ -133,7 +134,7 @@ def test_tiled_equals_untiled_and_a_smaller_halo_does_not(name):
 
 def test_real_width_tiles_are_bit_identical(kodak_dir):
     """The shipped default model (N = 128, M = 192) on a Kodak image, in the decoder's forms (blocked
-    phase-Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
+    Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
     tiles of 5 … 20 latents give y bit for bit. Analysis tiles of ≤ 3 latents (crops ≤ 96 px) do
     not (XLA:CPU switches convolution code: measured with 2-latent tiles 96.5 % of y values differ,
     by ≤ 8.58e-6), bounded here by 3 × that maximum. (The codec never uses such tiles for the
@@ -155,9 +156,9 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     yq = np.rint(y_ref)
     assert np.mean(yq != 0) > 0.05
     x_ref = np.asarray(syn(yq))
-    # the decoder's synthesis runs the blocked phase Winograd form on CPU: crops start on even latents, and its
-    # outputs depend on their exact taps only, so the halo is the receptive field's (1, 2)
-    assert tt.synthesis_align == 2 and tt.synthesis_halo == (1, 2)
+    # the decoder's synthesis runs blocked Winograd on CPU (crops start on even latents); with the opt-in
+    # 'winograd-phases' form the halo would be the receptive field's (1, 2): checked once, docs/LARGE_IMAGES.md
+    assert tt.synthesis_align == 2 and tt.synthesis_halo == (2, 2)
     for tile in (5, 8, 13, 20):
         np.testing.assert_array_equal(tiled_apply(ana, x, 16, 1, tile, tt.analysis_halo), y_ref)
         np.testing.assert_array_equal(tiled_apply(syn, yq, 1, 16, tile, tt.synthesis_halo, align=tt.synthesis_align), x_ref)

@@ -30,14 +30,15 @@
     whatever the image size, and a tile's floats no longer depend on the number of tiles. The
     tiler (``coding/tiling.py``) aligns the tiles' starts and widens the halo for the other two
     dependences, and tiled x̂ then equals untiled x̂ bit for bit (``docs/LARGE_IMAGES.md``). The
-    codec's decoder used it on CPU until 2026-12-03; it is the fallback of the next form.
+    codec's decoder (``'auto-inference'``) uses it on CPU; it is also the fallback of the next form.
   - ``'winograd-phases'`` (5×5 stride 2, the CompressAI ``deconv`` of every synthesis here): Winograd
     over the four output phases with their exact taps, F(2, 3) for the 3-tap phase and F(2, 2)
     for the 2-tap phase per axis: 49 products of width out per 4 × 4 output tile instead of 16 of
     width 4·out, 0.77× the multiplies (:func:`winograd_phases_5x5s2`), in the same fixed-shape
-    blocks. The codec's decoder (``'auto-inference'``) uses it on CPU: mbt2018's synthesis 13 %
-    faster than the blocked sub-pixel form (hyperprior 8 %). Its outputs depend only on their exact
-    taps (the tiler's halo stays the receptive field's) and on the tiles' starts (aligned).
+    blocks. Opt-in: mbt2018's synthesis runs 13–17 % faster than in the blocked sub-pixel form
+    (hyperprior 8–15 %), but XLA:CPU compiles the decoder 2.8× longer (8.7 s against 3.0 s), which a
+    one-image ``lic decompress`` pays in full (``docs/SPEED.md``). Its outputs depend only on their
+    exact taps (the tiler's halo stays the receptive field's) and on the tiles' starts (aligned).
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
 Initialisation follows PyTorch's defaults (``U(±1/sqrt(fan_in))`` with PyTorch's fan-in), so
@@ -292,9 +293,9 @@ def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = N
     XLA:CPU, ``'auto'`` (training, the eval forward): Winograd for layers with > 4 output channels
     (forward + backward 2-6.8x faster than sub-pixel), sub-pixel for the last layer (<= 4 output
     channels, where Winograd is 3-4x slower). ``'auto-inference'`` (the codec's synthesis, forward
-    only): the blocked phase Winograd form (``'winograd-phases'``, 5×5 stride 2; 8-13 % faster than
-    the blocked sub-pixel Winograd form, which was 12-16 % faster than sub-pixel; its fixed-shape
-    products keep the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``), and the dilated
+    only): the blocked Winograd form (12-16 % faster than sub-pixel; its fixed-shape products keep
+    the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``; the opt-in
+    ``'winograd-phases'`` runs 8-17 % faster still but compiles 2.8x longer), and the dilated
     form for the last layer (2x faster forward than sub-pixel, 3.6x slower backward). Elsewhere
     the dilated form.
     ``benchmarks/conv_forms.py``, ``docs/SPEED.md``."""
@@ -303,7 +304,7 @@ def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = N
     if (backend or jax.default_backend()) != "cpu":
         return "transpose"
     if impl == "auto-inference":
-        return "transpose" if out_channels <= 4 else "winograd-phases"
+        return "transpose" if out_channels <= 4 else "winograd-blocked"
     return "winograd" if out_channels > 4 else "subpixel"
 
 
