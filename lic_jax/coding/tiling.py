@@ -22,11 +22,11 @@ starts at the border itself and the padding is the transform's own. Results (str
 * 9×9/4 + 2 × 5×5/2 (bls2017, mae-bls2017): the same halos.
 
 **Winograd layers (the decoder's default on CPU).** The decoder's synthesis
-(``'auto-inference'``) runs the 5×5 stride-2 transposed convolutions with more than 4 output
-channels by Winograd over their four output phases in fixed-shape blocked products
-(``'winograd-phases'``, ``layers/conv.py``; other kernels fall back to ``'winograd-blocked'``:
-sub-pixel + Winograd F(2×2, 3×3) in the same blocked products); a model may also opt in to the
-unblocked sub-pixel form (``'winograd'``, training's). Their floats depend on where the tiles
+(``'auto-inference'``) runs the transposed convolutions with more than 4 output channels as
+sub-pixel + Winograd F(2×2, 3×3) in fixed-shape blocked products (``'winograd-blocked'``,
+``layers/conv.py``); a model may opt in to the unblocked form (``'winograd'``, training's) or to
+Winograd over the four output phases of its 5×5 stride-2 layers in the same blocked products
+(``'winograd-phases'``; other kernels fall back to ``'winograd-blocked'``). Their floats depend on where the tiles
 start, so crops start on even latents (:func:`crop_alignment`; ``ConvGeom.winograd``). The phase
 form's outputs depend on their exact taps only (``ConvGeom.phases``: synthesis halo (1, 2)); the
 sub-pixel forms' outputs depend, for some outputs, on one input more than the exact receptive field
