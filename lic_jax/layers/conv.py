@@ -36,8 +36,8 @@
     for the 2-tap phase per axis: 49 products of width out per 4 × 4 output tile instead of 16 of
     width 4·out, 0.77× the multiplies (:func:`winograd_phases_5x5s2`), in the same fixed-shape
     blocks. Opt-in: mbt2018's synthesis runs 13–17 % faster than in the blocked sub-pixel form
-    (hyperprior 8–15 %), but XLA:CPU compiles the decoder 2.8× longer (8.7 s against 3.0 s), which a
-    one-image ``lic decompress`` pays in full (``docs/SPEED.md``). Its outputs depend only on their
+    (hyperprior 8–15 %), but XLA:CPU compiles the synthesis ≈ 3× longer (13.6–15.9 s against
+    3.9–5.3 s, side by side), which a one-image ``lic decompress`` pays in full (``docs/SPEED.md``). Its outputs depend only on their
     exact taps (the tiler's halo stays the receptive field's) and on the tiles' starts (aligned).
 * ``MaskedConv``: PixelCNN masked convolution, type 'A' (excludes the centre) or 'B'.
 
@@ -295,7 +295,7 @@ def resolve_transpose_impl(impl: str, out_channels: int, backend: str | None = N
     channels, where Winograd is 3-4x slower). ``'auto-inference'`` (the codec's synthesis, forward
     only): the blocked Winograd form (12-16 % faster than sub-pixel; its fixed-shape products keep
     the tiled decoder's x̂ equal to the untiled one, ``docs/LARGE_IMAGES.md``; the opt-in
-    ``'winograd-phases'`` runs 8-17 % faster still but compiles 2.8x longer), and the dilated
+    ``'winograd-phases'`` runs 8-17 % faster still but compiles ≈ 3x longer), and the dilated
     form for the last layer (2x faster forward than sub-pixel, 3.6x slower backward). Elsewhere
     the dilated form.
     ``benchmarks/conv_forms.py``, ``docs/SPEED.md``."""
