@@ -20,6 +20,9 @@ SHARED = Path(os.environ.get("LIC_JAX_SHARED", REPO.parent / "shared"))
 DATA = SHARED / "data"
 ANCHORS = SHARED / "anchors"
 REQUIRE_PEERS = os.environ.get("LIC_JAX_REQUIRE_PEERS") == "1"
+# `lic` processes started by tests keep no compiled code on disk (lic_jax/cli/xla_cache.py); the
+# cache's own test turns it on in a temporary directory
+os.environ.setdefault("LIC_JAX_XLA_CACHE", "off")
 
 
 def _rss_mb() -> tuple[int, int]:

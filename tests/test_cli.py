@@ -41,8 +41,14 @@ def _lic_cmd():
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "lic_jax.cli"]
 
 
-def _run(args, one_core=False, **kw):
+def _run(args, one_core=False, extra_env=None, **kw):
+    """``lic`` in a fresh process; ``extra_env``: variables to set (a value of None: to remove)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    for k, v in (extra_env or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     pre = ["taskset", "-c", "0"] if one_core and shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
     return subprocess.run(pre + _lic_cmd() + [str(a) for a in args], capture_output=True, text=True, env=env,
                           timeout=600, **kw)
@@ -102,6 +108,30 @@ def test_encoder_and_decoder_in_separate_processes(art, tmp_path):
     r = _run(["decompress", tmp_path / "bad.lic", tmp_path / "bad.png", "--checkpoint", art])
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("lic: error:")
     assert not (tmp_path / "bad.png").exists() and _no_temp_files(tmp_path)
+
+
+def test_xla_cache(art, tmp_path):
+    """The program's persistent XLA cache (lic_jax/cli/xla_cache.py): off (LIC_JAX_XLA_CACHE=off)
+    it writes nothing; on (by default in $LIC_JAX_CACHE/xla) a first decode in a fresh process
+    stores the compiled decoder and a second one loads every executable from it (no new entry)
+    and writes the same pixels as this process's decoder. (The suite turns it off in conftest.)"""
+    img = S.kodak_image(2)[:64, :96]
+    src = S.write_png(tmp_path / "in.png", img)
+    cache = tmp_path / "c"
+    r = _run(["compress", src, tmp_path / "a.lic", "--checkpoint", art],
+             extra_env={"LIC_JAX_CACHE": str(cache), "LIC_JAX_XLA_CACHE": "off"})
+    assert r.returncode == 0, r.stderr
+    assert not (cache / "xla").exists()
+    entries = []
+    for k in range(2):
+        r = _run(["decompress", tmp_path / "a.lic", tmp_path / f"out{k}.png", "--checkpoint", art],
+                 extra_env={"LIC_JAX_CACHE": str(cache), "LIC_JAX_XLA_CACHE": None, "JAX_COMPILATION_CACHE_DIR": None})
+        assert r.returncode == 0, r.stderr
+        entries.append(sorted(p.name for p in (cache / "xla").glob("*-cache")))
+    assert entries[0] and entries[1] == entries[0]  # the second run compiled nothing worth a file
+    want = Codec.from_artifact(art).decompress((tmp_path / "a.lic").read_bytes())
+    for k in range(2):
+        np.testing.assert_array_equal(_read(tmp_path / f"out{k}.png"), want)
 
 
 def test_folders_progress_and_summary(art, tmp_path, capsys):

@@ -46,8 +46,11 @@ original is at hand (compress: always, unless --no-psnr; decompress: with --orig
 Errors: one line ``lic: error: …`` on stderr, exit status 1 (2 for usage errors); an output
 file is only ever created complete (temporary file + rename).
 
+Compiled codecs are kept across runs in a persistent XLA cache (``$LIC_JAX_XLA_CACHE``, default
+``xla/`` in the weight cache; ``LIC_JAX_XLA_CACHE=off`` turns it off; :mod:`lic_jax.cli.xla_cache`).
+
 Package layout: ``parser`` (the options), ``compress`` / ``decompress`` / ``info`` / ``restore``
-(the subcommands), ``models`` (which codec), ``files`` (shared helpers), ``errors``.
+(the subcommands), ``models`` (which codec), ``files`` (shared helpers), ``errors``, ``xla_cache``.
 """
 
 from __future__ import annotations
@@ -62,9 +65,16 @@ __all__ = ["main"]
 
 
 def main(argv=None) -> int:
+    """``argv`` None: run as the ``lic`` program (the console script, ``python -m lic_jax.cli``),
+    with the persistent XLA cache (:mod:`lic_jax.cli.xla_cache`); a list: called from Python, which
+    leaves the caller's JAX configuration alone."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if argv is None and args.command != "info":  # info reads headers only: no JAX
+            from .xla_cache import enable
+
+            enable()
         return args.func(args)
     except KeyboardInterrupt:
         print("lic: interrupted", file=sys.stderr)

@@ -62,7 +62,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ..layers.conv import WINOGRAD_FORMS, resolve_transpose_impl, subpixel_taps
+from ..layers.conv import resolve_transpose_impl, subpixel_taps, transpose_form
 from .programs import inference_model
 
 __all__ = ["Tiling", "ConvGeom", "TilingUnsupported", "as_tiling", "transform_geometry", "required_halo",
@@ -177,13 +177,10 @@ def transform_geometry(model, variables, which: str) -> tuple[ConvGeom, ...]:
     for layer in layers:
         if isinstance(layer, ConvTranspose):
             k, s = int(layer.kernel_size), int(layer.stride)
-            # the form this backend resolves it to: conv_transpose2d runs Winograd where the
-            # sub-pixel kernel is 3×3 (layers/conv.py)
-            j_min, j_max = subpixel_taps(k, s, k // 2)
-            form = resolve_transpose_impl(layer.impl, int(layer.features))
-            wino = form in WINOGRAD_FORMS and j_max - j_min == 2
-            phases = wino and form == "winograd-phases" and (k, s) == (5, 2)  # conv_transpose2d's own test
-            geoms.append(ConvGeom(k, s, k // 2, True, wino, phases))  # conv_transpose2d defaults: p = k//2, op = s − 1
+            # what conv_transpose2d runs on this backend, with its defaults p = k//2, op = s − 1
+            form = transpose_form(resolve_transpose_impl(layer.impl, int(layer.features)), k, s, k // 2, s - 1)
+            phases = form == "winograd-phases"
+            geoms.append(ConvGeom(k, s, k // 2, True, phases or form == "winograd", phases))
         elif isinstance(layer, Conv):
             k, s = int(layer.kernel_size), int(layer.stride)
             geoms.append(ConvGeom(k, s, k // 2, False))  # conv2d default padding k//2

@@ -186,7 +186,7 @@ def _lin(coefs, arrays):
 # (docs/SPEED.md).
 WINOGRAD_BLOCK = 128
 # the Winograd forms of conv_transpose2d and the block size each passes to winograd_conv3x3
-# (coding/tiling.py reads the names: these forms need its aligned crops and wider halo)
+# (coding/tiling.py asks transpose_form which one a layer runs: they need its aligned crops and halo)
 WINOGRAD_FORMS = {"winograd": None, "winograd-blocked": WINOGRAD_BLOCK, "winograd-phases": WINOGRAD_BLOCK}
 
 
@@ -314,6 +314,24 @@ def subpixel_taps(kernel_size: int, stride: int, padding: int) -> tuple[int, int
     return (min(-((k - 1 - r - p) // s) for r in range(s)), max((r + p) // s for r in range(s)))
 
 
+def transpose_form(impl: str, k: int, stride: int, padding: int, output_padding: int) -> str:
+    """What :func:`conv_transpose2d` runs for a ``k``×``k`` layer of this geometry, ``impl`` resolved
+    (:func:`resolve_transpose_impl`): ``'conv'`` (stride 1: a flipped convolution),
+    ``'winograd-phases'`` (5×5 stride 2 in PyTorch's padding: :func:`winograd_phases_5x5s2`),
+    ``'winograd'`` (the sub-pixel kernel is 3×3: :func:`winograd_conv3x3`, blocked or not),
+    ``'subpixel'`` or ``'transpose'``. ``coding/tiling.py`` reads it for the receptive fields."""
+    if stride == 1 and output_padding == 0:
+        return "conv"
+    if impl == "winograd-phases" and (k, stride, padding, output_padding) == (5, 2, 2, 1):
+        return "winograd-phases"
+    if impl not in ("transpose", "subpixel", *WINOGRAD_FORMS):
+        raise ValueError(f"unknown transposed-convolution impl {impl!r}")
+    if impl == "transpose" or k - 2 * padding + output_padding != stride:
+        return "transpose"  # the sub-pixel forms need an output of exactly stride × the input
+    j_min, j_max = subpixel_taps(k, stride, padding)
+    return "winograd" if impl in WINOGRAD_FORMS and j_max - j_min == 2 else "subpixel"
+
+
 def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_padding: int | None = None,
                      impl: str = "auto"):
     """PyTorch ``conv_transpose2d`` semantics on NHWC with an (kh, kw, in, out) kernel.
@@ -323,21 +341,22 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
     F(2×2, 3×3)), ``'winograd-blocked'`` (the same in fixed-shape products), ``'winograd-phases'``
     (5×5 stride 2 only, else ``'winograd-blocked'``: Winograd over the four output phases with the
     exact taps, :func:`winograd_phases_5x5s2`, in fixed-shape products), ``'auto'`` or
-    ``'auto-inference'`` (:func:`resolve_transpose_impl`)."""
+    ``'auto-inference'`` (:func:`resolve_transpose_impl`); which one runs: :func:`transpose_form`."""
     k = kernel.shape[0]
     if kernel.shape[1] != k:
         raise ValueError("only square kernels are supported")
     p = k // 2 if padding is None else padding
     op = stride - 1 if output_padding is None else output_padding
     impl = resolve_transpose_impl(impl, kernel.shape[3])
-    if stride == 1 and op == 0:
+    form = transpose_form(impl, k, stride, p, op)
+    if form == "conv":
         return conv2d(x, kernel[::-1, ::-1], 1, ((k - 1 - p, k - 1 - p),) * 2)
-    if impl == "winograd-phases" and (k, stride, p, op) == (5, 2, 2, 1):
+    if form == "winograd-phases":
         return winograd_phases_5x5s2(x, kernel, WINOGRAD_FORMS[impl])
-    if (impl == "subpixel" or impl in WINOGRAD_FORMS) and k - 2 * p + op == stride:
+    if form in ("winograd", "subpixel"):
         w, (lo, hi) = _subpixel_kernel(kernel, stride, p)
-        if impl in WINOGRAD_FORMS and w.shape[0] == 3:
-            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)), WINOGRAD_FORMS[impl])
+        if form == "winograd":
+            y = winograd_conv3x3(x, w, ((lo, hi), (lo, hi)), WINOGRAD_FORMS.get(impl))
         else:
             y = conv2d(x, w, 1, ((lo, hi), (lo, hi)))
         n, h, wd, _ = y.shape
@@ -345,8 +364,6 @@ def conv_transpose2d(x, kernel, stride: int, padding: int | None = None, output_
         y = y.reshape(n, h, wd, stride, stride, cout)
         y = jnp.transpose(y, (0, 1, 3, 2, 4, 5))
         return y.reshape(n, h * stride, wd * stride, cout)
-    if impl not in ("transpose", "subpixel", *WINOGRAD_FORMS):
-        raise ValueError(f"unknown transposed-convolution impl {impl!r}")
     pad = ((k - 1 - p, k - 1 - p + op),) * 2
     return lax.conv_general_dilated(
         x, kernel[::-1, ::-1], (1, 1), pad, lhs_dilation=(stride, stride), dimension_numbers=_DN
