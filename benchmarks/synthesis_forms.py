@@ -4,8 +4,9 @@
 
 Models: ``mbt2018`` and ``bmshj2018-hyperprior`` q3, random initialisation (seed 0), as the codec's
 decoder runs them (``'auto-inference'``: the last, 3-channel layer in the dilated form), on
-kodim01's latent shape (32 × 48). Forms of the other layers: ``winograd-phases`` (the decoder's
-default on CPU since 2026-12-03), ``winograd-blocked`` (its default before) and ``subpixel``.
+kodim01's latent shape (32 × 48). Forms of the other layers: ``winograd-phases`` (opt-in: it was
+the decoder's default for an hour on 2026-12-03, docs/SPEED.md), ``winograd-blocked`` (the default)
+and ``subpixel``.
 Reported: median and min seconds per synthesis, the largest output difference between the phase
 and the blocked form, and the other processes' CPU share (``benchmarks/quiet.py``).
 
