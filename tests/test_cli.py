@@ -114,7 +114,8 @@ def test_xla_cache(art, tmp_path):
     """The program's persistent XLA cache (lic_jax/cli/xla_cache.py): off (LIC_JAX_XLA_CACHE=off)
     it writes nothing; on (by default in $LIC_JAX_CACHE/xla) a first decode in a fresh process
     stores the compiled decoder and a second one loads every executable from it (no new entry)
-    and writes the same pixels as this process's decoder. (The suite turns it off in conftest.)"""
+    and writes the same pixels as this process's decoder; with the entries corrupted a third one
+    compiles again, says nothing and writes them too. (The suite turns it off in conftest.)"""
     img = S.kodak_image(2)[:64, :96]
     src = S.write_png(tmp_path / "in.png", img)
     cache = tmp_path / "c"
@@ -129,8 +130,13 @@ def test_xla_cache(art, tmp_path):
         assert r.returncode == 0, r.stderr
         entries.append(sorted(p.name for p in (cache / "xla").glob("*-cache")))
     assert entries[0] and entries[1] == entries[0]  # the second run compiled nothing worth a file
+    for name in entries[0]:  # corrupt entries: compiled again, silently
+        (cache / "xla" / name).write_bytes(b"not a compiled program")
+    r = _run(["decompress", tmp_path / "a.lic", tmp_path / "out2.png", "--checkpoint", art],
+             extra_env={"LIC_JAX_CACHE": str(cache), "LIC_JAX_XLA_CACHE": None, "JAX_COMPILATION_CACHE_DIR": None})
+    assert r.returncode == 0 and r.stderr == "", r.stderr
     want = Codec.from_artifact(art).decompress((tmp_path / "a.lic").read_bytes())
-    for k in range(2):
+    for k in range(3):
         np.testing.assert_array_equal(_read(tmp_path / f"out{k}.png"), want)
 
 

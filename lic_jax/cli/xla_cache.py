@@ -11,7 +11,8 @@ Where: ``$LIC_JAX_XLA_CACHE``; else ``xla/`` in the weight cache (``lic_jax.zoo.
 ``$LIC_JAX_CACHE``, ``$XDG_CACHE_HOME/lic_jax`` or ``~/.cache/lic_jax``). ``LIC_JAX_XLA_CACHE=off``
 (or ``0``, ``no``, ``false``, empty) turns it off; a ``JAX_COMPILATION_CACHE_DIR`` of the user's own
 wins. At most :data:`MAX_BYTES` (least recently used entries go first). A directory that cannot be
-created or written leaves the cache off without a message: it only costs time.
+created or written leaves the cache off, and an entry JAX cannot read (a corrupt file) is compiled
+again, both without a message: they only cost time (delete the directory to clear it).
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def enable() -> str | None:
         return None
     if not os.access(where, os.W_OK | os.X_OK):
         return None
+    import warnings
+
     import jax
 
+    # an unreadable or unwritable entry only costs a compile; JAX says so in a multi-line warning
+    warnings.filterwarnings("ignore", message=r"Error (reading|writing) persistent compilation cache entry")
     jax.config.update("jax_compilation_cache_dir", where)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_S)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
