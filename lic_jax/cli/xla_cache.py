@@ -1,7 +1,8 @@
 """The ``lic`` program's persistent XLA compilation cache (issue 19, ``docs/SPEED.md``).
 
 A codec's jitted encoder and decoder compile in seconds on a CPU (kodim01 with the default model:
-≈ 2.7 s of a 6.7 s ``lic decompress``), and XLA compiles them again in every new process. When
+≈ 2 s of a 6.0 s ``lic decompress``, 2 s more being imports), and XLA compiles them again in every
+new process. When
 ``lic`` runs as a program, JAX's persistent cache keeps the compiled executables on disk, keyed by
 the program's HLO, the shapes, the JAX/XLA versions and the backend, so a later run on an image of
 the same size loads them instead. A cached executable is the compiled program itself: its floats,
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-MAX_BYTES = 256 << 20  # ≈ 350 compiled codecs of kodim01's size (0.7 MB each)
+MAX_BYTES = 256 << 20  # ≈ 180 image sizes of kodim01's (1.4 MB of executables each, default model)
 MIN_COMPILE_S = 0.0  # every jitted program: which ones a run stores must not depend on timing
 _OFF = ("", "0", "off", "no", "false")
 
