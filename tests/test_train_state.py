@@ -168,8 +168,11 @@ def test_extra_groups_pass_through_the_step_and_legacy_dict_state():
 # ----------------------------------------------------------------------------------------------
 def test_global_jax_settings_only_in_entry_point_functions():
     """jax.config.update / XLA_FLAGS / compilation cache: only lic_jax.train.jax_setup (called by
-    train.py / eval.py) and parallel.initialize_distributed (called explicitly by train.py)."""
-    allowed = {os.path.join("lic_jax", "train", "jax_setup.py"), os.path.join("lic_jax", "train", "parallel.py")}
+    train.py / eval.py), parallel.initialize_distributed (called explicitly by train.py) and
+    lic_jax.cli.xla_cache.enable (called by the ``lic`` program's main only when run as a program,
+    argv None; tests/test_cli.py::test_xla_cache)."""
+    allowed = {os.path.join("lic_jax", "train", "jax_setup.py"), os.path.join("lic_jax", "train", "parallel.py"),
+               os.path.join("lic_jax", "cli", "xla_cache.py")}
     pat = re.compile(r"jax\.config\.update|XLA_FLAGS|compilation_cache")
     bad = []
     for root, _dirs, files in os.walk(os.path.join(REPO, "lic_jax")):
