@@ -22,13 +22,12 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quiet import Contention, cpu_info  # noqa: E402
+from quiet import cpu_info, interleaved, timing_summary  # noqa: E402
 
 SHAPES = {"encode 1x256x384x128": ((1, 256, 384, 128), False), "train 8x128x128x128": ((8, 128, 128, 128), True)}
 
@@ -94,24 +93,15 @@ def main(argv=None):
         outs = {p: jax.block_until_ready(f(*args[p])) for p, f in fns.items()}  # compile + warm up
         o0, o1 = (np.asarray(outs[p][0] if grad else outs[p]) for p in ("conv NHWC", "conv NCHW"))
         d_layout = float(np.abs(o0 - o1.transpose(0, 2, 3, 1)).max())  # the output, or the gradient of x
-        ts, others = {p: [] for p in fns}, []
-        for _ in range(a.runs):
-            for p, f in fns.items():
-                c_ = Contention()
-                c_.start()
-                t = time.perf_counter()
-                jax.block_until_ready(f(*args[p]))
-                ts[p].append(time.perf_counter() - t)
-                others.append(c_.stop())
-        known = [o for o in others if o is not None]
-        r = {p: {"median_s": float(np.median(t)), "min_s": float(min(t)), "runs_s": t} for p, t in ts.items()}
-        r.update(forward_and_gradients=grad, max_abs_diff_nchw_vs_nhwc=d_layout,
-                 others_cpu_frac_max=max(known) if known else None)
+        ts, other = interleaved({p: lambda f=f, xs=args[p]: jax.block_until_ready(f(*xs)) for p, f in fns.items()},
+                                a.runs)
+        r = timing_summary(ts)
+        r.update(forward_and_gradients=grad, max_abs_diff_nchw_vs_nhwc=d_layout, others_cpu_frac_max=other)
         res["shapes"][label] = r
         print(label, "(fwd+grad)" if grad else "(fwd)", flush=True)
         for p, t in ts.items():
             print(f"  {p:14s} median {1e3 * np.median(t):8.1f} ms  min {1e3 * min(t):8.1f} ms", flush=True)
-        print(f"  max|NCHW - NHWC| {d_layout:.1e}; other processes <= {100 * (max(known) if known else 0):.0f} % CPU",
+        print(f"  max|NCHW - NHWC| {d_layout:.1e}; other processes <= {100 * (other or 0):.0f} % CPU",
               flush=True)
     if a.json:
         with open(a.json, "w") as f:

@@ -11,6 +11,8 @@ otherwise the verdict is "not judged".
   the utime+stime of the benchmark's own processes (``/proc/<pid>/stat``; threads included).
 * :func:`cpu_info` — the CPU model, core count and flags line (what the docs tables cite).
 * :func:`verdict` — 'met' / 'NOT met' / 'not judged (…)'.
+* :func:`interleaved` — time several programs round by round, each interval metered;
+  :func:`timing_summary` — their median / min / all seconds for a JSON record.
 """
 
 from __future__ import annotations
@@ -99,3 +101,28 @@ def verdict(met: bool, contention: float | None, threshold: float = THRESHOLD) -
         return (f"not judged: other processes used up to {100 * contention:.0f}% of the CPU "
                 f"(> {100 * threshold:.0f}%); rerun on a quiet machine")
     return "met" if met else "NOT met"
+
+
+def interleaved(calls: dict, runs: int):
+    """Run each zero-argument callable of ``calls`` (it must block until its result is ready) once
+    per round, in turn, for ``runs`` rounds, each call timed and metered with :class:`Contention`.
+    Returns ``({name: [seconds per round]}, the largest other-process share or None)``."""
+    times, others = {name: [] for name in calls}, []
+    for _ in range(runs):
+        for name, call in calls.items():
+            c = Contention()
+            c.start()
+            t = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - t)
+            others.append(c.stop())
+    known = [o for o in others if o is not None]
+    return times, (max(known) if known else None)
+
+
+def timing_summary(times: dict) -> dict:
+    """``{name: {median_s, min_s, runs_s}}`` of :func:`interleaved`'s times."""
+    import statistics
+
+    return {name: {"median_s": float(statistics.median(t)), "min_s": float(min(t)), "runs_s": t}
+            for name, t in times.items()}

@@ -25,7 +25,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quiet import Contention, cpu_info  # noqa: E402
+from quiet import cpu_info, interleaved, timing_summary  # noqa: E402
 
 FORMS = ("winograd-phases", "winograd-blocked", "subpixel")
 
@@ -36,8 +36,6 @@ def main(argv=None):
     p.add_argument("--models", default="mbt2018,bmshj2018-hyperprior")
     p.add_argument("--json")
     a = p.parse_args(argv)
-
-    import time
 
     import jax
     import jax.numpy as jnp
@@ -69,22 +67,13 @@ def main(argv=None):
                 outs[form] = np.asarray(fns[form](v, y))
         finally:
             conv.resolve_transpose_impl = resolve
-        ts, others = {f: [] for f in FORMS}, []
-        for _ in range(a.runs):
-            for form, f in fns.items():
-                c = Contention()
-                c.start()
-                t = time.perf_counter()
-                f(v, y).block_until_ready()
-                ts[form].append(time.perf_counter() - t)
-                others.append(c.stop())
+        ts, other = interleaved({form: lambda f=f: f(v, y).block_until_ready() for form, f in fns.items()}, a.runs)
         d = float(np.abs(outs["winograd-phases"] - outs["winograd-blocked"]).max())
-        known = [o for o in others if o is not None]
-        r = {f: {"median_s": float(np.median(t)), "min_s": float(min(t)), "runs_s": t} for f, t in ts.items()}
-        r.update(max_abs_diff_phases_vs_blocked=d, others_cpu_frac_max=max(known) if known else None)
+        r = timing_summary(ts)
+        r.update(max_abs_diff_phases_vs_blocked=d, others_cpu_frac_max=other)
         res["models"][name] = r
         print(name, "  ".join(f"{f} {np.median(t):.3f} s (min {min(t):.3f})" for f, t in ts.items()),
-              f"  max|Δ| phases vs blocked {d:.1e}; other processes ≤ {100 * (max(known) if known else 0):.0f} % CPU",
+              f"  max|Δ| phases vs blocked {d:.1e}; other processes ≤ {100 * (other or 0):.0f} % CPU",
               flush=True)
     if a.json:
         with open(a.json, "w") as f:
