@@ -2,14 +2,16 @@
 
 1. writes sample images from scikit-image's ``skimage.data`` (astronaut, coffee, chelsea — shipped
    inside that registry package) to OUT/originals/;
-2. ``lic compress OUT/originals OUT/lic`` with the shipped default model (a separate process);
-3. ``lic decompress OUT/lic OUT/decoded`` (another fresh process: nothing from the encoder);
+2. ``lic compress OUT/originals OUT/lic`` with the shipped default model (a separate process; the
+   variable-rate ``mae-hyperprior-int`` at its default quality 3), then ``lic compress --quality Q``
+   for the other qualities 1–6 (one λ each: CompressAI's λ of quality Q);
+3. ``lic decompress`` of each folder (another fresh process: nothing from the encoder);
 4. checks the decoded PNGs equal the in-process model reconstruction bit for bit, measures bpp
-   (8 × file bytes / pixels), PSNR and MS-SSIM, and compares with JPEG (Pillow) at the same bpp
-   (interpolated over a JPEG quality sweep of each image);
-5. variable rate: ``lic compress --model mae-bls2017 --target-bpp B`` (the shipped modulated
-   autoencoder, docs/MAE.md: one model, λ chosen per image so the file is B bpp ± 3 %) and
-   ``lic decompress`` in fresh processes; checks the rates and the exact round trip;
+   (8 × file bytes / pixels), PSNR and MS-SSIM, and compares with JPEG (Pillow, 4:2:0) at the same
+   bpp (interpolated over a JPEG quality sweep of each image), saying where the model loses;
+5. rate control: ``lic compress --target-bpp B`` with the same model (λ chosen per image so that
+   the file is B bpp ± 3 %) and ``lic decompress`` in fresh processes; checks the rates and the
+   exact round trip;
 6. writes OUT/results.json, OUT/results.csv and OUT/rd.png, and prints a table.
 
     python scripts/demo.py --out out/demo
@@ -29,7 +31,9 @@ import numpy as np
 from PIL import Image
 
 SAMPLES = ("astronaut", "coffee", "chelsea")
-TARGET_BPP = 0.45  # variable-rate demo: inside the shipped mae-bls2017's reachable rates on these images
+TARGET_BPP = 0.45  # rate-control demo: inside the default model's reachable rates on these images
+QUALITIES = (1, 2, 3, 4, 5, 6)
+DEFAULT_QUALITY = 3  # what `lic compress` uses without a rate option (the artifact's default_lmbda)
 
 
 def _lic(*args):
@@ -69,43 +73,50 @@ def main(argv=None):
         images[name] = img
         Image.fromarray(img).save(os.path.join(orig_dir, f"{name}.png"))
 
-    _lic("compress", orig_dir, lic_dir)
-    _lic("decompress", lic_dir, dec_dir)
-
     codec = Codec.from_artifact(default_model_path())
+    curves = {name: _jpeg_curve(img) for name, img in images.items()}
     rows = []
-    for name, img in images.items():
-        path = os.path.join(lic_dir, f"{name}.lic")
-        with open(path, "rb") as f:
-            data = f.read()
-        decoded = np.asarray(Image.open(os.path.join(dec_dir, f"{name}.png")).convert("RGB"))
-        reference = codec.decompress(codec.compress(img))
-        exact = bool(np.array_equal(decoded, reference))
-        bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
-        curve = _jpeg_curve(img)
-        jb, jp = zip(*curve)
-        jpeg_psnr = float(np.interp(bpp, jb, jp)) if jb[0] <= bpp <= jb[-1] else float("nan")
-        rows.append({"image": name, "height": img.shape[0], "width": img.shape[1], "bytes": len(data),
-                     "bpp": bpp, "psnr": psnr(img, decoded), "ms_ssim": ms_ssim_255(img, decoded),
-                     "jpeg_psnr_at_same_bpp": jpeg_psnr, "round_trip_exact": exact, "jpeg_curve": curve})
-        if not exact:
-            raise SystemExit(f"demo: {name}: decoded image differs from the model reconstruction")
+    for q in QUALITIES:
+        qdir, qdec = (lic_dir, dec_dir) if q == DEFAULT_QUALITY else (f"{lic_dir}-q{q}", f"{dec_dir}-q{q}")
+        _lic("compress", orig_dir, qdir, "-q", *([] if q == DEFAULT_QUALITY else ["--quality", str(q)]))
+        _lic("decompress", qdir, qdec, "-q")
+        for name, img in images.items():
+            with open(os.path.join(qdir, f"{name}.lic"), "rb") as f:
+                data = f.read()
+            lam = Codec.info(data)["lambda"]
+            decoded = np.asarray(Image.open(os.path.join(qdec, f"{name}.png")).convert("RGB"))
+            exact = bool(np.array_equal(decoded, codec.decompress(codec.compress(img, lam))))
+            if not exact:
+                raise SystemExit(f"demo: {name} quality {q}: decoded image differs from the model reconstruction")
+            bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
+            jb, jp = zip(*curves[name])
+            jpeg_psnr = float(np.interp(bpp, jb, jp)) if jb[0] <= bpp <= jb[-1] else float("nan")
+            rows.append({"image": name, "quality": q, "lambda": lam, "height": img.shape[0], "width": img.shape[1],
+                         "bytes": len(data), "bpp": bpp, "psnr": psnr(img, decoded), "ms_ssim": ms_ssim_255(img, decoded),
+                         "jpeg_psnr_at_same_bpp": jpeg_psnr, "round_trip_exact": exact})
 
-    print(f"\nmodel: {codec.spec.name} (fingerprint {codec.fingerprint[:16]}), shipped default")
-    print(f"{'image':<10} {'size':>9} {'bytes':>7} {'bpp':>6} {'PSNR':>7} {'MS-SSIM':>8} {'JPEG PSNR@bpp':>14}")
+    print(f"\nmodel: {codec.spec.name} (fingerprint {codec.fingerprint[:16]}), shipped default; "
+          f"`lic compress` without options = quality {DEFAULT_QUALITY}")
+    print(f"{'image':<10} {'q':>2} {'bytes':>7} {'bpp':>6} {'PSNR':>7} {'MS-SSIM':>8} {'JPEG PSNR@bpp':>14} {'gain':>7}")
     for r in rows:
-        print(f"{r['image']:<10} {r['height']:>4}x{r['width']:<4} {r['bytes']:>7} {r['bpp']:>6.3f} {r['psnr']:>7.2f} "
-              f"{r['ms_ssim']:>8.4f} {r['jpeg_psnr_at_same_bpp']:>14.2f}")
+        gain = r["psnr"] - r["jpeg_psnr_at_same_bpp"]
+        print(f"{r['image']:<10} {r['quality']:>2} {r['bytes']:>7} {r['bpp']:>6.3f} {r['psnr']:>7.2f} "
+              f"{r['ms_ssim']:>8.4f} {r['jpeg_psnr_at_same_bpp']:>14.2f} {gain:>+6.2f}")
+    wins = [r for r in rows if r["psnr"] > r["jpeg_psnr_at_same_bpp"]]
+    loses = [f"{r['image']} q{r['quality']} ({r['bpp']:.2f} bpp, {r['psnr'] - r['jpeg_psnr_at_same_bpp']:+.2f} dB)"
+             for r in rows if not r["psnr"] > r["jpeg_psnr_at_same_bpp"]]
+    print(f"better PSNR than JPEG at the same bpp: {len(wins)} of {len(rows)}"
+          + (f"; behind JPEG: {', '.join(loses)}" if loses else ""))
     print("decoded files equal the in-process reconstruction bit for bit: yes")
 
-    vr_rows = variable_rate(images, args.out)
+    vr_rows = variable_rate(images, args.out, codec)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"model": codec.spec.to_dict(), "fingerprint": codec.fingerprint, "images": rows,
-                   "variable_rate": {"model": "mae-bls2017", "images": vr_rows}}, f, indent=2)
+                   "jpeg_curves": curves, "target_bpp": {"images": vr_rows}}, f, indent=2)
     with open(os.path.join(args.out, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "jpeg_curve"])
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
-        w.writerows([{k: v for k, v in r.items() if k != "jpeg_curve"} for r in rows])
+        w.writerows(rows)
     try:
         import matplotlib
 
@@ -113,10 +124,11 @@ def main(argv=None):
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 4))
-        for i, r in enumerate(rows):
-            jb, jp = zip(*r["jpeg_curve"])
-            ax.plot(jb, jp, "--", color=f"C{i}", label=f"JPEG {r['image']}")
-            ax.plot([r["bpp"]], [r["psnr"]], "o", color=f"C{i}", ms=8, label=f"lic_jax {r['image']}")
+        for i, name in enumerate(images):
+            jb, jp = zip(*curves[name])
+            ax.plot(jb, jp, "--", color=f"C{i}", label=f"JPEG {name}")
+            mine = sorted((r["bpp"], r["psnr"]) for r in rows if r["image"] == name)
+            ax.plot(*zip(*mine), "o-", color=f"C{i}", ms=5, label=f"lic_jax q1-6 {name}")
         ax.set_xlabel("bpp (real file bytes)")
         ax.set_ylabel("PSNR (dB)")
         ax.set_xlim(0, 2)
@@ -129,17 +141,15 @@ def main(argv=None):
     print(f"results: {args.out}/results.json, results.csv, rd.png")
 
 
-def variable_rate(images, out_dir, target=TARGET_BPP):
-    """lic compress --target-bpp with the shipped mae-bls2017, decompress in another process, check."""
+def variable_rate(images, out_dir, codec, target=TARGET_BPP):
+    """lic compress --target-bpp with the shipped default model, decompress in another process, check."""
     from lic_jax.coding import Codec
-    from lic_jax.default_model import default_model_path
     from lic_jax.evaluation.image_metrics import psnr
 
     orig_dir = os.path.join(out_dir, "originals")
-    vr_dir, vr_dec = os.path.join(out_dir, "lic-mae"), os.path.join(out_dir, "decoded-mae")
-    _lic("compress", orig_dir, vr_dir, "--model", "mae-bls2017", "--target-bpp", str(target))
-    _lic("decompress", vr_dir, vr_dec)
-    codec = Codec.from_artifact(os.path.join(os.path.dirname(default_model_path()), "mae-bls2017"))
+    vr_dir, vr_dec = os.path.join(out_dir, "lic-target"), os.path.join(out_dir, "decoded-target")
+    _lic("compress", orig_dir, vr_dir, "--target-bpp", str(target), "-q")
+    _lic("decompress", vr_dir, vr_dec, "-q")
     rows = []
     for name, img in images.items():
         with open(os.path.join(vr_dir, f"{name}.lic"), "rb") as f:
@@ -151,8 +161,8 @@ def variable_rate(images, out_dir, target=TARGET_BPP):
         rows.append({"image": name, "target_bpp": target, "bpp": bpp, "lambda": lam, "psnr": psnr(img, decoded),
                      "within_3_percent": abs(bpp / target - 1) <= 0.03, "round_trip_exact": exact})
         if not exact:
-            raise SystemExit(f"demo: {name}: mae-bls2017 decoded image differs from the model reconstruction")
-    print(f"\nvariable rate: one mae-bls2017 model, λ per image for {target} bpp")
+            raise SystemExit(f"demo: {name}: --target-bpp decoded image differs from the model reconstruction")
+    print(f"\nrate control: the same model, λ per image for {target} bpp")
     for r in rows:
         print(f"{r['image']:<10} λ={r['lambda']:.5f} {r['bpp']:.3f} bpp ({100 * (r['bpp'] / target - 1):+.1f} %) "
               f"PSNR {r['psnr']:.2f} dB, round trip exact")

@@ -4,7 +4,7 @@
 
 JOBS.json: [{"model": MODEL_DIR, "out": OUT_DIR, "paths": [...]}, …] (one process, several models:
 each child pays jax's start-up and compilation once).
-encode: writes OUT_DIR/<stem>.lic and OUT_DIR/<stem>.enc.npz (the encoder's y and z symbols).
+encode (a variable-rate model: image i at the ((i mod n) + 1)-th of its n trained λ): writes OUT_DIR/<stem>.lic and OUT_DIR/<stem>.enc.npz (the encoder's y and z symbols).
 decode: decodes the latents of each file (no synthesis) and writes OUT_DIR/<stem>.dec.npz, or
 records the one-line error. Prints one JSON line: {"jax": version, "results": [{stem: "ok" | error}, …]}
 (one dict per job).
@@ -35,10 +35,12 @@ def run(mode, model_dir, out_dir, paths):
 
     codec = Codec.from_artifact(load_artifact(model_dir))
     results = {}
-    for p in paths:
+    # a variable-rate model (the bundled default) codes image i at its ((i mod n) + 1)-th trained λ
+    lams = sorted(float(v) for v in codec.model.lmbdas) if codec.variable_rate else [None]
+    for i, p in enumerate(paths):
         stem = os.path.splitext(os.path.basename(p))[0]
         if mode == "encode":
-            enc = codec.encode(read_image(p))
+            enc = codec.encode(read_image(p), lams[i % len(lams)])
             with open(os.path.join(out_dir, stem + ".lic"), "wb") as f:
                 f.write(enc.data)
             lat = enc.latents

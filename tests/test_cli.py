@@ -405,19 +405,26 @@ def test_result_lines_are_clean_in_logs_and_pipes(art, tmp_path):
 
 def test_portable_default_float_twin_and_info(other_art, tmp_path, capsys):
     """Issue 13: the shipped default writes portable files (``lic info`` says so); ``--model
-    bmshj2018-hyperprior`` writes its float twin's files (same weights), which the same shipped
-    directory decodes; ``--portable`` refuses a float model with a one-line error and no output."""
+    mae-hyperprior`` writes its float twin's files (same weights), which the same shipped directory
+    decodes; ``--portable`` refuses a float model with a one-line error and no output. The first
+    default (``--model bmshj2018-hyperprior-int --quality 4``) is still shipped: its files decode
+    without options."""
     from lic_jax.coding import container
 
     src = tmp_path / "a.png"
     S.write_png(src, S.kodak_image(3)[:64, :96])
-    p, f = tmp_path / "p.lic", tmp_path / "f.lic"
+    p, f, o = tmp_path / "p.lic", tmp_path / "f.lic", tmp_path / "first.lic"
     assert main(["compress", str(src), str(p), "--no-psnr", "--portable"]) == 0
-    assert main(["compress", str(src), str(f), "--no-psnr", "--model", "bmshj2018-hyperprior"]) == 0
+    assert main(["compress", str(src), str(f), "--no-psnr", "--model", "mae-hyperprior"]) == 0
+    assert main(["compress", str(src), str(o), "--no-psnr", "--model", "bmshj2018-hyperprior-int", "--quality", "4"]) == 0
     hp, _ = container.unpack(p.read_bytes())
     hf, _ = container.unpack(f.read_bytes())
-    assert (hp.model_name, hf.model_name) == ("bmshj2018-hyperprior-int", "bmshj2018-hyperprior")
-    assert hp.fingerprint == hf.fingerprint  # one weights file serves both
+    ho, _ = container.unpack(o.read_bytes())
+    assert (hp.model_name, hf.model_name, ho.model_name) == ("mae-hyperprior-int", "mae-hyperprior",
+                                                             "bmshj2018-hyperprior-int")
+    assert hp.lmbda == hf.lmbda == np.float32(0.0067)  # the default's quality 3 (its default_lmbda)
+    assert hp.fingerprint == hf.fingerprint != ho.fingerprint  # one weights file serves both twins
+    assert main(["decompress", str(o), str(o.with_suffix(".png")), "-q"]) == 0
     capsys.readouterr()
     assert main(["info", str(p)]) == 0 and main(["info", str(f)]) == 0
     out = capsys.readouterr().out.splitlines()

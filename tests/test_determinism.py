@@ -84,12 +84,12 @@ def real_width(name: str):
 
     if name == "bmshj2018-hyperprior":
         from lic_jax.artifact import load_artifact
-        from lic_jax.default_model import default_model_path
+        from lic_jax.default_model import first_default_model_path
 
         from lic_jax.models.portable import float_spec
 
-        art = load_artifact(default_model_path())
-        spec = float_spec(art.spec)  # the bundled default is portable (issue 13); its float twin, same weights
+        art = load_artifact(first_default_model_path())
+        spec = float_spec(art.spec)  # the first bundled default is portable (issue 13); its float twin, same weights
         assert spec.name == name and spec.hparams["N"] == 128 and spec.hparams["M"] == 192
         return spec.build(), spec, art.variables
     model, spec = get_model(name) if name.startswith("mae-") else get_model(name, 3)

@@ -133,8 +133,8 @@ def test_tiled_equals_untiled_and_a_smaller_halo_does_not(name):
 
 
 def test_real_width_tiles_are_bit_identical(kodak_dir):
-    """The shipped default model (N = 128, M = 192) on a Kodak image, in the decoder's forms (blocked
-    Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
+    """The first shipped default model (bmshj2018-hyperprior q4, N = 128, M = 192) on a Kodak image, in
+    the decoder's forms (blocked Winograd synthesis on CPU): tiles of 2 … 20 latents give the reconstruction bit for bit, and
     tiles of 5 … 20 latents give y bit for bit. Analysis tiles of ≤ 3 latents (crops ≤ 96 px) do
     not (XLA:CPU switches convolution code: measured with 2-latent tiles 96.5 % of y values differ,
     by ≤ 8.58e-6), bounded here by 3 × that maximum. (The codec never uses such tiles for the
@@ -142,9 +142,9 @@ def test_real_width_tiles_are_bit_identical(kodak_dir):
     4 and 8 latents differed on 62 % of the values, by ≤ 5.4e-7."""
     import jax
 
-    from lic_jax.default_model import default_model_path
+    from lic_jax.default_model import first_default_model_path
 
-    codec = Codec.from_artifact(default_model_path())
+    codec = Codec.from_artifact(first_default_model_path())  # fixed-rate: its transforms take no λ
     from lic_jax.coding.programs import inference_model
 
     model, v = inference_model(codec.model), codec._cpu_vars  # the decoder's forms, as Codec runs them

@@ -129,7 +129,7 @@ def test_default_limit_passes_24_megapixels_and_refuses_more_than_64_mip():
 
 def test_max_pixels_is_configurable(default_codec, kodak_file):
     c = Codec(default_codec.model, default_codec.spec, {"params": default_codec._cpu_vars["params"]},
-              max_pixels=128 * 128 - 1)
+              max_pixels=128 * 128 - 1, lmbda=default_codec.lmbda)
     img = S.kodak_image(1)[:128, :128]
     with pytest.raises(LimitError, match="input image of 128x128"):
         c.compress(img)

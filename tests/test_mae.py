@@ -38,7 +38,7 @@ def _load_config(name, arg=None):
 # registry and λ sets
 # ----------------------------------------------------------------------------------------------
 def test_registry_and_lambda_sets():
-    assert variable_rate_model_names() == ["mae-bls2017", "mae-hyperprior"]
+    assert variable_rate_model_names() == ["mae-bls2017", "mae-hyperprior", "mae-hyperprior-int"]
     assert not set(variable_rate_model_names()) & set(model_names())  # model_names(): the quality-indexed family
     assert LAMBDA_PRESETS["seed001"] == pytest.approx(SEED001)
     assert len(LAMBDA_PRESETS["compressai"]) == 8

@@ -241,10 +241,43 @@ def test_cli_lmbda_and_target_bpp(tmp_path, shipped):
     assert abs(bpp / 0.4 - 1) <= 0.03, (bpp, r.stdout, r.stderr)
     # errors: one line, exit 1 (2 for usage), no output file
     r = _lic("compress", src, tmp_path / "c.lic", "--model", "mae-bls2017")
-    assert r.returncode == 1 and "variable-rate model: pass --lmbda" in r.stderr and not (tmp_path / "c.lic").exists()
-    r = _lic("compress", src, tmp_path / "c.lic", "--lmbda", 0.01)  # the default model has a fixed rate
+    assert r.returncode == 1 and "variable-rate model: pass --quality" in r.stderr and not (tmp_path / "c.lic").exists()
+    r = _lic("compress", src, tmp_path / "c.lic", "--model", "bmshj2018-hyperprior-int", "--quality", 4, "--lmbda", 0.01)
     assert r.returncode == 1 and "fixed rate" in r.stderr and not (tmp_path / "c.lic").exists()
     r = _lic("compress", src, tmp_path / "c.lic", "--model", "mae-bls2017", "--lmbda", 0.01, "--target-bpp", 0.3)
     assert r.returncode == 2
     r = _lic("compress", src, tmp_path / "c.lic", "--model", "mae-bls2017", "--target-bpp", 0.0001)
     assert r.returncode == 0 and "lowest rate" in r.stderr  # nearest achievable, stated
+
+
+# CompressAI's λ of its qualities 1-6 (compressai.zoo.image, MSE), typed from its documentation: the bundled
+# default was trained on exactly these, so its --quality Q must code at CompressAI's λ of quality Q
+COMPRESSAI_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483}
+
+
+def test_cli_quality_of_the_variable_rate_default(tmp_path, capsys):
+    """The bundled default is variable-rate: ``lic compress`` without a rate option codes at its
+    quality 3, ``--quality Q`` at CompressAI's λ of quality Q (header λ, float32), and the rate rises
+    with Q; a quality outside 1-6, or together with --lmbda, is a one-line error with no output. A
+    fixed-rate model's --quality without --model is refused too."""
+    from lic_jax.cli import main
+    from lic_jax.coding import container
+
+    src = S.write_png(tmp_path / "a.png", S.kodak_image(7)[:128, :192])
+    sizes = {}
+    for q in (None, 1, 6):
+        out = tmp_path / f"q{q}.lic"
+        assert main(["compress", str(src), str(out), "--no-psnr", "-q", *([] if q is None else ["--quality", str(q)])]) == 0
+        h, _ = container.unpack(out.read_bytes())
+        assert h.model_name == "mae-hyperprior-int" and h.lmbda == np.float32(COMPRESSAI_LAMBDAS[q or 3]), (q, h.lmbda)
+        sizes[q] = out.stat().st_size
+    assert sizes[1] < sizes[None] < sizes[6], sizes
+    capsys.readouterr()
+    for args, msg in ((["--quality", "7"], "--quality must be 1 … 6"), (["--quality", "0"], "--quality must be 1 … 6"),
+                      (["--quality", "2", "--lmbda", "0.01"], "exclude each other"),
+                      (["--checkpoint", os.path.join(REPO, "lic_jax", "assets", "models", "bmshj2018-hyperprior-q4"),
+                        "--quality", "2"], "fixed rate")):
+        assert main(["compress", str(src), str(tmp_path / "x.lic"), *args]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], (args, err)
+        assert not (tmp_path / "x.lic").exists()

@@ -267,5 +267,7 @@ def test_portable_twins():
     assert portable_twin("mbt2018-mean") == "mbt2018-mean-int"
     assert portable_twin("mbt2018") == "mbt2018-int"
     assert portable_twin("mbt2018-int") == "mbt2018-int"
-    with pytest.raises(ValueError, match="bls2017 has no portable .*bmshj2018-hyperprior, mbt2018, mbt2018-mean"):
+    assert portable_twin("mae-hyperprior") == "mae-hyperprior-int"
+    with pytest.raises(ValueError,
+                       match="bls2017 has no portable .*bmshj2018-hyperprior, mae-hyperprior, mbt2018, mbt2018-mean"):
         portable_twin("bls2017")

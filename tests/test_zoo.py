@@ -171,12 +171,12 @@ def zoo_file():
     from compressai.zoo import image as cz
 
     from lic_jax.artifact import load_artifact
-    from lic_jax.default_model import default_model_path
+    from lic_jax.default_model import first_default_model_path
 
     from lic_jax.models.portable import float_spec
 
-    art = load_artifact(default_model_path())
-    spec = float_spec(art.spec)  # the bundled default is portable (issue 13); its float twin, same weights
+    art = load_artifact(first_default_model_path())
+    spec = float_spec(art.spec)  # the first bundled default is portable (issue 13); its float twin, same weights
     assert spec.name == ARCH and spec.hparams == {"N": 128, "M": 192}
     torch.manual_seed(0)
     net = cz.bmshj2018_hyperprior(quality=QUALITY, pretrained=False)

@@ -42,6 +42,16 @@ def _is_progressive(codec) -> bool:
     return getattr(codec, "kind", None) == "progressive"
 
 
+def quality_lmbda(codec, quality: int) -> float:
+    """``--quality Q`` of a variable-rate model: its Q-th smallest trained λ (the bundled model was trained
+    on CompressAI's λ of qualities 1–6, so its Q is CompressAI's)."""
+    lmbdas = sorted(float(v) for v in codec.model.lmbdas)
+    if not 1 <= quality <= len(lmbdas):
+        raise CliError(f"--quality must be 1 … {len(lmbdas)} for {codec.spec.name if codec.spec else 'this model'} "
+                       f"(its trained λ: {', '.join(f'{v:g}' for v in lmbdas)}), got {quality}")
+    return lmbdas[quality - 1]
+
+
 def _check_rate_args(args, codec):
     name = codec.spec.name if codec.spec is not None else "this model"
     if _is_progressive(codec):  # rate = number of iterations (docs/PROGRESSIVE.md)
@@ -57,14 +67,24 @@ def _check_rate_args(args, codec):
     if args.iterations is not None:
         raise CliError(f"--iterations needs a progressive model (toderici2017); {name} is not one")
     if not codec.variable_rate:
+        if args.quality is not None and not args.model and not args.pretrained:
+            raise CliError(f"--quality without --model sets the rate of a variable-rate model; {name} has the fixed "
+                           f"rate it was trained for (pick a quality with --model NAME --quality Q)")
         if args.lmbda is not None or args.target_bpp is not None:
             raise CliError(f"--lmbda / --target-bpp need a variable-rate model (mae-*); {name} has the fixed rate "
                            f"it was trained for")
         return
     lo, hi = codec.lmbda_range
+    if args.quality is not None:
+        if args.lmbda is not None or args.target_bpp is not None:
+            raise CliError("--quality, --lmbda and --target-bpp exclude each other (each sets the rate)")
+        args.lmbda = quality_lmbda(codec, args.quality)
     if args.lmbda is None and args.target_bpp is None:
-        raise CliError(f"{name} is a variable-rate model: pass --lmbda L (trained on {lo:.4g} … {hi:.4g}) "
-                       f"or --target-bpp B")
+        if codec.lmbda is not None:  # the artifact's default λ (the bundled model's: its quality 3)
+            args.lmbda = float(codec.lmbda)
+        else:
+            raise CliError(f"{name} is a variable-rate model: pass --quality Q (1 … {len(codec.model.lmbdas)}), "
+                           f"--lmbda L (trained on {lo:.4g} … {hi:.4g}) or --target-bpp B")
     if args.lmbda is not None:
         if not (args.lmbda > 0 and math.isfinite(args.lmbda)):
             raise CliError(f"--lmbda must be positive, got {args.lmbda}")

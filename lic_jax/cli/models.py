@@ -32,6 +32,12 @@ def _shipped_model_dirs() -> list[str]:
     return out
 
 
+def _is_variable_rate_name(name) -> bool:
+    from ..models.registry import is_variable_rate
+
+    return isinstance(name, str) and is_variable_rate(name)
+
+
 def _read_config(d: str) -> dict:
     try:
         with open(os.path.join(d, "config.json")) as f:
@@ -122,9 +128,7 @@ def _encoder_codec(args):
         return _codec_from_dir(args.checkpoint, coder)
     if args.compressai_checkpoint:
         return _codec_from_compressai(args.compressai_checkpoint, coder)
-    if args.model or args.quality is not None:
-        if not args.model:
-            raise CliError("--quality needs --model")
+    if args.model:  # (--quality alone sets the rate of the default model, a variable-rate one: compress.py)
         dirs = _shipped_model_dirs()
         if getattr(args, "qf", None) is not None:  # JPEG-payload models: the artifact trained nearest to --qf first
             def _qf_dist(d):
@@ -134,7 +138,8 @@ def _encoder_codec(args):
             dirs = sorted(dirs, key=_qf_dist)
         for d in dirs:
             m = _read_config(d).get("model", {})
-            if args.quality is not None and m.get("quality") != args.quality:
+            variable = _is_variable_rate_name(m.get("name"))  # its --quality is a λ (compress.py)
+            if args.quality is not None and not variable and m.get("quality") != args.quality:
                 continue
             if m.get("name") == args.model:
                 return _codec_from_dir(d, coder)

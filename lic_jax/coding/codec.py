@@ -116,6 +116,7 @@ class Codec:
       fingerprint: hex SHA-256 of the weights (computed if omitted).
       lmbda: variable-rate models (``mae-*``): the default λ of ``compress`` / ``encode`` (each
         call may pass its own; :mod:`lic_jax.coding.rate_control` picks one for a target bpp).
+        ``from_artifact`` takes it from the artifact's metadata ``default_lmbda`` when there is one.
         Fixed-rate models: an optional, informational λ for the header.
       tiling: large images (docs/LARGE_IMAGES.md): None / 'auto', 'on', 'off', a tile size in
         pixels, or a :class:`~lic_jax.coding.tiling.Tiling`; also the attribute ``codec.tiling``.
@@ -169,6 +170,8 @@ class Codec:
         from ..artifact import Artifact, load_artifact
 
         art = path_or_artifact if isinstance(path_or_artifact, Artifact) else load_artifact(path_or_artifact, verify)
+        if lmbda is None and isinstance(art.metadata.get("default_lmbda"), (int, float)):
+            lmbda = art.metadata["default_lmbda"]  # a variable-rate artifact's own default (the bundled model's)
         if cls is Codec and _is_progressive(art.spec.build()):
             from .progressive import ProgressiveCodec
 

@@ -46,9 +46,10 @@ import numpy as np
 
 from ..layers import integer as il
 from .bmshj2018 import ScaleHyperprior
+from .mae import ModulatedHyperprior
 from .mbt2018 import MeanScaleHyperprior
 
-__all__ = ["PortableScaleHyperprior", "PortableMeanScaleHyperprior", "IntegerHyperSynthesis", "PINNED_SCALE_TABLE",
+__all__ = ["PortableScaleHyperprior", "PortableMeanScaleHyperprior", "PortableModulatedHyperprior", "IntegerHyperSynthesis", "PINNED_SCALE_TABLE",
            "OUT_SHIFT", "OUT_BITS", "sigma_thresholds", "integer_hyper_synthesis", "calibrate_shifts",
            "is_portable", "portable_spec", "float_spec"]
 
@@ -219,8 +220,8 @@ def calibrate_shifts(model, variables, images: Sequence[np.ndarray]) -> tuple:
                      for m, (_, bits, signed, fl) in zip(maxima_over("calibration_maxima"), model.calibration))
     n_hidden = len(model.integer_layout) - 1
 
-    def acts(m, x):
-        z = m.hyper_analysis(m.analysis(x))
+    def acts_at(m, x, lmbda):
+        z = m.hyper_analysis(m.analysis(x) if lmbda is None else m.analysis(x, lmbda))
         med = m.entropy_bottleneck.medians()
         a = jnp.round(z - med) + med
         out = [a]
@@ -228,6 +229,14 @@ def calibrate_shifts(model, variables, images: Sequence[np.ndarray]) -> tuple:
             a = m.h_s[2 * i + 1](m.h_s[2 * i](a))
             out.append(a)
         return [jnp.max(jnp.abs(o)) for o in out]
+
+    def acts(m, x):
+        if not getattr(m, "variable_rate", False):
+            return acts_at(m, x, None)
+        # a variable-rate model (mae-hyperprior-int): h_s is not modulated, but its input ẑ depends on
+        # λ; the scales must hold at every trained λ, so each maximum is taken over the whole λ set
+        per = [acts_at(m, x, jnp.float32(lam)) for lam in m.lmbdas]
+        return [jnp.max(jnp.stack(v)) for v in zip(*per)]
 
     maxima = maxima_over(acts)
     hidden_signed = [act == "leaky" for _, _, _, act in model.integer_layout[:-1]]
@@ -289,6 +298,27 @@ class PortableMeanScaleHyperprior(MeanScaleHyperprior):
             return super().hyper_synthesis(z_hat)
         scales, means = jnp.split(_fake_quant_h_s(self, z_hat), 2, axis=-1)
         return {"scales": scales, "means": means}
+
+
+class PortableModulatedHyperprior(ModulatedHyperprior):
+    """``mae-hyperprior-int``: the variable-rate modulated hyperprior (Yang et al., IEEE SPL 2020, §II,
+    eqs. 1–4, on Ballé et al. 2018's scale hyperprior, eq. 9–10) with the integer h_s of
+    :class:`PortableScaleHyperprior`. Only g_a and g_s are modulated by λ; h_s is not, so one integer
+    network serves every λ (its scales are calibrated over the whole trained λ set,
+    :func:`calibrate_shifts`). Same parameters as ``mae-hyperprior``. The bundled default model."""
+
+    int_shifts: tuple = ()
+    weight_bits: int = 8
+    act_bits: int = 10
+    input_bits: int = 12
+
+    integer_layout = PortableScaleHyperprior.integer_layout
+    hyper_means = False
+
+    def hyper_synthesis(self, z_hat):
+        if not self.int_shifts:
+            return super().hyper_synthesis(z_hat)
+        return {"scales": _fake_quant_h_s(self, z_hat)}
 
 
 def portable_spec(spec, variables, images: Sequence[np.ndarray]):

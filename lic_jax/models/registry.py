@@ -36,7 +36,7 @@ from .jiang2017 import ComCNNJpeg
 from .lee2019 import Lee2019
 from .mae import LAMBDA_PRESETS, ModulatedBls2017, ModulatedHyperprior, resolve_lmbdas
 from .mbt2018 import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
-from .portable import PortableMeanScaleHyperprior, PortableScaleHyperprior
+from .portable import PortableMeanScaleHyperprior, PortableModulatedHyperprior, PortableScaleHyperprior
 from .portable_ar import PortableJointAutoregressive
 from .toderici2017 import Toderici2017
 
@@ -144,6 +144,8 @@ def _records():
                     portable_of="mbt2018-mean"),
         ModelRecord("mbt2018-int", PortableJointAutoregressive, 22, "autoregressive-int", q["mbt2018"], mse,
                     portable_of="mbt2018"),
+        ModelRecord("mae-hyperprior-int", PortableModulatedHyperprior, 23, "hyperprior-int", variable_rate=True,
+                    portable_of="mae-hyperprior"),
     ]
 
 

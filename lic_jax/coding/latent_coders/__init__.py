@@ -7,7 +7,7 @@ name               structure                                    models
 ``hyperprior``     z (factorized / Gaussian) → σ (μ) of y       bmshj2018-hyperprior, mbt2018-mean, mae-hyperprior
 ``autoregressive`` hyperprior + causal context, wavefronts      mbt2018, lee2019
 ``external``       an opaque standard stream (JPEG / PNG)       JPEG-payload models (seed 004)
-``hyperprior-int`` hyperprior, σ/μ from an integer h_s          bmshj2018-hyperprior-int, mbt2018-mean-int
+``hyperprior-int`` hyperprior, σ/μ from an integer h_s          bmshj2018-hyperprior-int, mbt2018-mean-int, mae-hyperprior-int
 ``autoregressive-  autoregressive, σ/μ from integer h_s,        mbt2018-int
 int``              context model and entropy parameters
 ``progressive``    ±1 codes of a recurrent codec, one segment   toderici2017
