@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         g.add_argument("--compressai-checkpoint", metavar="FILE", help="CompressAI state_dict / checkpoint (.pth)")
         if encoder:
             g.add_argument("--model", metavar="NAME", help="shipped model by name (with --quality)")
-            sp.add_argument("--quality", type=int, metavar="Q", help="quality of a shipped model")
+            sp.add_argument("--quality", type=int, metavar="Q",
+                            help="quality of a shipped model (with --model); for a variable-rate model, such as the "
+                                 "default, its Q-th trained λ (default model: 1-6, CompressAI's λ; without it: 3)")
         sp.add_argument("--pretrained", action="store_true",
                         help=("CompressAI's pretrained weights for --model/--quality (downloaded once into the cache; "
                               "docs/ZOO.md)") if encoder else
