@@ -5,7 +5,7 @@ MSE and for MS-SSIM at low rates (< 0.5 bpp). This script trains those twins wit
 three rates each (CompressAI qualities 1–3: λ_MSE = 0.0018, 0.0035, 0.0067; λ_MS-SSIM = 2.40,
 4.58, 8.73), CPU-sized, resumably:
 
-* **MSE twin**: from the bundled default model's transforms where the architecture shares them
+* **MSE twin**: from the first bundled default model's (bmshj2018-hyperprior q4) transforms where the architecture shares them
   (bmshj2018-hyperprior: everything; mbt2018 and lee2019 at N=128, M=192: g_a, g_s, h_a and — for
   mbt2018 — the z density, matched by module name and shape); bls2017 (N=64) from the bundled
   variable-rate ``mae-bls2017`` with the quality's λ folded into its convolutions
@@ -55,7 +55,7 @@ HPARAMS = {  # CPU-sized: N=128, M=192 (CompressAI's small qualities for the fir
     "lee2019": {"N": 128, "M": 192},
     "bls2017": {"N": 64},  # the width of the bundled mae-bls2017 it is baked from
 }
-GRAFT = {"bmshj2018-hyperprior", "mbt2018", "lee2019"}  # share module names/shapes with the bundled default
+GRAFT = {"bmshj2018-hyperprior", "mbt2018", "lee2019"}  # share module names/shapes with the first bundled default
 # bls2017 starts from the bundled variable-rate mae-bls2017 with the quality's λ folded into its weights
 # (lic_jax.models.mae.fixed_rate): from the initialiser, 1,000 steps left it at 2.3 bpp on Barbara at q1
 BAKE = {"bls2017": "mae-bls2017"}
@@ -83,7 +83,7 @@ def plan():
 
 def graft_init(arch: str, quality: int, out: str) -> str:
     """A lic_jax model directory: ``arch`` at ``quality`` (HPARAMS) initialised with seed 0, every
-    module whose name and parameter shapes equal the bundled default's replaced by its weights."""
+    module whose name and parameter shapes equal the first bundled default's replaced by its weights."""
     if os.path.isdir(out):
         return out
     import jax
@@ -91,10 +91,10 @@ def graft_init(arch: str, quality: int, out: str) -> str:
     import numpy as np
 
     from lic_jax.artifact import load_artifact, save_artifact
-    from lic_jax.default_model import default_model_path
+    from lic_jax.default_model import first_default_model_path
     from lic_jax.models import get_model
 
-    src = load_artifact(default_model_path())
+    src = load_artifact(first_default_model_path())
     model, spec = get_model(arch, quality, **HPARAMS[arch])
     params = dict(jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3), jnp.float32))["params"]))
     sp = src.variables["params"]
@@ -103,9 +103,9 @@ def graft_init(arch: str, quality: int, out: str) -> str:
     for k in grafted:
         params[k] = jax.tree_util.tree_map(np.asarray, sp[k])
     save_artifact(out, spec, {"params": params},
-                  metadata={"init": f"{', '.join(grafted)} from the bundled default ({src.fingerprint[:12]}); "
+                  metadata={"init": f"{', '.join(grafted)} from the first bundled default ({src.fingerprint[:12]}); "
                                     f"the rest seed 0"})
-    print(f"[twins] graft init {out}: {len(grafted)} modules from the bundled default", flush=True)
+    print(f"[twins] graft init {out}: {len(grafted)} modules from the first bundled default", flush=True)
     return out
 
 

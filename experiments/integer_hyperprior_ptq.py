@@ -3,7 +3,7 @@ network (issue 13; Ballé, Johnston & Minnen, ICLR 2019), measured on Kodak.
 
     .venv/bin/python experiments/integer_hyperprior_ptq.py [--calib 64] [--kodak 24]
 
-Model: the shipped default artifact (lic_jax/assets/models/default: bmshj2018-hyperprior, N=128,
+Model: the first shipped default (lic_jax/assets/models/bmshj2018-hyperprior-q4: bmshj2018-hyperprior, N=128,
 M=192, trained on ../shared/data/train). h_s = deconv5/2 → ReLU → deconv5/2 → ReLU → conv3/1 →
 ReLU (σ), as in lic_jax/models/bmshj2018.py; each becomes an ``IntegerConv`` (QReLU).
 
@@ -45,7 +45,7 @@ from lic_jax.artifact import load_artifact  # noqa: E402
 from lic_jax.coding.image_io import read_image  # noqa: E402
 from lic_jax.coding.latent_coders.factorized import medians as eb_medians  # noqa: E402
 from lic_jax.coding.tables import gaussian_scale_tables  # noqa: E402
-from lic_jax.default_model import default_model_path  # noqa: E402
+from lic_jax.default_model import first_default_model_path  # noqa: E402
 from lic_jax.entropy_models.gaussian import scale_indexes, scale_table  # noqa: E402
 from lic_jax.layers import integer as il  # noqa: E402
 from lic_jax.layers.conv import conv2d, conv_transpose2d  # noqa: E402
@@ -172,7 +172,7 @@ def main(argv=None):
     ap.add_argument("--out", default=OUT)
     args = ap.parse_args(argv)
     t0 = time.time()
-    art = load_artifact(default_model_path())
+    art = load_artifact(first_default_model_path())
     model, variables = art.model, art.variables
     params = jax.tree_util.tree_map(np.asarray, variables["params"])
     hs = float_hs({k: params[k] for k, _, _ in HS})
@@ -218,7 +218,7 @@ def main(argv=None):
     doc = {
         "what": "PTQ of the trained default bmshj2018-hyperprior's h_s into integer layers "
                 "(lic_jax.layers.integer); Kodak y table indexes vs the float path",
-        "model": {"artifact": "lic_jax/assets/models/default", "fingerprint": art.fingerprint,
+        "model": {"artifact": "lic_jax/assets/models/bmshj2018-hyperprior-q4", "fingerprint": art.fingerprint,
                   "name": art.spec.name, "quality": art.spec.quality},
         "calibration": {"data": f"../shared/data/train (first {len(calib)} crops, sorted)",
                         "rule": "per-tensor power-of-two shift from the max (or 99.99th percentile) of the "

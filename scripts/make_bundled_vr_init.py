@@ -2,7 +2,7 @@
 
 The long run (``configs/bundled_vr.py``: mae-hyperprior, N=128, M=192) lost its work directory
 when the machine changed (the previous 2,300 steps, 2.05 CPU-hours, were not exported). Rather
-than start from the initialiser, its transforms are grafted from the bundled default model
+than start from the initialiser, its transforms are grafted from the first bundled default model
 (bmshj2018-hyperprior, N=128, M=192, 2,000 steps; Ballé et al. 2018 Fig. 4), whose layer stack
 is the same up to naming: the default interleaves convolutions and GDNs as ``g_a_0 … g_a_6``,
 the modulated model names them ``g_a_0 … g_a_3`` and ``gdn_0 … gdn_2`` (likewise ``g_s``/``igdn``).
@@ -29,7 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lic_jax.artifact import load_artifact, save_artifact  # noqa: E402
-from lic_jax.default_model import default_model_path  # noqa: E402
+from lic_jax.default_model import first_default_model_path  # noqa: E402
 from lic_jax.models import get_model  # noqa: E402
 
 LMBDAS = "0.0018,0.0035,0.0067,0.0130,0.0250,0.0483"  # configs/bundled_vr.py
@@ -50,7 +50,7 @@ def graft_map() -> dict[str, str]:
 
 
 def main(out: str, source: str | None = None):
-    src = load_artifact(source or default_model_path())
+    src = load_artifact(source or first_default_model_path())
     if src.spec.name not in ("bmshj2018-hyperprior", "bmshj2018-hyperprior-int"):
         raise SystemExit(f"--source must be a bmshj2018-hyperprior artifact, not {src.spec.name}")
     N, M = int(src.spec.hparams.get("N", 128)), int(src.spec.hparams.get("M", 192))
@@ -66,7 +66,7 @@ def main(out: str, source: str | None = None):
     kept = sorted(k for k in params if k not in graft_map())
     save_artifact(out, spec, {"params": params},
                   metadata={"init": f"transforms and z density grafted from "
-                                    f"{'the bundled default' if source is None else os.path.abspath(source)} "
+                                    f"{'the first bundled default' if source is None else os.path.abspath(source)} "
                                     f"({src.fingerprint[:12]}, N={N}, M={M}); {', '.join(kept)} from the "
                                     f"initialiser (seed 0)"})
     print(f"wrote {out}: grafted {len(graft_map())} modules, initialiser for {len(kept)} ({', '.join(kept)})")
@@ -77,6 +77,6 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out")
-    ap.add_argument("--source", help="a bmshj2018-hyperprior artifact (default: the bundled default model)")
+    ap.add_argument("--source", help="a bmshj2018-hyperprior artifact (default: the first bundled default, bmshj2018-hyperprior q4)")
     a = ap.parse_args()
     main(a.out, a.source)

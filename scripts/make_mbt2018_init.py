@@ -21,12 +21,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lic_jax.artifact import load_artifact, save_artifact  # noqa: E402
-from lic_jax.default_model import default_model_path  # noqa: E402
+from lic_jax.default_model import first_default_model_path  # noqa: E402
 from lic_jax.models import get_model  # noqa: E402
 
 
 def main(out: str):
-    src = load_artifact(default_model_path())
+    src = load_artifact(first_default_model_path())
     model, spec = get_model("mbt2018", 4, N=128, M=192)
     params = jax.device_get(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3), jnp.float32))["params"])
     params = dict(params)
