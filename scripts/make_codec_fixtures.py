@@ -45,6 +45,8 @@ CASES = {  # name: (hparams, [λ or None per file])
     "bmshj2018-hyperprior-int": ({"N": 8, "M": 12}, [None]),
     "mbt2018-mean-int": ({"N": 8, "M": 12}, [None]),
     "mbt2018-int": ({"N": 8, "M": 12}, [None]),
+    # issue 18: the bundled default's architecture (portable variable-rate hyperprior)
+    "mae-hyperprior-int": ({"N": 8, "M": 12}, [0.0035, 0.025]),
     "comcnn-jpeg": ({}, [None]),
     # issue 15: progressive files (format version 2), a 3-iteration tiny recurrent codec and a seeded
     # (untrained) bit context model in the artifact's bitcoder.npz
