@@ -54,6 +54,21 @@ def _jpeg_curve(img: np.ndarray):
     return sorted(pts)
 
 
+def _checked_file(codec, img, lic_dir, dec_dir, name, what):
+    """One image's file from ``lic compress`` and its PNG from ``lic decompress`` (separate processes):
+    (bytes, λ from the header, decoded pixels, bpp); exits unless the PNG equals the in-process
+    reconstruction at that λ bit for bit."""
+    from lic_jax.coding import Codec
+
+    with open(os.path.join(lic_dir, f"{name}.lic"), "rb") as f:
+        data = f.read()
+    lam = Codec.info(data)["lambda"]
+    decoded = np.asarray(Image.open(os.path.join(dec_dir, f"{name}.png")).convert("RGB"))
+    if not np.array_equal(decoded, codec.decompress(codec.compress(img, lam))):
+        raise SystemExit(f"demo: {name} {what}: decoded image differs from the model reconstruction")
+    return data, lam, decoded, 8.0 * len(data) / (img.shape[0] * img.shape[1])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="out/demo")
@@ -81,19 +96,12 @@ def main(argv=None):
         _lic("compress", orig_dir, qdir, "-q", *([] if q == DEFAULT_QUALITY else ["--quality", str(q)]))
         _lic("decompress", qdir, qdec, "-q")
         for name, img in images.items():
-            with open(os.path.join(qdir, f"{name}.lic"), "rb") as f:
-                data = f.read()
-            lam = Codec.info(data)["lambda"]
-            decoded = np.asarray(Image.open(os.path.join(qdec, f"{name}.png")).convert("RGB"))
-            exact = bool(np.array_equal(decoded, codec.decompress(codec.compress(img, lam))))
-            if not exact:
-                raise SystemExit(f"demo: {name} quality {q}: decoded image differs from the model reconstruction")
-            bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
+            data, lam, decoded, bpp = _checked_file(codec, img, qdir, qdec, name, f"quality {q}")
             jb, jp = zip(*curves[name])
             jpeg_psnr = float(np.interp(bpp, jb, jp)) if jb[0] <= bpp <= jb[-1] else float("nan")
             rows.append({"image": name, "quality": q, "lambda": lam, "height": img.shape[0], "width": img.shape[1],
                          "bytes": len(data), "bpp": bpp, "psnr": psnr(img, decoded), "ms_ssim": ms_ssim_255(img, decoded),
-                         "jpeg_psnr_at_same_bpp": jpeg_psnr, "round_trip_exact": exact})
+                         "jpeg_psnr_at_same_bpp": jpeg_psnr, "round_trip_exact": True})
 
     print(f"\nmodel: {codec.spec.name} (fingerprint {codec.fingerprint[:16]}), shipped default; "
           f"`lic compress` without options = quality {DEFAULT_QUALITY}")
@@ -143,7 +151,6 @@ def main(argv=None):
 
 def variable_rate(images, out_dir, codec, target=TARGET_BPP):
     """lic compress --target-bpp with the shipped default model, decompress in another process, check."""
-    from lic_jax.coding import Codec
     from lic_jax.evaluation.image_metrics import psnr
 
     orig_dir = os.path.join(out_dir, "originals")
@@ -152,16 +159,9 @@ def variable_rate(images, out_dir, codec, target=TARGET_BPP):
     _lic("decompress", vr_dir, vr_dec, "-q")
     rows = []
     for name, img in images.items():
-        with open(os.path.join(vr_dir, f"{name}.lic"), "rb") as f:
-            data = f.read()
-        lam = Codec.info(data)["lambda"]
-        decoded = np.asarray(Image.open(os.path.join(vr_dec, f"{name}.png")).convert("RGB"))
-        exact = bool(np.array_equal(decoded, codec.decompress(codec.compress(img, lam))))
-        bpp = 8.0 * len(data) / (img.shape[0] * img.shape[1])
+        data, lam, decoded, bpp = _checked_file(codec, img, vr_dir, vr_dec, name, "--target-bpp")
         rows.append({"image": name, "target_bpp": target, "bpp": bpp, "lambda": lam, "psnr": psnr(img, decoded),
-                     "within_3_percent": abs(bpp / target - 1) <= 0.03, "round_trip_exact": exact})
-        if not exact:
-            raise SystemExit(f"demo: {name}: --target-bpp decoded image differs from the model reconstruction")
+                     "within_3_percent": abs(bpp / target - 1) <= 0.03, "round_trip_exact": True})
     print(f"\nrate control: the same model, λ per image for {target} bpp")
     for r in rows:
         print(f"{r['image']:<10} λ={r['lambda']:.5f} {r['bpp']:.3f} bpp ({100 * (r['bpp'] / target - 1):+.1f} %) "

@@ -21,21 +21,17 @@ decode with the default model too.
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import os
 import sys
-
-import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lic_jax.artifact import load_artifact, save_artifact  # noqa: E402
-from lic_jax.coding.image_io import read_image  # noqa: E402
-from lic_jax.models.portable import float_spec, portable_spec  # noqa: E402
-from lic_jax.models.portable_ar import integer_network  # noqa: E402
+from lic_jax.models.portable import float_spec  # noqa: E402
 from lic_jax.train.input_pipeline import list_images  # noqa: E402
+from make_portable import calibrated_twin  # noqa: E402  (this script's folder is on sys.path)
 
 def folder_manifest(folder: str) -> dict:
     """Image count and SHA-256 of the sorted (relative name, size) list of the images the training input
@@ -62,16 +58,7 @@ def main(argv=None):
     lmbdas = sorted(float(v) for v in art.spec.build().lmbdas)
     if not 1 <= args.quality <= len(lmbdas):
         sys.exit(f"make_default_model: --quality must be 1 … {len(lmbdas)}")
-    paths = sorted(glob.glob(os.path.join(args.calib, "*.png")))[: args.n]
-    if not paths:
-        sys.exit(f"make_default_model: no PNG images in {args.calib}")
-    crops = [read_image(p).astype(np.float32) / np.float32(255.0) for p in paths]
-    spec = portable_spec(float_spec(art.spec), art.variables, crops)
-    net = integer_network(spec.build(), art.variables["params"])
-    meta = dict(art.metadata)
-    meta["portable"] = {"float_model": "mae-hyperprior", "int_shifts": spec.hparams["int_shifts"],
-                        "calibration": f"{len(paths)} crops of {os.path.basename(args.calib.rstrip('/'))}",
-                        "integer_network_sha256": net.digest()}
+    spec, net, meta = calibrated_twin(art, args.calib, args.n, "make_default_model")
     meta["default_lmbda"] = lmbdas[args.quality - 1]
     train = (meta.get("training", {}).get("config", {}).get("data", {}).get("train") or "")
     meta["data"] = {

@@ -29,6 +29,23 @@ from lic_jax.models.portable import float_spec, portable_spec  # noqa: E402
 from lic_jax.models.portable_ar import integer_network  # noqa: E402
 
 
+def calibrated_twin(art, calib: str, n: int, prog: str):
+    """The portable twin of artifact ``art`` calibrated on the first ``n`` PNG crops of ``calib``:
+    (spec, integer network, metadata with its ``portable`` record). Exits with a one-line error when
+    ``calib`` holds no PNG."""
+    paths = sorted(glob.glob(os.path.join(calib, "*.png")))[:n]
+    if not paths:
+        sys.exit(f"{prog}: no PNG images in {calib}")
+    crops = [read_image(p).astype(np.float32) / np.float32(255.0) for p in paths]
+    spec = portable_spec(float_spec(art.spec), art.variables, crops)
+    net = integer_network(spec.build(), art.variables["params"])
+    meta = dict(art.metadata)
+    meta["portable"] = {"float_model": float_spec(art.spec).name, "int_shifts": spec.hparams["int_shifts"],
+                        "calibration": f"{len(paths)} crops of {os.path.relpath(calib, ROOT)}",
+                        "integer_network_sha256": net.digest()}
+    return spec, net, meta
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model_dir")
@@ -37,16 +54,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=64, help="calibration crops")
     args = ap.parse_args(argv)
     art = load_artifact(args.model_dir)
-    paths = sorted(glob.glob(os.path.join(args.calib, "*.png")))[: args.n]
-    if not paths:
-        sys.exit(f"make_portable: no PNG images in {args.calib}")
-    crops = [read_image(p).astype(np.float32) / np.float32(255.0) for p in paths]
-    spec = portable_spec(float_spec(art.spec), art.variables, crops)
-    net = integer_network(spec.build(), art.variables["params"])
-    meta = dict(art.metadata)
-    meta["portable"] = {"float_model": float_spec(art.spec).name, "int_shifts": spec.hparams["int_shifts"],
-                        "calibration": f"{len(paths)} crops of {os.path.relpath(args.calib, ROOT)}",
-                        "integer_network_sha256": net.digest()}
+    spec, net, meta = calibrated_twin(art, args.calib, args.n, "make_portable")
     out = args.out or args.model_dir
     fp = save_artifact(out, spec, art.variables, metadata=meta, tables=art.tables)
     print(f"{out}: {spec.name} int_shifts={spec.hparams['int_shifts']} fingerprint {fp[:16]} "
