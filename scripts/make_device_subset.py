@@ -43,6 +43,8 @@ def main():
     ap.add_argument("--quality", type=int, default=None, help="default: 90 for webp, 92 for jpg")
     ap.add_argument("--with-train-crops", action="store_true")
     ap.add_argument("--max-photos", type=int, default=900, help="photos used (sorted: all 400 BSDS500, then OSIE)")
+    ap.add_argument("--per-photo", type=int, default=1,
+                    help="crops per photo: pass k takes every photo's k-th crop, while the budget lasts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-mib", type=float, default=31.0)
     a = ap.parse_args()
@@ -66,19 +68,24 @@ def main():
         sys.exit(f"error: validation and Kodak images alone are {used / 2**20:.1f} MiB > --max-mib {a.max_mib}; "
                  "lower --val or --kodak")
     photos = list_images(str(shared / "photos"))[: a.max_photos]
-    n = 0
-    for i, f in enumerate(photos):
-        with Image.open(f) as im:
-            img = to_rgb_uint8(np.asarray(im.convert("RGB")))
-        crop = random_scaled_crop_flip(img, a.crop, np.random.default_rng((a.seed, i)), (0.5, 0.75), hflip=False)
-        out = dest / "train" / f"p{i:04d}.{a.format}"
-        Image.fromarray(crop).save(out, quality=quality)
-        if used + out.stat().st_size > budget:
-            out.unlink()
+    n, full = 0, False
+    for k in range(a.per_photo):  # pass 0 is the crops of before --per-photo existed: rng (seed, i)
+        for i, f in enumerate(photos):
+            with Image.open(f) as im:
+                img = to_rgb_uint8(np.asarray(im.convert("RGB")))
+            rng = np.random.default_rng((a.seed, i) if k == 0 else (a.seed, i, k))
+            crop = random_scaled_crop_flip(img, a.crop, rng, (0.5, 0.75), hflip=False)
+            out = dest / "train" / (f"p{i:04d}.{a.format}" if k == 0 else f"p{i:04d}_{k}.{a.format}")
+            Image.fromarray(crop).save(out, quality=quality)
+            if used + out.stat().st_size > budget:
+                out.unlink()
+                full = True
+                break
+            used += out.stat().st_size
+            n += 1
+        if full:
             break
-        used += out.stat().st_size
-        n += 1
-    print(f"{dest}: {n} of {len(photos)} photo crops ({a.crop}², {a.format} q{quality})"
+    print(f"{dest}: {n} crops of {len(photos)} photos ({a.crop}², {a.format} q{quality})"
           f"{' + the train crops' if a.with_train_crops else ''}, {len(list((dest / 'val').iterdir()))} validation "
           f"and {len(list((dest / 'kodak').iterdir()))} Kodak images: {used / 2**20:.1f} MiB of {a.max_mib}")
 
