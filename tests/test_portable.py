@@ -7,8 +7,8 @@
   smallest and largest λ) and the first default (``bmshj2018-hyperprior-int`` q4, still shipped for
   its files) are portable, each integer network is the one recorded at export (digests pinned
   here: a change of the quantisation rule would make old files unreadable), and on a Kodak crop
-  its indexes differ from the float path's on few positions, never by more than one, at about the
-  same bytes.
+  its indexes differ from the float path's on few positions (the first default never by more than
+  one step; the bundled default by more at ≤ 0.15 % of them), at about the same bytes.
 * ``test_cross_environment_round_trips[all24]`` (extended): all 24 Kodak images with
   ``mae-hyperprior-int`` (the bundled default; image i at its ((i mod 6) + 1)-th λ),
   ``bmshj2018-hyperprior-int`` (the first default), ``mbt2018-int`` (integer context model and
@@ -39,7 +39,7 @@ CHILD = str(ROOT / "tests" / "cross_env_child.py")
 TFC_PYTHON = ROOT / ".venv-tfc" / "bin" / "python"
 # the integer networks of the bundled default (scripts/make_default_model.py) and of the first default
 # (scripts/make_portable.py), each calibrated on 64 crops of shared/data/train
-DEFAULT_INT_DIGEST = "9f4375ceca4d2905"
+DEFAULT_INT_DIGEST = "6bd7fea8a99be645"
 FIRST_DEFAULT = ROOT / "lic_jax" / "assets" / "models" / "bmshj2018-hyperprior-q4"
 FIRST_DEFAULT_INT_DIGEST = "de3bdfc967b418c3"
 
@@ -67,8 +67,12 @@ def test_thresholds_reproduce_scale_indexes():
 
 
 # measured on the kodim05 crop below (2026-12-04): first default 2.29 % of positions differ (PTQ 8-bit
-# weights, 10-bit activations), never by > 1, 12253 vs 12249 bytes (+0.03 %); the bundled default
-# 2.8 % / 2.2 % at λ 0.0018 / 0.0483 (2.1-2.8 % over its six λ), never by > 1, bytes −0.3 % / −0.15 %
+# weights, 10-bit activations), never by > 1, 12253 vs 12249 bytes (+0.03 %). The bundled default (finetune
+# step 8000, int_shifts [6, 7, 7]: its third h_s layer's range grew, so one fractional bit fewer than step
+# 4000's [6, 7, 8]) 2.99 % / 2.08 % at λ 0.0018 / 0.0483 (2.1-3.0 % over its six λ); steps > 1 at 1 / 36 of
+# 73,728 positions (≤ 0.05 %; whole kodim05 and kodim23 ≤ 0.05 % too), at most 2 / 4 steps (5 on the whole
+# kodim05); bytes −0.47 % / −0.14 % (the integer files are the smaller). Step 4000's weights never
+# differed by > 1. Bounds: the share of positions ≥ 2 steps off at 3× the measurement, the largest step 6.
 @pytest.mark.parametrize("which,lmbda", [("default", 0.0018), ("default", 0.0483), ("first", None)])
 def test_portable_model_close_to_float(which, lmbda):
     from lic_jax.artifact import load_artifact
@@ -88,8 +92,12 @@ def test_portable_model_close_to_float(which, lmbda):
     e, f = codec.encode(img, lmbda), fcodec.encode(img, lmbda)
     assert Codec.info(e.data)["portable"] and not Codec.info(f.data)["portable"]
     idx_i, idx_f = e.latents.y_indexes.astype(int), f.latents.y_indexes.astype(int)
-    mism = float(np.mean(idx_i != idx_f))
-    assert mism < 0.07 and np.abs(idx_i - idx_f).max() <= 1, mism
+    diff = np.abs(idx_i - idx_f)
+    mism = float(np.mean(diff > 0))
+    if which == "default":
+        assert mism < 0.07 and float(np.mean(diff > 1)) < 0.0015 and diff.max() <= 6, (mism, np.mean(diff > 1), diff.max())
+    else:
+        assert mism < 0.07 and diff.max() <= 1, mism
     assert abs(len(e.data) / len(f.data) - 1) < 0.01
     np.testing.assert_array_equal(e.latents.y_symbols, f.latents.y_symbols)  # μ = 0: round(y) either way
 
