@@ -95,6 +95,10 @@ def _run_parser(sub):
                         "stripe-orientation fidelity of lic_jax.evaluation.sof (per-image in the CSV and in the "
                         "JSON's meta.sof_per_image, means per point as results.sof-*); 'sof' alone also computes "
                         "psnr-rgb and ms-ssim-rgb")
+    p.add_argument("--decoder", metavar="NAME",
+                   help="decode the real files with this of the model's decoders instead of its default, e.g. "
+                        "synthesis_fused: akutsu2020's main + detail decoding (lic decompress --detail); the files "
+                        "are the same")
     p.add_argument("--masks", metavar="DIR",
                    help="a region mask per image, <DIR>/<image name>.png (e.g. face / text masks from python -m "
                         "lic_jax.train.labels): adds psnr-rgb@mask and ms-ssim-rgb@mask, the metrics inside "
@@ -119,6 +123,8 @@ def cmd_run(args):
         _die("--pretrained cannot be combined with --checkpoint / --compressai-checkpoint / --random-init")
     if args.codec and (args.entropy_estimation or args.float_recon):
         _die("--entropy-estimation / --float-recon apply to learned models only")
+    if args.decoder and (args.codec or args.entropy_estimation):
+        _die("--decoder applies to learned models' real bitstreams (not to --codec or --entropy-estimation)")
     if args.codec and lmbda_requested(args):
         _die("--lmbda / --lmbda-grid apply to variable-rate learned models (mae-*), not to --codec")
     try:
@@ -129,6 +135,8 @@ def cmd_run(args):
         _die(str(e), 1)
     prog = progressive_artifact(args)
     if prog is not None:
+        if args.decoder:
+            _die("--decoder: a progressive model (toderici2017) has one decoder")
         return _run_progressive(args, prog, ds)
     if args.iterations is not None:
         _die("--iterations applies to progressive models (toderici2017) only")
@@ -154,6 +162,7 @@ def cmd_run(args):
                                                            and r.get("point") == rows[0].get("point")))}
     curve.meta.update({
         "source": "codec" if args.codec else ("entropy-estimation" if args.entropy_estimation else "bitstream"),
+        **({"decoder": args.decoder} if args.decoder else {}),
         "bpp": ("model estimate: sum of -log2 likelihoods / (H*W)" if args.entropy_estimation
                 else "8 * file bytes / (H*W) of the unpadded image"),
         "reconstruction": "float (clipped, not rounded)" if args.float_recon else "8-bit (rounded)",

@@ -162,11 +162,15 @@ class LearnedCodec:
     ``check_roundtrip`` (real bitstreams): decode with ``Codec.decode`` and record in ``extra``
     whether the decoded latent symbols (y, and z where there is one) equal the encoder's exactly
     (``exact_roundtrip``: 1 or 0).
+    ``decoder`` (real bitstreams): decode with this of the model's decoders (its registry record's
+    ``decoders``) instead of the file's, e.g. ``synthesis_fused`` for akutsu2020's main + detail
+    decoding (``lic decompress --detail``); the file's bytes are the same for every decoder.
     """
 
     def __init__(self, model, spec, variables, entropy_estimation: bool = False, float_recon: bool = False,
                  coder: str | None = None, warmup: bool = True, name: str | None = None,
-                 lmbda: float | None = None, codec=None, warm: set | None = None, check_roundtrip: bool = False):
+                 lmbda: float | None = None, codec=None, warm: set | None = None, check_roundtrip: bool = False,
+                 decoder: str | None = None):
         from lic_jax.models import is_variable_rate
 
         self.model, self.spec, self.variables = model, spec, variables
@@ -196,6 +200,14 @@ class LearnedCodec:
         else:
             self._codec = codec if codec is not None else self._make_real_codec(coder)
             self.description = "lic_jax, real bitstream (.lic file bytes)"
+        if decoder is not None:
+            if entropy_estimation:
+                raise ValueError("a decoder applies to real bitstreams, not to entropy estimation")
+            known = tuple(getattr(self._codec, "decoders", ()))
+            if decoder not in known:
+                raise ValueError(f"{self.name} has no decoder {decoder!r}; its decoders: {', '.join(known)}")
+            self.description += f", decoded with {decoder}"
+        self.decoder = decoder
 
     def _make_real_codec(self, coder):
         try:
@@ -286,9 +298,9 @@ class LearnedCodec:
         if self.check_roundtrip:
             if encoded is None or not hasattr(self._codec, "decode"):
                 raise RuntimeError("check_roundtrip needs lic_jax.coding.Codec.encode / decode")
-            rec, lat, _ = self._codec.decode(data, output)
+            rec, lat, _ = self._codec.decode(data, output, decoder=self.decoder)
         else:
-            rec = self._codec.decompress(data, output=output)
+            rec = self._codec.decompress(data, output=output, decoder=self.decoder)
         dec = time.perf_counter() - t0
         rec = self._to_rec(rec) if self.float_recon else np.asarray(rec)
         if self.check_roundtrip:

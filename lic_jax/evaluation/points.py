@@ -106,6 +106,18 @@ def _vr_points(args, model, spec, variables, info: dict, label_prefix: str, kw: 
                   lmbda=lam) for lam in lams]
 
 
+def _check_decoder(args, name: str):
+    """--decoder NAME must be one of the model's decoders (its registry record's); checked before any
+    codec is built, with the list in the message."""
+    if not getattr(args, "decoder", None):
+        return
+    from lic_jax.models import registry
+
+    known = registry.record(name).decoders
+    if args.decoder not in known:
+        die(f"--decoder {args.decoder!r}: {name} has no such decoder; its decoders: {', '.join(known)}")
+
+
 def learned_points(args):
     from lic_jax.models import is_variable_rate
 
@@ -115,6 +127,8 @@ def learned_points(args):
     qualities = _qualities(args)
     kw = dict(entropy_estimation=args.entropy_estimation, float_recon=args.float_recon, coder=args.coder,
               warmup=not args.no_warmup)
+    if getattr(args, "decoder", None):
+        kw["decoder"] = args.decoder
     points = []
     if args.checkpoint:
         from lic_jax.artifact import ArtifactError, load_artifact
@@ -129,6 +143,7 @@ def learned_points(args):
                 die(str(e))
             if args.model and art.spec.name != args.model:
                 die(f"{path} holds a {art.spec.name} model, not {args.model}")
+            _check_decoder(args, art.spec.name)
             base = os.path.basename(os.path.normpath(path))
             if is_variable_rate(art.spec):
                 if q is not None:
@@ -156,6 +171,7 @@ def learned_points(args):
             if not os.path.isfile(path):
                 die(f"--compressai-checkpoint {path}: no such file")
             model, spec, variables = from_compressai(path, name=args.model, quality=q)
+            _check_decoder(args, spec.name)
             points.append(Point(os.path.basename(path), q,
                                 lambda m=model, s=spec, v=variables: LearnedCodec(m, s, v, **kw),
                                 {"compressai_checkpoint": os.path.abspath(path), "model": spec.name,
@@ -175,6 +191,7 @@ def learned_points(args):
                 art = zoo.load_pretrained_artifact(args.model, int(q), args.pretrained)
             except zoo.ZooError as e:
                 die(str(e), 1)
+            _check_decoder(args, art.spec.name)
             points.append(Point(f"q{int(q)}", int(q), lambda a=art: LearnedCodec(a.model, a.spec, a.variables, **kw),
                                 {"pretrained": "compressai", "metric": args.pretrained,
                                  "file": art.metadata.get("file"), "fingerprint": art.fingerprint}))
@@ -184,6 +201,8 @@ def learned_points(args):
 
         from lic_jax.models import get_model
 
+        if args.model:
+            _check_decoder(args, args.model)
         if args.model and is_variable_rate(args.model):
             if qualities:
                 die(f"{args.model} is a variable-rate model, which has no quality: use --lmbda / --lmbda-grid")
