@@ -1,0 +1,46 @@
+"""experiments/akutsu_crops.py's rate matching and crop window (issue 20), against brute force and
+hand-made masks. ~3 s."""
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from lic_jax.evaluation.codecs import PillowCodec
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "akutsu_crops.py")
+spec = importlib.util.spec_from_file_location("akutsu_crops", _PATH)
+ac = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ac)
+
+
+def _image(h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = np.stack([np.sin(xx / 5 + c) * np.cos(yy / 7 - c) for c in range(3)], -1) * 90 + 128
+    return np.clip(x + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("target", [0.4, 0.6, 1.5, 3.0])  # q1 = 0.61 bpp, q95 = 5.55
+def test_jpeg_matching_equals_brute_force(target):
+    """The bisection's choice equals an exhaustive search over qualities 1-95 with the same rule
+    (closest bpp among files ≤ 1.1·target, else the smallest file)."""
+    img = _image()
+    h, w = img.shape[:2]
+    bpp = {q: 8.0 * PillowCodec("jpeg", q).run(img).nbytes / (h * w) for q in range(1, 96)}
+    ok = [q for q in bpp if bpp[q] <= 1.1 * target]
+    want = min(ok, key=lambda q: (abs(bpp[q] - target), q)) if ok else min(bpp, key=bpp.get)
+    q, out = ac.classical_at("jpeg", img, target)
+    assert abs(bpp[q] - target) == abs(bpp[want] - target), (q, want, bpp[q], bpp[want])
+    assert 8.0 * out.nbytes / (h * w) == bpp[q]
+
+
+def test_crop_box_centres_the_largest_region():
+    m = np.zeros((300, 400), bool)
+    m[10:20, 10:20] = True  # small region
+    m[200:260, 300:360] = True  # the largest: centre (229.5, 329.5)
+    assert ac.crop_box(m, 100) == (180, 280, 100, 100)
+    assert ac.crop_box(m, 200) == (100, 200, 200, 200)  # clamped into the image (bottom and right edges)
+    assert ac.crop_box(np.zeros((50, 60), bool), 100) == (0, 0, 50, 60)  # empty mask, window larger than image
+    assert ac.largest_region(m) == 3600 and ac.largest_region(np.zeros((4, 4), bool)) == 0
