@@ -15,7 +15,9 @@ The argument is comma-separated ``key=value`` parts (or the bare word ``small``)
 
 keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
 shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 176² crops of the training
-photos, batch 4, 2,000 warm-up steps; ``_cpu``), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
+photos, batch 4, 2,000 warm-up steps; ``_cpu``), ``ablation_b`` (the paper's ablation (b): the same
+network trained with MS-SSIM + rate on G_m alone, λ_p = 0 and no GAN term for the whole run; G_s
+gets no gradient and is not used: evaluate with the main decoder), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
 residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
 9×9 variance; ``lic decompress --detail-roi`` is exact) or ``global`` (the paper's whole-map
 variance); docs/AKUTSU.md), ``window`` (a local causal-attention window of that radius, decoded
@@ -81,12 +83,17 @@ def get_config(arg: str = ""):
     c.export.fit_quantiles = True
     c.data.val_limit = 24
     c.gan = ml_collections.ConfigDict(dict(SETTINGS))  # λ_p, λ_e, λ_g, warmup_steps, d_lr, d_b1, d_b2, d_clip_norm
+    ablation = False
     for part in filter(None, (p.strip() for p in (arg or "").split(","))):
         key, _, value = part.partition("=")
         if not value:
-            if key not in ("small", "cpu"):
-                raise ValueError(f"configs/akutsu2020.py: the bare parts are 'small' and 'cpu', got {part!r}")
-            (_small if key == "small" else _cpu)(c)
+            if key not in ("small", "cpu", "ablation_b"):
+                raise ValueError(f"configs/akutsu2020.py: the bare parts are 'small', 'cpu' and 'ablation_b', "
+                                 f"got {part!r}")
+            if key == "ablation_b":
+                ablation = True
+            else:
+                (_small if key == "small" else _cpu)(c)
         elif key in ("masks", "val_masks"):
             c.data[key] = value
         elif key == "width":
@@ -106,6 +113,9 @@ def get_config(arg: str = ""):
         elif key == "crop":
             c.data.crop = c.data.val_crop = int(value)
         else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, width, blocks, detail_ca, window, warmup, "
-                             f"steps, batch, crop, masks, val_masks; got {key!r}")
+            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, window, "
+                             f"warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+    if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
+        c.gan.lambda_p = 0.0
+        c.gan.warmup_steps = int(c.num_steps)
     return c
