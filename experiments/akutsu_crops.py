@@ -74,29 +74,29 @@ def classical_at(codec: str, img: np.ndarray, target_bpp: float, slack: float = 
     return q, tried[q]
 
 
-def crop_box(mask: np.ndarray, size: int) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of a size² window (clamped into the image) centred on the largest
-    connected region of ``mask`` (the image centre if the mask is empty)."""
+def largest_region(mask: np.ndarray) -> tuple[int, tuple[float, float] | None]:
+    """(pixel count, centre (y, x)) of the largest connected region of ``mask``; (0, None) if empty."""
     from scipy import ndimage
 
-    H, W = mask.shape
     lab, n = ndimage.label(mask)
-    if n:
-        sizes = ndimage.sum(mask, lab, index=np.arange(1, n + 1))
-        cy, cx = ndimage.center_of_mass(lab == (1 + int(np.argmax(sizes))))
-    else:
-        cy, cx = H / 2, W / 2
+    if not n:
+        return 0, None
+    sizes = ndimage.sum(mask, lab, index=np.arange(1, n + 1))
+    k = int(np.argmax(sizes))
+    return int(sizes[k]), ndimage.center_of_mass(lab == k + 1)
+
+
+def crop_box(mask: np.ndarray, size: int, centre=None) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a size² window (clamped into the image) centred on ``centre``,
+    by default that of the largest connected region of ``mask`` (the image centre if it is empty)."""
+    H, W = mask.shape
+    if centre is None:
+        centre = largest_region(mask)[1]
+    cy, cx = centre if centre is not None else (H / 2, W / 2)
     hh, ww = min(size, H), min(size, W)
     top = int(np.clip(round(cy - hh / 2), 0, H - hh))
     left = int(np.clip(round(cx - ww / 2), 0, W - ww))
     return top, left, hh, ww
-
-
-def largest_region(mask: np.ndarray) -> int:
-    from scipy import ndimage
-
-    lab, n = ndimage.label(mask)
-    return int(ndimage.sum(mask, lab, index=np.arange(1, n + 1)).max()) if n else 0
 
 
 def summarise(rows: list[dict], methods: list[str]) -> dict:
@@ -223,19 +223,18 @@ def main(argv=None) -> int:
         if args.ablation:
             d2 = codecs["ablation"].compress(img)
             recs["ablation (b)"] = (8.0 * len(d2) / (h * w), codecs["ablation"].decompress(d2), {})
+        psnr = {}
         for m in methods:
             bpp, rec, info = recs[m]
             met = compute_metrics(img, np.asarray(rec), METRICS, mask=mask)
+            psnr[m] = met["psnr-rgb"]
             rows.append({"image": stem, "method": m, "bpp": bpp, "target_bpp": b,
                          "mask_fraction": float(mask.mean()), **{k: met.get(k) for k in METRICS}, **info})
-        want = stem in args.images if args.images else True
-        if want:
-            keep[stem] = {"image": stem, "region": largest_region(mask), "mask": mask,
-                          "box": crop_box(mask, args.crop), "images": {"original": img, **{m: np.asarray(recs[m][1])
-                                                                                         for m in methods}},
-                          "bpp": {m: recs[m][0] for m in methods},
-                          "psnr": {m: next(r["psnr-rgb"] for r in rows if r["image"] == stem and r["method"] == m)
-                                   for m in methods}}
+        if stem in args.images if args.images else True:
+            region, centre = largest_region(mask)
+            keep[stem] = {"image": stem, "region": region, "mask": mask, "box": crop_box(mask, args.crop, centre),
+                          "images": {"original": img, **{m: np.asarray(recs[m][1]) for m in methods}},
+                          "bpp": {m: recs[m][0] for m in methods}, "psnr": psnr}
             if not args.images and len(keep) > args.rows:  # keep only the largest regions in memory
                 del keep[min(keep, key=lambda k: keep[k]["region"])]
 

@@ -43,4 +43,4 @@ def test_crop_box_centres_the_largest_region():
     assert ac.crop_box(m, 100) == (180, 280, 100, 100)
     assert ac.crop_box(m, 200) == (100, 200, 200, 200)  # clamped into the image (bottom and right edges)
     assert ac.crop_box(np.zeros((50, 60), bool), 100) == (0, 0, 50, 60)  # empty mask, window larger than image
-    assert ac.largest_region(m) == 3600 and ac.largest_region(np.zeros((4, 4), bool)) == 0
+    assert ac.largest_region(m) == (3600, (229.5, 329.5)) and ac.largest_region(np.zeros((4, 4), bool)) == (0, None)

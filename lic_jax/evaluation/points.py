@@ -126,9 +126,7 @@ def learned_points(args):
 
     qualities = _qualities(args)
     kw = dict(entropy_estimation=args.entropy_estimation, float_recon=args.float_recon, coder=args.coder,
-              warmup=not args.no_warmup)
-    if getattr(args, "decoder", None):
-        kw["decoder"] = args.decoder
+              warmup=not args.no_warmup, decoder=getattr(args, "decoder", None))
     points = []
     if args.checkpoint:
         from lic_jax.artifact import ArtifactError, load_artifact

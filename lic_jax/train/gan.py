@@ -15,8 +15,8 @@ Every train step is one D step followed by one G step (1:1 alternation [I, §8])
   the main group, the entropy bottleneck's quantiles on the aux loss).
 * **Warm-up** (``gan.warmup_steps``): before it, no GAN term and no D update: D's parameters and
   optimiser state are carried over unchanged, and D is not run at all (``lax.cond``: the D step
-  and the D forward/backward of L_g are skipped, ≈ 40 % of a step's convolutions at the CPU run's
-  widths), so its metrics (``d_loss``, ``d_acc_*``, ``d_grad_norm``, ``g_loss``) read 0 with
+  and the D forward/backward of L_g are skipped: about two thirds of a GAN step's time at the CPU
+  run's shapes, ``benchmarks/akutsu_step.py``), so its metrics (``d_loss``, ``d_acc_*``, ``d_grad_norm``, ``g_loss``) read 0 with
   ``gan_on`` 0. The generator's updates are those of the loss without the GAN term.
 
 The generator's forward pass runs once per step (``jax.vjp``): the D step uses its x̂_m, the G
