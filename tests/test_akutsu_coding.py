@@ -368,53 +368,14 @@ def test_cli_detail_roi_and_errors(tiny, coded, tmp_path, capsys):
         assert not bad.exists()
 
 
-_ENCODE_ALL = r"""
-import glob, os, sys
-import numpy as np
-from PIL import Image
-from lic_jax.coding import Codec
-art, kodak, out = sys.argv[1:4]
-codec = Codec.from_artifact(art)
-for f in sorted(glob.glob(os.path.join(kodak, "kodim*.png"))):
-    img = np.asarray(Image.open(f).convert("RGB"))
-    enc = codec.encode(img)
-    stem = os.path.join(out, os.path.basename(f)[:-4])
-    open(stem + ".lic", "wb").write(enc.data)
-    np.savez(stem + ".npz", y_hat=enc.latents.y_hat, y=enc.latents.y_symbols, z=enc.latents.z_symbols,
-             shape=np.asarray(img.shape))
-"""
-
-_DECODE_ALL = r"""
-import glob, json, os, sys
-import numpy as np
-from lic_jax.coding import Codec
-art, out = sys.argv[1:3]
-codec = Codec.from_artifact(art)
-res = []
-for f in sorted(glob.glob(os.path.join(out, "kodim*.lic"))):
-    data, ref = open(f, "rb").read(), np.load(f[:-4] + ".npz")
-    row = {"image": os.path.basename(f)}
-    outs = {}
-    for dec in ("synthesis_main", "synthesis_fused"):  # lic decompress, and lic decompress --detail
-        img, lat, _ = codec.decode(data, decoder=dec)
-        row[dec] = bool(np.array_equal(lat.z_symbols, ref["z"]) and np.array_equal(lat.y_symbols, ref["y"])
-                        and lat.y_hat.dtype == np.float32 and lat.y_hat.tobytes() == ref["y_hat"].tobytes()
-                        and img.dtype == np.uint8 and img.shape == tuple(ref["shape"]))
-        outs[dec] = img
-    row["detail_differs"] = bool(np.abs(outs["synthesis_main"].astype(int) - outs["synthesis_fused"]).max() > 0)
-    row["bytes"] = len(data)
-    res.append(row)
-print(json.dumps(res))
-"""
-
-
 @pytest.mark.extended  # ~3 CPU-minutes: outside the 90-minute CI, scripts/test.sh --extended
 def test_kodak_round_trips_in_separate_processes(tiny, kodak_dir, tmp_path):
     """All 24 Kodak images (768×512, ŷ 32×48×4: 1536 sequential context steps each) encoded in one
-    fresh process, decoded in another with the main decoder and with ``--detail`` (the fused
+    fresh process, decoded in two others, with the main decoder and with ``--detail`` (the fused
     decoder): every decode's symbols, ẑ symbols and ŷ equal the encoder's bit for bit, and the
     detail decode differs from the main one. The energised tiny model of this module, saved as an
-    artifact (nothing shared between the processes but the model directory and the files)."""
+    artifact (nothing shared between the processes but the model directory and the files), through
+    experiments/akutsu_roundtrips.py, the script that checks a trained model the same way."""
     import json
     import os
     import subprocess
@@ -426,13 +387,13 @@ def test_kodak_round_trips_in_separate_processes(tiny, kodak_dir, tmp_path):
     art = tmp_path / "model"
     save_artifact(art, spec, v)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-c", _ENCODE_ALL, str(art), str(kodak_dir), str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=1800)
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
+                          "akutsu_roundtrips.py")
+    out = tmp_path / "roundtrips.json"
+    r = subprocess.run([sys.executable, script, "--model", str(art), "--dataset", str(kodak_dir), "--out", str(out),
+                        "--workdir", str(tmp_path / "files")], capture_output=True, text=True, env=env, timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
-    r = subprocess.run([sys.executable, "-c", _DECODE_ALL, str(art), str(tmp_path)],
-                       capture_output=True, text=True, env=env, timeout=1800)
-    assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 24, [x["image"] for x in rows]
-    bad = [x for x in rows if not (x["synthesis_main"] and x["synthesis_fused"] and x["detail_differs"])]
+    bad = [x for x in rows if not (x["main_exact"] and x["fused_exact"] and x["detail_differs"])]
     assert not bad, bad
