@@ -3,8 +3,10 @@
 #   scripts/long_run.sh start    snapshot the code (once), start/resume training niced in the background
 #   scripts/long_run.sh status   last log lines, steps done, CPU-hours spent over all sessions
 #   scripts/long_run.sh stop     SIGTERM: the loop saves a checkpoint after the current step and exits
-#   scripts/long_run.sh export   write the artifact of the best checkpoint to $RUN/artifact-export
-#   scripts/long_run.sh seed     export, then save its compact seed into the repo (experiments/seeds/<name>,
+#   scripts/long_run.sh export   write the artifact of the best checkpoint (by validation; LIC_EXPORT_WHICH=last:
+#                                the latest) to $RUN/artifact-export
+#   scripts/long_run.sh seed     export the latest checkpoint (a resume point is the run's progress, not its best
+#                                validation), then save its compact seed into the repo (experiments/seeds/<name>,
 #                                scripts/run_seed.py): commit it, and a new machine's `start` resumes from it
 # Environment: LIC_RUNS (default ~/lic_runs), LIC_RUN_NAME (default bundled-vr), LIC_RUN_CONFIG
 # (default configs/bundled_vr.py), LIC_JAX_SHARED (default <repo>/../shared), LIC_INIT (first start only:
@@ -89,11 +91,12 @@ case ${1:-status} in
     ;;
   export)
     cd "$CODE"
-    PYTHONPATH=$CODE JAX_PLATFORMS=cpu "$PY" train.py --config "$CONFIG" --workdir "$RUN" --mode=export \
-      --export_dir="$RUN/artifact-export"
+    PYTHONPATH=$CODE JAX_PLATFORMS=cpu JAX_COMPILATION_CACHE_DIR=$RUNS/jit_cache "$PY" train.py --config "$CONFIG" \
+      --workdir "$RUN" --mode=export \
+      --export_dir="$RUN/artifact-export" --config.export.which="${LIC_EXPORT_WHICH:-best}"
     ;;
   seed)
-    "$0" export
+    LIC_EXPORT_WHICH=last "$0" export
     step=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['metadata'].get('training', {}).get('exported_step', '?'))" \
       "$RUN/artifact-export/config.json" 2>/dev/null || echo '?')
     "$PY" "$REPO/scripts/run_seed.py" save "$RUN/artifact-export" "$SEED" \
