@@ -14,13 +14,15 @@ The argument is comma-separated ``key=value`` parts (or the bare word ``small``)
     python train.py --config configs/akutsu2020.py:width=0.25,blocks=2,warmup=5000 --workdir runs/akutsu-q
 
 keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
-shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 176² crops of the training
-photos, batch 4, 2,000 warm-up steps; ``_cpu``), ``ablation_b`` (the paper's ablation (b): the same
+shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 256² crops of the training
+photos, batch 2, 2,000 warm-up steps; ``_cpu``), ``ablation_b`` (the paper's ablation (b): the same
 network trained with MS-SSIM + rate on G_m alone, λ_p = 0 and no GAN term for the whole run; G_s
 gets no gradient and is not used: evaluate with the main decoder), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
 residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
 9×9 variance; ``lic decompress --detail-roi`` is exact) or ``global`` (the paper's whole-map
-variance); docs/AKUTSU.md), ``window`` (a local causal-attention window of that radius, decoded
+variance); docs/AKUTSU.md), ``decoder_norm`` (the decoder bodies' normalisation: ``gdn``, the default
+and CVQN's, or ``igdn``, the form before 2026-12-04, which did not carry over from 176² crops to whole
+images; docs/AKUTSU.md ambiguity 3), ``window`` (a local causal-attention window of that radius, decoded
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
 ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """
@@ -44,8 +46,10 @@ def _small(c):
 
 
 def _cpu(c):
-    """The CPU run (issue 20): a quarter-width model with one RCAB per group on 176² crops (MS-SSIM's
-    five scales without shrinking), batch 4, the 1,100 training photos downscaled by [0.5, 0.75]
+    """The CPU run (issue 20): a quarter-width model with one RCAB per group on 256² crops (the paper's
+    size; ẑ 4 × 4), batch 2 (the pixels per step of the 176² × 4 used until 2026-12-04, whose 3 × 3 ẑ
+    never showed the hyper-decoder a position away from the border: docs/AKUTSU.md "Why the run
+    restarted"), the 1,100 training photos downscaled by [0.5, 0.75]
     (shared/data/README.md), 2,000 warm-up steps of MS-SSIM + rate before the GAN term, lr 1e-4,
     validation on 16 centre crops of 256² of shared/data/val every 1,000 steps. Masks: ``masks=DIR``
     and ``val_masks=DIR`` (``python -m lic_jax.train.labels``)."""
@@ -54,7 +58,7 @@ def _cpu(c):
     shared = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
     c.model_hparams.width = 0.25
     c.model_hparams.blocks = 1
-    set_recipe(c, steps=200_000, lr=1e-4, batch=4, crop=176, val_crop=256, log_every=50, eval_every=1000,
+    set_recipe(c, steps=200_000, lr=1e-4, batch=2, crop=256, val_crop=256, log_every=50, eval_every=1000,
                checkpoint_every=250, cache=False)
     c.val_batch_size = 4
     c.data.train = os.path.join(shared, "data", "photos")
@@ -76,6 +80,7 @@ def get_config(arg: str = ""):
     c.model_hparams.width = 1.0
     c.model_hparams.blocks = 6
     c.model_hparams.detail_ca = "local"  # G_s's CA: 'local' (9×9: --detail-roi exact) or 'global' (the paper)
+    c.model_hparams.decoder_norm = "gdn"  # the decoder bodies: 'gdn' (CVQN) or 'igdn' (before 2026-12-04; AKUTSU.md)
     set_recipe(c, steps=800_000, lr=8e-5, batch=8, crop=256, val_crop=256, log_every=100, eval_every=10_000,
                checkpoint_every=5000, cache=False)
     c.optim.clip_norm = 1.0  # the project's default for the codec; the paper states none
@@ -102,6 +107,8 @@ def get_config(arg: str = ""):
             c.model_hparams.blocks = int(value)
         elif key == "detail_ca":
             c.model_hparams.detail_ca = value
+        elif key == "decoder_norm":
+            c.model_hparams.decoder_norm = value
         elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
             c.model_hparams.attention_window = int(value)
         elif key == "warmup":
@@ -113,8 +120,8 @@ def get_config(arg: str = ""):
         elif key == "crop":
             c.data.crop = c.data.val_crop = int(value)
         else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, window, "
-                             f"warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
+                             f"decoder_norm, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

@@ -333,3 +333,50 @@ def test_bf16_compute(tiny):
     # bf16 stays near float32 (measured mean |Δx̂| = 5.7e-4, max 4.3e-3; tolerances 1.7e-3 / 1.3e-2)
     d = jnp.abs(out["x_hat"] - out32["x_hat"])
     assert float(jnp.mean(d)) < 1.7e-3 and float(jnp.max(d)) < 1.3e-2
+
+
+def test_decoder_norm_gdn_and_legacy_igdn(tiny):
+    """Ambiguity 3 (docs/AKUTSU.md): the decoder bodies normalise with GDN, as CVQN's code does
+    (``decoder_norm='gdn'``, the default since 2026-12-04); ``'igdn'`` is the earlier form, and a
+    stored spec without the field reads as ``'igdn'``. Checked against a numpy GDN / IGDN of the
+    body's own intermediate (the residual group's output) with β and γ read from the parameters,
+    for the default model's H_d, G_m and G_s bodies (one GDN each), and for a standalone IGDN body."""
+    from lic_jax.layers.bounds import nonneg_value
+    from lic_jax.models.registry import ModelSpec
+
+    model, v, x, _ = tiny
+
+    def check(module, variables, inp, method=None, inverse=False):
+        _, st = module.apply(variables, inp, method=method, capture_intermediates=True, mutable=["intermediates"])
+        inter, n = st["intermediates"], 0
+        params = variables["params"]
+
+        def walk(t, p, path):
+            nonlocal n
+            decoder = not path or path[0].startswith(("g_m_", "g_d_", "h_s_"))  # not E, H_e (GDN before the group)
+            if decoder and "GDN_0" in t and "ResidualGroup_0" in t:  # a decoder body
+                r = np.asarray(t["ResidualGroup_0"]["__call__"][0], np.float64)
+                out = np.asarray(t["GDN_0"]["__call__"][0], np.float64)
+                beta = np.asarray(nonneg_value(p["GDN_0"]["beta"], 1e-6), np.float64)
+                gamma = np.asarray(nonneg_value(p["GDN_0"]["gamma"]), np.float64)
+                norm = np.sqrt(beta + np.einsum("...j,ij->...i", r * r, gamma))
+                want = r * norm if inverse else r / norm
+                np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6, err_msg="/".join(path))
+                n += 1
+            for k, sub in t.items():
+                if isinstance(sub, dict) and k in p and isinstance(p[k], dict):
+                    walk(sub, p[k], path + [k])
+        walk(inter, params, [])
+        return n
+
+    assert model.decoder_norm == "gdn"
+    # H_d: 2 bodies; G_m and G_s: 4 each (the forward runs both decoders with detail=True)
+    assert check(model, v, x[:1]) == 10
+    body = A.DecoderBody(8, blocks=1, norm="igdn")
+    h = jnp.asarray(np.random.default_rng(3).normal(size=(1, 6, 5, 8)), jnp.float32)
+    bv = _host_init(body, h)
+    assert check(body, bv, h, inverse=True) == 1
+    legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local"}}
+    assert ModelSpec.from_dict(legacy).build().decoder_norm == "igdn"
+    with pytest.raises(ValueError, match="decoder_norm"):
+        A.Akutsu2020(**TINY, decoder_norm="GDN").check_hparams()

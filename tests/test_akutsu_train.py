@@ -124,9 +124,11 @@ def test_registry_and_config():
     assert (rec.cls, rec.objective, rec.qualities, rec.variable_rate) == (Akutsu2020, "gan", None, False)
     assert objective("akutsu2020") == "gan"
     model, spec = get_model("akutsu2020")
-    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local"} and (model.width, model.blocks) == (1.0, 6)
+    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local", "decoder_norm": "gdn"}
+    assert (model.width, model.blocks) == (1.0, 6)
     model, spec = get_model("akutsu2020", width=1 / 16, blocks=1)
-    assert spec.hparams == {"width": 1 / 16, "blocks": 1, "detail_ca": "local"}  # G_s's CA: AKUTSU.md ambiguity 11
+    # G_s's CA: AKUTSU.md ambiguity 11; the decoder bodies' GDN: ambiguity 3
+    assert spec.hparams == {"width": 1 / 16, "blocks": 1, "detail_ca": "local", "decoder_norm": "gdn"}
     d = model.discriminator()
     assert (d.width, d.blocks) == (1 / 16, 1)
     for bad in ({"width": 0}, {"width": -1.0}, {"width": float("nan")}, {"blocks": 0}, {"blocks": 1.5},
@@ -144,7 +146,7 @@ def test_registry_and_config():
     assert (full.gan.lambda_p, full.gan.lambda_e, full.gan.lambda_g) == (5.0, 0.18, 0.01)
     cpu = cfgmod.get_config("cpu,masks=/m/photos,val_masks=/m/val")
     assert (cpu.model_hparams.width, cpu.model_hparams.blocks, cpu.data.crop, cpu.batch_size, cpu.gan.warmup_steps,
-            cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 176, 4, 2000, "/m/photos", "/m/val")
+            cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 256, 2, 2000, "/m/photos", "/m/val")
     assert cpu.data.train.endswith("photos") and cpu.data.val_crop == 256
     ab = cfgmod.get_config("cpu,ablation_b,steps=3000")  # ablation (b): no detail term, never a GAN step
     assert (ab.gan.lambda_p, ab.gan.warmup_steps, ab.gan.lambda_e, ab.model_hparams.width) == (0.0, 3000, 0.18, 0.25)

@@ -22,8 +22,8 @@ Bodies (§2.4, Fig. 3; blocks of ref. [14] = CVQN, with RAM-style attention, ref
 
 * encoder body (halves H, W): space-to-depth ×2 (C → 4C) → GDN(4C) → residual group →
   conv3×3 4C → C_out;
-* decoder body (doubles H, W): conv3×3 C → 4·C_out → residual group → IGDN(4·C_out) →
-  pixel-shuffle ×2 (→ C_out);
+* decoder body (doubles H, W): conv3×3 C → 4·C_out → residual group → GDN(4·C_out) →
+  pixel-shuffle ×2 (→ C_out); IGDN instead of GDN with ``decoder_norm='igdn'`` (ambiguity 3);
 * residual group: x + conv3×3(RCAB_n(… RCAB_1(x))), ``blocks`` RCABs (default 6, CVQN's count);
 * RCAB: r = conv3×3(ReLU(conv3×3(x))); x + r·sigmoid(CA(r) + SA(r)) where CA = 1×1 → ReLU → 1×1
   on the per-channel *variance* of r (RAM) with reduction ``ca_reduction`` (default 1, CVQN) and
@@ -49,7 +49,13 @@ Ambiguities resolved (also in docs/AKUTSU.md) [I]:
 1. latent width 64 (E / H_e say 64, G_m / G_s "start at 32" = CVQN's code width): 64, and the
    heads of G_m / G_s are conv3×3 64 → 192.
 2. §3.1 says G_m consists of "encoder bodies": decoder bodies (it must upsample ×16).
-3. GDN in the encoder body, IGDN in the decoder body (CVQN writes "GDN" for both).
+3. GDN in the encoder body and, since 2026-12-04, GDN in the decoder body too, as CVQN's code has it
+   (``decoder_norm``, default ``'gdn'``). Until then the decoder bodies used IGDN, our reading; a
+   quarter-width model trained with it on 176² crops (z 3×3) did not carry over to 768×512 images:
+   at step 1000 H_d's output grew from mean |·| 8 on a 256² crop to 219 on the whole image (its second
+   IGDN took its input from 20 to 186), μ went with it and the Kodak rate was 0.94 bpp against 0.19 on
+   256² crops. IGDN (x·√(β + γx²)) grows faster than its input; GDN (x / √(β + γx²)) is bounded by
+   1/√γ. ``'igdn'`` keeps the old form (the registry reads a spec without the field as ``'igdn'``).
 4. blocks per residual group: 6 (CVQN yaml); CA reduction 1 (CVQN); RAM fusion sigmoid(CA + SA).
 5. attention: single head, d_k = 16; the mask admits keys j ≤ i (raster order) over features that
    are *already* strictly causal (type-A masked conv), so the output at i depends on latents at
@@ -237,7 +243,8 @@ class EncoderBody(nn.Module):
 
 
 class DecoderBody(nn.Module):
-    """Doubles H, W: conv3×3 → 4·``features`` → residual group → IGDN → pixel shuffle."""
+    """Doubles H, W: conv3×3 → 4·``features`` → residual group → GDN (``norm='gdn'``, CVQN) or IGDN
+    (``'igdn'``) → pixel shuffle."""
 
     features: int
     blocks: int = 6
@@ -245,21 +252,24 @@ class DecoderBody(nn.Module):
     dtype: Any = None
     ca: str = "global"
     ca_window: int = LOCAL_CA_WINDOW
+    norm: str = "gdn"
 
     @nn.compact
     def __call__(self, x):
         h = Conv(4 * self.features, 3, 1, dtype=self.dtype)(x)
         h = ResidualGroup(self.blocks, self.ca_reduction, self.dtype, self.ca, self.ca_window)(h)
-        h = GDN(inverse=True, dtype=self.dtype)(h)
+        h = GDN(inverse=self.norm == "igdn", dtype=self.dtype)(h)
         return depth_to_space(h)
 
 
-def _bodies(kind, channels, blocks, ca_reduction, dtype, **ca):
-    body = EncoderBody if kind == "enc" else DecoderBody
-    return [body(c, blocks, ca_reduction, dtype, **ca) for c in channels]
+def _bodies(kind, channels, blocks, ca_reduction, dtype, norm="gdn", **ca):
+    if kind == "enc":
+        return [EncoderBody(c, blocks, ca_reduction, dtype) for c in channels]
+    return [DecoderBody(c, blocks, ca_reduction, dtype, norm=norm, **ca) for c in channels]
 
 
 DETAIL_CA = ("global", "local")
+DECODER_NORMS = ("gdn", "igdn")  # the decoder bodies: GDN (CVQN; the default) or IGDN (before 2026-12-04)
 
 
 def detail_body_radius(blocks: int, detail_ca: str = "local", window: int = LOCAL_CA_WINDOW) -> int | None:
@@ -366,6 +376,7 @@ class Akutsu2020(nn.Module):
     dtype: Any = None
     detail_ca: str = "local"
     attention_window: int = 0
+    decoder_norm: str = "gdn"  # the decoder bodies' normalisation: 'gdn' (CVQN) or 'igdn' (before 2026-12-04)
 
     downsampling = DOWNSAMPLING
 
@@ -388,6 +399,9 @@ class Akutsu2020(nn.Module):
             raise ValueError(f"{type(self).__name__}: detail_ca (G_s's channel attention) must be 'global' (the "
                              f"paper's whole-map variance) or 'local' ({LOCAL_CA_WINDOW}×{LOCAL_CA_WINDOW} "
                              f"variance), got {self.detail_ca!r}")
+        if self.decoder_norm not in DECODER_NORMS:
+            raise ValueError(f"{type(self).__name__}: decoder_norm (the decoder bodies' normalisation) must be "
+                             f"'gdn' (CVQN) or 'igdn', got {self.decoder_norm!r}")
 
     def discriminator(self, **kw) -> "Discriminator":
         """The D that goes with this model: same ``width``, ``blocks``, ``ca_reduction`` and dtype."""
@@ -400,10 +414,11 @@ class Akutsu2020(nn.Module):
         lat, hyp = s(self.latent), s(self.hyper)
         self.g_a = _bodies("enc", [s(c) for c in self.encoder_channels], n, r, d) + [Conv(lat, 3, 1, dtype=d)]
         mc, dc = [s(c) for c in self.main_channels], [s(c) for c in self.detail_channels]
-        self.g_m = [Conv(mc[0], 3, 1, dtype=d)] + _bodies("dec", mc[1:] + [3], n, r, d)
-        self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d, ca=self.detail_ca)
+        dn = self.decoder_norm
+        self.g_m = [Conv(mc[0], 3, 1, dtype=d)] + _bodies("dec", mc[1:] + [3], n, r, d, norm=dn)
+        self.g_d = [Conv(dc[0], 3, 1, dtype=d)] + _bodies("dec", dc[1:] + [4], n, r, d, norm=dn, ca=self.detail_ca)
         self.h_a = [Conv(hyp, 3, 1, dtype=d)] + _bodies("enc", [hyp, hyp], n, r, d)
-        self.h_s = _bodies("dec", [hyp, hyp], n, r, d) + [Conv(s(self.hyper_out), 3, 1, dtype=d)]
+        self.h_s = _bodies("dec", [hyp, hyp], n, r, d, norm=dn) + [Conv(s(self.hyper_out), 3, 1, dtype=d)]
         aw = int(self.attention_window)
         self.context_estimator = ContextEstimator(s(self.context), max(4, s(self.key_dim)), d, aw)
         self.mixing_body = MixingBody(lat, s(self.mix), max(4, s(self.key_dim)), self.mix_attention, d, aw)
