@@ -4,7 +4,7 @@
     python experiments/akutsu_roundtrips.py --model MODEL --dataset kodak --out RESULT.json
 
 Three fresh Python processes share nothing but the model directory and the files: the first encodes
-every image (``kodim*.png`` or any ``*.png``) to ``.lic`` files and saves the encoder's latents (ŷ,
+every image of the data set (``lic_jax.evaluation.datasets.resolve_dataset``, as eval.py) to ``.lic`` files and saves the encoder's latents (ŷ,
 the y and z symbols); the second decodes every file with the main decoder (``lic decompress``) and
 the third with the fused decoder (``lic decompress --detail``). For each image and decoder the row
 says whether the decoded z symbols, y symbols and ŷ (float32, bit for bit) equal the encoder's and
@@ -28,24 +28,24 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _images(folder: str):
-    files = sorted(glob.glob(os.path.join(folder, "kodim*.png"))) or sorted(glob.glob(os.path.join(folder, "*.png")))
-    if not files:
-        raise SystemExit(f"akutsu_roundtrips.py: error: no PNG images in {folder}")
-    return files
+def _dataset(spec: str):
+    from lic_jax.evaluation.datasets import DatasetNotFound, resolve_dataset
+
+    try:
+        return resolve_dataset(spec)
+    except DatasetNotFound as e:
+        raise SystemExit(f"akutsu_roundtrips.py: error: {e}") from None
 
 
-def encode_all(model: str, folder: str, work: str):
+def encode_all(model: str, dataset: str, work: str):
     import numpy as np
-    from PIL import Image
 
     from lic_jax.coding import Codec
 
     codec = Codec.from_artifact(model)
-    for f in _images(folder):
-        img = np.asarray(Image.open(f).convert("RGB"))
+    for name, img in _dataset(dataset):
         enc = codec.encode(img)
-        stem = os.path.join(work, os.path.basename(f)[:-4])
+        stem = os.path.join(work, os.path.splitext(name)[0].replace(os.sep, "_"))
         with open(stem + ".lic", "wb") as fh:
             fh.write(enc.data)
         np.savez(stem + ".npz", y_hat=enc.latents.y_hat, y=enc.latents.y_symbols, z=enc.latents.z_symbols,
@@ -80,13 +80,13 @@ def _child(args, env):
     return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "", time.perf_counter() - t0
 
 
-def run(model: str, folder: str, work: str) -> dict:
+def run(model: str, dataset: str, work: str) -> dict:
     import numpy as np
 
     env = dict(os.environ)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    _, t_enc = _child(["_encode", model, folder, work], env)
-    out = {"model": os.path.abspath(model), "images": folder, "seconds": {"encode": round(t_enc, 2)}}
+    _, t_enc = _child(["_encode", model, dataset, work], env)
+    out = {"model": os.path.abspath(model), "images": dataset, "seconds": {"encode": round(t_enc, 2)}}
     per = {}
     for dec in ("synthesis_main", "synthesis_fused"):
         line, t = _child(["_decode", model, work, dec], env)
@@ -119,22 +119,17 @@ def main(argv=None):
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--model", required=True, help="an akutsu2020 model directory")
-    p.add_argument("--dataset", default="kodak", help="'kodak' (LIC_JAX_SHARED/data/kodak) or a folder of PNGs")
+    p.add_argument("--dataset", default="kodak", help="kodak, clic[:split] or a directory (eval.py's data sets)")
     p.add_argument("--out", help="write the result JSON here")
     p.add_argument("--workdir", help="keep the .lic files and latents here (default: a temporary folder)")
     a = p.parse_args(argv)
-    folder = a.dataset
-    if a.dataset == "kodak":
-        shared = os.environ.get("LIC_JAX_SHARED", os.path.join(REPO, "..", "shared"))
-        folder = os.path.join(shared, "data", "kodak")
-    if not os.path.isdir(folder):
-        raise SystemExit(f"akutsu_roundtrips.py: error: no folder {folder}")
+    _dataset(a.dataset)  # a clear error here rather than from the encoding process
     if a.workdir:
         os.makedirs(a.workdir, exist_ok=True)
-        res = run(a.model, folder, a.workdir)
+        res = run(a.model, a.dataset, a.workdir)
     else:
         with tempfile.TemporaryDirectory() as work:
-            res = run(a.model, folder, work)
+            res = run(a.model, a.dataset, work)
     text = json.dumps(res, indent=1)
     if a.out:
         os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

@@ -15,7 +15,6 @@ gave 0.95 against 0.20 bpp on kodim01 and an H_d output 27× the tiles'.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import sys
@@ -29,11 +28,9 @@ def magnitudes(model, variables, img_u8):
     """Mean |y|, |μ| and |H_d(ẑ)| for one image (eval mode: ẑ = round(z), context on round(y))."""
     import jax.numpy as jnp
 
-    from lic_jax.models.base import pad_amounts
+    from lic_jax.models.base import pad_image
 
-    x = jnp.asarray(img_u8, jnp.float32)[None] / 255.0
-    ph, pw = pad_amounts(x.shape[1], x.shape[2], 64)
-    x = jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+    x = pad_image(jnp.asarray(img_u8, jnp.float32)[None] / 255.0, model.downsampling)  # as the model pads
     y = model.apply(variables, x, method=model.analysis)
     z = model.apply(variables, y, method=model.hyper_analysis)
     hyper = model.apply(variables, jnp.round(z), method=model.hyper_synthesis)
@@ -62,31 +59,31 @@ def check(codec, model, variables, img, tile: int) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="an akutsu2020 model directory")
-    ap.add_argument("--dataset", default="kodak", help="'kodak' (LIC_JAX_SHARED/data/kodak) or a folder of PNGs")
+    ap.add_argument("--dataset", default="kodak", help="kodak, clic[:split] or a directory (eval.py's data sets)")
     ap.add_argument("--images", nargs="+", default=["kodim01", "kodim05"], help="image names without suffix")
     ap.add_argument("--tile", type=int, default=256)
     ap.add_argument("--out")
     a = ap.parse_args(argv)
-    from PIL import Image
-
     from lic_jax.artifact import load_artifact
     from lic_jax.coding import Codec
+    from lic_jax.evaluation.datasets import DatasetNotFound, resolve_dataset
 
-    folder = a.dataset
-    if folder == "kodak":
-        shared = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
-        folder = os.path.join(shared, "data", "kodak")
+    try:
+        ds = resolve_dataset(a.dataset)
+    except DatasetNotFound as e:
+        raise SystemExit(f"akutsu_size_check.py: error: {e}") from None
+    loaders = {os.path.splitext(n)[0]: load for n, load in zip(ds.names, ds.loaders)}
+    missing = [n for n in a.images if n not in loaders]
+    if missing:
+        raise SystemExit(f"akutsu_size_check.py: error: not in {a.dataset}: {', '.join(missing)}")
     art = load_artifact(a.model)
     if art.spec.name != "akutsu2020":
         raise SystemExit(f"akutsu_size_check.py: error: {a.model} is a {art.spec.name} model, not akutsu2020")
     model, variables = art.model, art.variables
-    codec = Codec.from_artifact(a.model)
+    codec = Codec.from_artifact(art)
     res = {"model": os.path.abspath(a.model), "hparams": dict(art.spec.hparams), "tile": a.tile, "images": {}}
     for name in a.images:
-        files = glob.glob(os.path.join(folder, name + ".png"))
-        if not files:
-            raise SystemExit(f"akutsu_size_check.py: error: no {name}.png in {folder}")
-        img = np.asarray(Image.open(files[0]).convert("RGB"))
+        img = loaders[name]()
         r = check(codec, model, variables, img, a.tile)
         res["images"][name] = r
         print(f"{name}: bpp whole {r['bpp_whole']:.4f}, {a.tile}² tiles {r['bpp_tiles']:.4f} ({r['tiles']}); "
