@@ -81,6 +81,7 @@ def get_config(arg: str = ""):
     c.model_hparams.blocks = 6
     c.model_hparams.detail_ca = "local"  # G_s's CA: 'local' (9×9: --detail-roi exact) or 'global' (the paper)
     c.model_hparams.decoder_norm = "gdn"  # the decoder bodies: 'gdn' (CVQN) or 'igdn' (before 2026-12-04; AKUTSU.md)
+    c.model_hparams.mean_shift = True  # CVQN's RGB mean shift around E and the decoders (False before 2026-12-05)
     set_recipe(c, steps=800_000, lr=8e-5, batch=8, crop=256, val_crop=256, log_every=100, eval_every=10_000,
                checkpoint_every=5000, cache=False)
     c.optim.clip_norm = 1.0  # the project's default for the codec; the paper states none
@@ -109,6 +110,10 @@ def get_config(arg: str = ""):
             c.model_hparams.detail_ca = value
         elif key == "decoder_norm":
             c.model_hparams.decoder_norm = value
+        elif key == "mean_shift":
+            if value not in ("true", "false"):
+                raise ValueError(f"configs/akutsu2020.py: mean_shift is 'true' or 'false', got {value!r}")
+            c.model_hparams.mean_shift = value == "true"
         elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
             c.model_hparams.attention_window = int(value)
         elif key == "warmup":
@@ -121,7 +126,7 @@ def get_config(arg: str = ""):
             c.data.crop = c.data.val_crop = int(value)
         else:
             raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
-                             f"decoder_norm, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+                             f"decoder_norm, mean_shift, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

@@ -65,6 +65,12 @@ Ambiguities resolved (also in docs/AKUTSU.md) [I]:
 6. D's label reducer: 1×1 conv ``label_classes`` → 16, LeakyReLU(0.2), 1×1 conv 16 → 5; D's bodies
    are the encoder bodies above (with GDN); no activation on its logits.
 7. outputs are linear (no clipping / sigmoid on images; mask logit → sigmoid).
+   **Mean shift** (``mean_shift``, default True since 2026-12-05), as CVQN's code has it
+   (``MeanShift``, its yaml's RGB mean :data:`RGB_MEAN`): E sees x − mean, and G_m's and G_s's RGB
+   outputs are + mean. Without it an image's mean has to come out of the last decoder body, whose
+   GDN is odd and bounded and has no bias after it: the GDN run at step 500 decoded Kodak crops with
+   a blue-channel mean of −0.18 (the images' ≈ 0.35) and 11 dB PSNR (docs/AKUTSU.md, "Why the run
+   restarted again"). A stored spec without the field reads as False.
 8. ``x_hat`` is the fused image (eq. 1) when ``detail=True`` (default), else G_m's output.
 9. **Deviation from the paper** (``detail_ca``, default ``'local'``): G_s's RCABs pool the
    per-channel variance over a 9×9 neighbourhood (:func:`local_variance`, padding excluded)
@@ -114,10 +120,11 @@ from .base import crop_image, pad_image, quant_modes
 __all__ = ["Akutsu2020", "Discriminator", "EncoderBody", "DecoderBody", "RCAB", "ResidualGroup",
            "CausalSelfAttention", "ContextEstimator", "MixingBody", "space_to_depth", "depth_to_space",
            "fuse", "causal_attention_mask", "scaled", "DOWNSAMPLING", "LABEL_CHANNELS", "LOCAL_CA_WINDOW",
-           "local_variance", "detail_body_radius", "detail_latent_interval", "detail_margin", "DETAIL_CA"]
+           "local_variance", "detail_body_radius", "detail_latent_interval", "detail_margin", "DETAIL_CA", "RGB_MEAN"]
 
 DOWNSAMPLING = 64
 LABEL_CHANNELS = 5
+RGB_MEAN = (0.4488, 0.4371, 0.4040)  # CVQN's yaml DATASET.MEAN (DIV2K's RGB mean), for mean_shift
 LOCAL_CA_WINDOW = 9  # G_s's local channel-attention window (detail_ca='local', ambiguity 9 above)
 
 
@@ -377,6 +384,7 @@ class Akutsu2020(nn.Module):
     detail_ca: str = "local"
     attention_window: int = 0
     decoder_norm: str = "gdn"  # the decoder bodies' normalisation: 'gdn' (CVQN) or 'igdn' (before 2026-12-04)
+    mean_shift: bool = True  # E sees x − RGB_MEAN, G_m / G_s output + RGB_MEAN (CVQN; False before 2026-12-05)
 
     downsampling = DOWNSAMPLING
 
@@ -402,6 +410,9 @@ class Akutsu2020(nn.Module):
         if self.decoder_norm not in DECODER_NORMS:
             raise ValueError(f"{type(self).__name__}: decoder_norm (the decoder bodies' normalisation) must be "
                              f"'gdn' (CVQN) or 'igdn', got {self.decoder_norm!r}")
+        if not isinstance(self.mean_shift, (bool, np.bool_)):
+            raise ValueError(f"{type(self).__name__}: mean_shift must be True (CVQN's RGB mean shift) or False, "
+                             f"got {self.mean_shift!r}")
 
     def discriminator(self, **kw) -> "Discriminator":
         """The D that goes with this model: same ``width``, ``blocks``, ``ca_reduction`` and dtype."""
@@ -426,8 +437,11 @@ class Akutsu2020(nn.Module):
         self.gaussian_conditional = GaussianConditional()
 
     # -- pieces (used by losses, tests and the later coder) ---------------------------------------
+    def _rgb_mean(self):
+        return jnp.asarray(RGB_MEAN if self.mean_shift else (0.0, 0.0, 0.0), jnp.float32)
+
     def analysis(self, x):
-        return _run(self.g_a, x).astype(jnp.float32)
+        return _run(self.g_a, x - self._rgb_mean()).astype(jnp.float32)
 
     def hyper_analysis(self, y):
         return _run(self.h_a, y).astype(jnp.float32)
@@ -493,12 +507,12 @@ class Akutsu2020(nn.Module):
         return sigma[:, 0, 0], mu[:, 0, 0], (c_ctx, c_mix)
 
     def synthesis_main(self, y_hat):
-        return _run(self.g_m, y_hat).astype(jnp.float32)
+        return _run(self.g_m, y_hat).astype(jnp.float32) + self._rgb_mean()
 
     def synthesis_detail(self, y_hat):
         """G_s: (x̂_s, mask logit) — a pair, so not a decoder of the codec (:meth:`synthesis_fused` is)."""
         out = _run(self.g_d, y_hat).astype(jnp.float32)
-        return out[..., :3], out[..., 3:]
+        return out[..., :3] + self._rgb_mean(), out[..., 3:]
 
     def synthesis_fused(self, y_hat):
         """Selective detail decoding, eq. 1: fuse(x̂_s, x̂_m, sigmoid(logit)) of G_s and G_m (the

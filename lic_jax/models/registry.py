@@ -135,9 +135,10 @@ def _records():
         # Akutsu et al. 2020 (seed 002): selective detail decoding, conditional-GAN trained (docs/AKUTSU.md).
         # Coder (issue 20, increment 3): position by position; decoder 1 = G_s fused with G_m (eq. 1).
         ModelRecord("akutsu2020", Akutsu2020, 11, "attention-context", decoders=("synthesis_main", "synthesis_fused"),
-                    objective="gan", spec_fields=("width", "blocks", "detail_ca", "decoder_norm"),
-                    # specs before G_s's local CA, and before GDN in the decoder bodies (AKUTSU.md ambiguities 3, 11)
-                    spec_legacy=(("detail_ca", "global"), ("decoder_norm", "igdn"))),
+                    objective="gan", spec_fields=("width", "blocks", "detail_ca", "decoder_norm", "mean_shift"),
+                    # specs before G_s's local CA, GDN in the decoder bodies and the mean shift (AKUTSU.md
+                    # ambiguities 3, 7, 11)
+                    spec_legacy=(("detail_ca", "global"), ("decoder_norm", "igdn"), ("mean_shift", False))),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
