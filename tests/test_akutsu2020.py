@@ -380,3 +380,31 @@ def test_decoder_norm_gdn_and_legacy_igdn(tiny):
     assert ModelSpec.from_dict(legacy).build().decoder_norm == "igdn"
     with pytest.raises(ValueError, match="decoder_norm"):
         A.Akutsu2020(**TINY, decoder_norm="GDN").check_hparams()
+
+
+def test_mean_shift_cvqn(tiny):
+    """Ambiguity 7 (docs/AKUTSU.md): CVQN's MeanShift around the codec (``mean_shift``, default
+    True since 2026-12-05): E sees x − mean and G_m's and G_s's RGB outputs are + mean, with CVQN's
+    yaml mean written out here (not read from the module). Reference: the same parameters with
+    ``mean_shift=False`` on a shifted input / plus the mean; the mask logit is not shifted. A stored
+    spec without the field reads as False."""
+    from lic_jax.models.registry import ModelSpec
+
+    model, v, x, _ = tiny
+    mean = np.array([0.4488, 0.4371, 0.4040], np.float32)  # CVQN yaml/*.yaml DATASET.MEAN
+    assert model.mean_shift is True
+    plain = model.clone(mean_shift=False)
+    y = model.apply(v, x, method=model.analysis)
+    np.testing.assert_allclose(y, plain.apply(v, x - mean, method=plain.analysis), rtol=0, atol=1e-6)
+    assert float(jnp.abs(y - plain.apply(v, x, method=plain.analysis)).max()) > 1e-3  # the shift matters
+    y_hat = jnp.round(y)
+    np.testing.assert_allclose(model.apply(v, y_hat, method=model.synthesis_main),
+                               plain.apply(v, y_hat, method=plain.synthesis_main) + mean, rtol=0, atol=1e-6)
+    (det, logit), (det0, logit0) = (m.apply(v, y_hat, method=m.synthesis_detail) for m in (model, plain))
+    np.testing.assert_allclose(det, det0 + mean, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(logit, logit0)
+    legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local",
+                                                                 "decoder_norm": "gdn"}}
+    assert ModelSpec.from_dict(legacy).build().mean_shift is False
+    with pytest.raises(ValueError, match="mean_shift"):
+        A.Akutsu2020(**TINY, mean_shift="yes").check_hparams()

@@ -124,11 +124,12 @@ def test_registry_and_config():
     assert (rec.cls, rec.objective, rec.qualities, rec.variable_rate) == (Akutsu2020, "gan", None, False)
     assert objective("akutsu2020") == "gan"
     model, spec = get_model("akutsu2020")
-    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local", "decoder_norm": "gdn"}
+    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local", "decoder_norm": "gdn", "mean_shift": True}
     assert (model.width, model.blocks) == (1.0, 6)
     model, spec = get_model("akutsu2020", width=1 / 16, blocks=1)
     # G_s's CA: AKUTSU.md ambiguity 11; the decoder bodies' GDN: ambiguity 3
-    assert spec.hparams == {"width": 1 / 16, "blocks": 1, "detail_ca": "local", "decoder_norm": "gdn"}
+    assert spec.hparams == {"width": 1 / 16, "blocks": 1, "detail_ca": "local", "decoder_norm": "gdn",
+                            "mean_shift": True}
     d = model.discriminator()
     assert (d.width, d.blocks) == (1 / 16, 1)
     for bad in ({"width": 0}, {"width": -1.0}, {"width": float("nan")}, {"blocks": 0}, {"blocks": 1.5},
