@@ -44,3 +44,33 @@ def test_crop_box_centres_the_largest_region():
     assert ac.crop_box(m, 200) == (100, 200, 200, 200)  # clamped into the image (bottom and right edges)
     assert ac.crop_box(np.zeros((50, 60), bool), 100) == (0, 0, 50, 60)  # empty mask, window larger than image
     assert ac.largest_region(m) == (3600, (229.5, 329.5)) and ac.largest_region(np.zeros((4, 4), bool)) == (0, None)
+
+
+def test_trend_resumed_run_and_bad_log(tmp_path):
+    """experiments/akutsu_trend.py: a resumed run logs steps after its checkpoint again; the later
+    line wins, rows come out sorted by (split, step), and a broken log is a one-line error."""
+    import csv
+    import json
+
+    spec_t = importlib.util.spec_from_file_location("akutsu_trend", os.path.join(os.path.dirname(_PATH),
+                                                                                 "akutsu_trend.py"))
+    at = importlib.util.module_from_spec(spec_t)
+    spec_t.loader.exec_module(at)
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [{"step": 50, "split": "train", "bpp": 0.2, "ms_ssim_main": 0.5},
+             {"step": 100, "split": "train", "bpp": 0.3, "ms_ssim_main": 0.6},
+             {"step": 100, "split": "val", "bpp": 0.25, "ms_ssim_main_mask": 0.4, "ms_ssim_fused_mask": 0.45},
+             {"step": 100, "split": "train", "bpp": 0.35, "ms_ssim_main": 0.65},  # after a resume from step 50
+             {"step": 150, "split": "train", "bpp": 0.4, "ms_ssim_main": 0.7, "gan_on": 1.0, "d_acc_real": 0.6,
+              "d_acc_fake": 0.4}]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert at.main([str(run), "--out", str(tmp_path / "t")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [(r["split"], r["step"], r["bpp"]) for r in rows] == [
+        ("train", "50", "0.2"), ("train", "100", "0.35"), ("train", "150", "0.4"), ("val", "100", "0.25")]
+    assert (tmp_path / "t.png").stat().st_size > 10_000
+    assert at.smooth([1.0, 3.0, 5.0], 2) == [1.0, 2.0, 4.0]
+    (run / "metrics.jsonl").write_text('{"step": 1, "split": "train"}\nnot json\n')
+    with pytest.raises(SystemExit, match=r"metrics.jsonl:2 is not a metrics record"):
+        at.main([str(run), "--out", str(tmp_path / "u")])
