@@ -23,7 +23,7 @@ residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (def
 variance); docs/AKUTSU.md), ``decoder_norm`` (the decoder bodies' normalisation: ``gdn``, the default
 and CVQN's, or ``igdn``, the form before 2026-12-04, which did not carry over from 176² crops to whole
 images; docs/AKUTSU.md ambiguity 3), ``mean_shift`` (``true``, the default and CVQN's: E sees x minus
-the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; ambiguity 7), ``window`` (a local causal-attention window of that radius, decoded
+the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; docs/AKUTSU.md ambiguity 8), ``window`` (a local causal-attention window of that radius, decoded
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
 ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """

@@ -32,12 +32,12 @@ def magnitudes(model, variables, img_u8):
 
     from lic_jax.models.base import crop_image, pad_image
 
-    x = pad_image(jnp.asarray(img_u8, jnp.float32)[None] / 255.0, model.downsampling)  # as the model pads
+    x0 = jnp.asarray(img_u8, jnp.float32)[None] / 255.0
+    x = pad_image(x0, model.downsampling)  # as the model pads
     y = model.apply(variables, x, method=model.analysis)
     z = model.apply(variables, y, method=model.hyper_analysis)
     hyper = model.apply(variables, jnp.round(z), method=model.hyper_synthesis)
     _, mu = model.apply(variables, hyper, jnp.round(y), method=model.gaussian_params)
-    x0 = jnp.asarray(img_u8, jnp.float32)[None] / 255.0
     x_main = jnp.clip(crop_image(model.apply(variables, jnp.round(y), method=model.synthesis_main), *img_u8.shape[:2]),
                       0, 1)
     return {"y": float(jnp.abs(y).mean()), "mu": float(jnp.abs(mu).mean()), "h_d": float(jnp.abs(hyper).mean()),

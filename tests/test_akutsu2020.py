@@ -383,7 +383,7 @@ def test_decoder_norm_gdn_and_legacy_igdn(tiny):
 
 
 def test_mean_shift_cvqn(tiny):
-    """Ambiguity 7 (docs/AKUTSU.md): CVQN's MeanShift around the codec (``mean_shift``, default
+    """Ambiguity 8 (docs/AKUTSU.md; item 7 of the module docstring): CVQN's MeanShift around the codec (``mean_shift``, default
     True since 2026-12-05): E sees x − mean and G_m's and G_s's RGB outputs are + mean, with CVQN's
     yaml mean written out here (not read from the module). Reference: the same parameters with
     ``mean_shift=False`` on a shifted input / plus the mean; the mask logit is not shifted. A stored

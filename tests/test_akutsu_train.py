@@ -151,7 +151,9 @@ def test_registry_and_config():
     assert cpu.data.train.endswith("photos") and cpu.data.val_crop == 256
     ab = cfgmod.get_config("cpu,ablation_b,steps=3000")  # ablation (b): no detail term, never a GAN step
     assert (ab.gan.lambda_p, ab.gan.warmup_steps, ab.gan.lambda_e, ab.model_hparams.width) == (0.0, 3000, 0.18, 0.25)
-    for bad in ("big", "depth=3"):
+    assert cpu.model_hparams.mean_shift is True  # the default (docs/AKUTSU.md ambiguity 8)
+    assert cfgmod.get_config("cpu,mean_shift=false").model_hparams.mean_shift is False
+    for bad in ("big", "depth=3", "mean_shift=yes"):
         with pytest.raises(ValueError):
             cfgmod.get_config(bad)
 

@@ -137,7 +137,7 @@ def _records():
         ModelRecord("akutsu2020", Akutsu2020, 11, "attention-context", decoders=("synthesis_main", "synthesis_fused"),
                     objective="gan", spec_fields=("width", "blocks", "detail_ca", "decoder_norm", "mean_shift"),
                     # specs before G_s's local CA, GDN in the decoder bodies and the mean shift (AKUTSU.md
-                    # ambiguities 3, 7, 11)
+                    # ambiguities 3, 8, 11)
                     spec_legacy=(("detail_ca", "global"), ("decoder_norm", "igdn"), ("mean_shift", False))),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
