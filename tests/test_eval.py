@@ -214,6 +214,27 @@ def test_plot_and_table(anchors_dir, tmp_path, capsys):
     assert "1.8116" in tod
 
 
+def test_plot_legend_tells_same_named_curves_apart(anchors_dir):
+    """CompressAI names its MSE and MS-SSIM results of a model alike: the legend adds what their files'
+    names differ by, and leaves unique names alone (written out here, not derived by the code under test)."""
+    from lic_jax.evaluation.anchors import load_anchor
+    from lic_jax.evaluation.plots import legend_labels
+    from lic_jax.evaluation.results import RDCurve
+
+    root = anchors_dir
+    curves = [load_anchor(n, root) for n in ("compressai-bmshj2018-hyperprior_mse_cpu",
+                                             "compressai-bmshj2018-hyperprior_ms-ssim_cpu", "jpeg")]
+    assert [c.name for c in curves][:2] == ["bmshj2018-hyperprior"] * 2
+    assert legend_labels(curves) == ["bmshj2018-hyperprior (mse)", "bmshj2018-hyperprior (ms-ssim)", curves[2].name]
+    # no file names: descriptions, else ordinals; a tag must never come out empty
+    c = [RDCurve("m", [0.1], {}, description=d) for d in ("x_a", "x_b")]
+    assert legend_labels(c) == ["m (a)", "m (b)"]
+    c = [RDCurve("m", [0.1], {}, description="same") for _ in range(2)]
+    assert legend_labels(c) == ["m (#1)", "m (#2)"]
+    c = [RDCurve("m", [0.1], {}, description=d) for d in ("_x", "y_x")]
+    assert legend_labels(c) == ["m (_x)", "m (y_x)"]
+
+
 def test_datasets(kodak_dir, tmp_path, monkeypatch):
     from lic_jax.evaluation import datasets as D
 

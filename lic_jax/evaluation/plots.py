@@ -9,7 +9,7 @@ import numpy as np
 
 from .results import RDCurve, resolve_metric
 
-__all__ = ["plot_rd", "AXIS_LABELS"]
+__all__ = ["plot_rd", "legend_labels", "AXIS_LABELS"]
 
 AXIS_LABELS = {
     "psnr-rgb": "PSNR RGB [dB]",
@@ -19,6 +19,45 @@ AXIS_LABELS = {
     "psnr-hvs": "PSNR-HVS [dB]",
     "psnr-hvs-m": "PSNR-HVS-M [dB]",
 }
+
+
+_SEPARATORS = "_- "
+
+
+def _distinguishers(keys: list[str]) -> list[str]:
+    """What tells apart strings sharing a prefix and a suffix: each with their longest common prefix and
+    suffix removed, both cut back to a separator (``_``, ``-``, space) so that words stay whole."""
+    pre = os.path.commonprefix(keys)
+    pre = pre[:max(pre.rfind(ch) for ch in _SEPARATORS) + 1]
+    rest = [k[len(pre):] for k in keys]
+    suf = os.path.commonprefix([r[::-1] for r in rest])[::-1]
+    cuts = [suf.find(ch) for ch in _SEPARATORS if ch in suf]
+    suf = suf[min(cuts):] if cuts else ""
+    return [r[:len(r) - len(suf)] if suf else r for r in rest]
+
+
+def legend_labels(curves: Sequence[RDCurve]) -> list[str]:
+    """One legend label per curve: its name, and where several curves share a name (CompressAI's MSE and
+    MS-SSIM results of one model are both named after the model), what tells their source files apart
+    (their stems' differing middle: ``mse`` / ``ms-ssim``), else their descriptions, else their ordinal."""
+    labels = [c.name for c in curves]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(curves):
+        groups.setdefault(c.name, []).append(i)
+    for name, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        for keys in ([os.path.splitext(os.path.basename(curves[i].source or ""))[0] for i in idx],
+                     [curves[i].description for i in idx],
+                     [f"#{n + 1}" for n in range(len(idx))]):
+            if all(keys) and len(set(keys)) == len(keys):
+                tags = _distinguishers(keys)
+                if not (all(tags) and len(set(tags)) == len(tags)):
+                    tags = keys
+                for i, tag in zip(idx, tags):
+                    labels[i] = f"{name} ({tag})"
+                break
+    return labels
 
 
 def plot_rd(curves: Sequence[RDCurve], path, anchors: Sequence[RDCurve] = (),
@@ -39,6 +78,7 @@ def plot_rd(curves: Sequence[RDCurve], path, anchors: Sequence[RDCurve] = (),
     if xlim is None and all_bpp:
         xlim = (0.0, 1.1 * max(all_bpp))
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = legend_labels(list(curves) + list(anchors))
     for ax, key in zip(axes[0], keys):
         ymin, ymax = [], []
         for i, c in enumerate(list(curves) + list(anchors)):
@@ -50,9 +90,9 @@ def plot_rd(curves: Sequence[RDCurve], path, anchors: Sequence[RDCurve] = (),
             b, v = b[order], v[order]
             color = cycle[i % len(cycle)]
             if is_anchor:
-                ax.plot(b, v, "--", color=color, lw=1.4, label=c.name, alpha=0.9)
+                ax.plot(b, v, "--", color=color, lw=1.4, label=labels[i], alpha=0.9)
             else:
-                ax.plot(b, v, "-o", color=color, lw=2.0, ms=4.5, label=c.name)
+                ax.plot(b, v, "-o", color=color, lw=2.0, ms=4.5, label=labels[i])
             if xlim is not None:
                 sel = (b >= xlim[0]) & (b <= xlim[1])
                 if sel.any():
