@@ -9,6 +9,7 @@
 #   crops       experiments/akutsu_crops.py: the side-by-side figure at equal rate
 # Masks: $KODAK_MASKS (default ~/lic_runs/kodak_masks) and $VAL_MASKS (~/lic_runs/akutsu-masks/val), made by
 # `python -m lic_jax.train.labels DIR --out MASKS`. Runs niced (NICE, default 5) beside a training run.
+# DECODERS (default "main fused"): "main" for the ablation (b) model, whose G_s never trained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:?usage: $0 MODEL TAG [kodak|val|size|roundtrips|crops ...]}
@@ -24,7 +25,8 @@ export LIC_JAX_SHARED=$SHARED
 [[ -f $MODEL/config.json ]] || { echo "$0: $MODEL is not a model directory (no config.json)" >&2; exit 2; }
 run() { echo "== $(date -u +%T) $*"; nice -n "${NICE:-5}" "$@"; }
 evaluate() {  # data set, masks, result name
-  for dec in main fused; do
+  for dec in ${DECODERS:-main fused}; do
+    [[ $dec == main || $dec == fused ]] || { echo "$0: DECODERS: main and/or fused, got $dec" >&2; exit 2; }
     local d=(); [[ $dec == fused ]] && d=(--decoder synthesis_fused)
     run "$PY" eval.py run --checkpoint "$MODEL" --dataset "$1" --masks "$2" --metrics psnr-rgb,ms-ssim-rgb \
       "${d[@]}" --name "akutsu2020 $TAG $dec" --no-progress --out "$RES/$3_${TAG}_$dec.json"
