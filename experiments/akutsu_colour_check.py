@@ -1,0 +1,114 @@
+"""Does a trained akutsu2020 model code colour, and how much MS-SSIM would colour be worth?
+
+    python experiments/akutsu_colour_check.py --model MODEL_DIR [--images kodim15,kodim23,…] --out colour.json
+
+Per Kodak image, the model's real file is decoded with G_m, and both the image and the decode go to
+BT.601 Y′CbCr (full range, as JPEG). It reports:
+
+* ``cb_corr`` / ``cr_corr``: the correlation of the decode's chroma plane with the image's (1 when the
+  colour is coded, ≈ 0 when the decode's colour is a constant tint: the CPU run's decodes, docs/AKUTSU.md);
+  ``chroma_std_ratio``: the decode's chroma std over the image's (Cb and Cr pooled);
+* MS-SSIM (RGB, the training metric) of the decode, and of three oracles: the decode's luma with the
+  image's chroma (``ms_ssim_true_chroma``), with the image's chroma low-passed by a Gaussian of σ = 8 px
+  (``ms_ssim_lowpass_chroma``: colour at about 1/16 of the resolution, a few bits), and the image's own
+  luma with a flat chroma (``ms_ssim_flat_chroma``: what MS-SSIM gives a perfectly coded grey image).
+
+The oracles tell whether the loss rewards colour: when the low-passed chroma adds far more MS-SSIM than its
+bits would cost at λ_e, a model that does not code colour is stuck in training, not rationally dropping it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# BT.601 full-range R′G′B′ → Y′CbCr (JFIF), offsets dropped: Y′ in [0, 1], Cb and Cr in [−½, ½]
+_M = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+DEFAULT_IMAGES = "kodim15,kodim23,kodim03,kodim04,kodim01,kodim20"
+
+
+def to_ycc(rgb: np.ndarray) -> np.ndarray:
+    """(…, 3) RGB in [0, 1] → (…, 3) Y′, Cb, Cr (float64)."""
+    return np.asarray(rgb, np.float64) @ _M.T
+
+
+def to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_ycc`, clipped to [0, 1]."""
+    return np.clip(np.asarray(ycc, np.float64) @ np.linalg.inv(_M).T, 0.0, 1.0)
+
+
+def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
+    """Correlation and std ratio of the decode's chroma planes against the image's (RGB in [0, 1])."""
+    a, b = to_ycc(img), to_ycc(dec)
+
+    def corr(u, v):
+        u, v = u.ravel() - u.mean(), v.ravel() - v.mean()
+        d = np.sqrt((u * u).sum() * (v * v).sum())
+        return float((u * v).sum() / d) if d > 0 else 0.0
+
+    return {"cb_corr": corr(a[..., 1], b[..., 1]), "cr_corr": corr(a[..., 2], b[..., 2]),
+            "chroma_std_ratio": float(b[..., 1:].std(axis=(0, 1)).mean() / a[..., 1:].std(axis=(0, 1)).mean())}
+
+
+def oracles(img: np.ndarray, dec: np.ndarray, sigma: float = 8.0) -> dict[str, np.ndarray]:
+    """The three oracle images of the module docstring (RGB in [0, 1])."""
+    from scipy.ndimage import gaussian_filter
+
+    a, b = to_ycc(img), to_ycc(dec)
+    low = np.stack([gaussian_filter(a[..., k], sigma, mode="reflect") for k in (1, 2)], -1)
+    flat = np.broadcast_to(a[..., 1:].mean(axis=(0, 1)), a[..., 1:].shape)
+    return {"true_chroma": to_rgb(np.concatenate([b[..., :1], a[..., 1:]], -1)),
+            "lowpass_chroma": to_rgb(np.concatenate([b[..., :1], low], -1)),
+            "flat_chroma": to_rgb(np.concatenate([a[..., :1], flat], -1))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="an exported akutsu2020 model directory")
+    ap.add_argument("--images", default=DEFAULT_IMAGES, help="comma-separated Kodak names")
+    ap.add_argument("--kodak", default=None, help="the Kodak folder (default $LIC_JAX_SHARED/data/kodak)")
+    ap.add_argument("--out", required=True, help="JSON output path")
+    args = ap.parse_args(argv)
+    import jax.numpy as jnp
+    from PIL import Image
+
+    from lic_jax.coding import Codec
+    from lic_jax.metrics import ms_ssim
+    from lic_jax.utils.paths import shared_data
+
+    kodak = args.kodak or shared_data("kodak")
+    names = [n.strip() for n in args.images.split(",") if n.strip()]
+    missing = [n for n in names if not os.path.isfile(os.path.join(kodak, f"{n}.png"))]
+    if missing:
+        sys.exit(f"akutsu_colour_check: no {', '.join(missing)} in {kodak}")
+    codec = Codec.from_artifact(args.model)
+    ms = lambda u, v: float(ms_ssim(jnp.asarray(u[None], jnp.float32), jnp.asarray(v[None], jnp.float32)))  # noqa: E731
+    rows = []
+    for n in names:
+        u8 = np.asarray(Image.open(os.path.join(kodak, f"{n}.png")).convert("RGB"))
+        data = codec.compress(u8)
+        img, dec = u8 / 255.0, codec.decompress(data) / 255.0
+        row = {"image": n, "bpp": 8 * len(data) / (u8.shape[0] * u8.shape[1]), **chroma_stats(img, dec),
+               "ms_ssim": ms(img, dec)}
+        row.update({f"ms_ssim_{k}": ms(img, v) for k, v in oracles(img, dec).items()})
+        rows.append(row)
+        print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    keys = [k for k in rows[0] if k != "image"]
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+    out = {"model": os.path.abspath(args.model), "images": names, "rows": rows, "mean": mean}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print("mean " + " ".join(f"{k}={v:.4f}" for k, v in mean.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
