@@ -23,7 +23,8 @@ residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (def
 variance); docs/AKUTSU.md), ``decoder_norm`` (the decoder bodies' normalisation: ``gdn``, the default
 and CVQN's, or ``igdn``, the form before 2026-12-04, which did not carry over from 176² crops to whole
 images; docs/AKUTSU.md ambiguity 3), ``mean_shift`` (``true``, the default and CVQN's: E sees x minus
-the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; docs/AKUTSU.md ambiguity 8), ``window`` (a local causal-attention window of that radius, decoded
+the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; docs/AKUTSU.md ambiguity 8), ``latent`` (the latent's channels at width 1, the paper's 64, scaled by
+``width`` like every channel count: ``width=0.25,latent=256`` gives 64 channels; docs/AKUTSU.md "Colour"), ``window`` (a local causal-attention window of that radius, decoded
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
 ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """
@@ -115,6 +116,8 @@ def get_config(arg: str = ""):
             if value not in ("true", "false"):
                 raise ValueError(f"configs/akutsu2020.py: mean_shift is 'true' or 'false', got {value!r}")
             c.model_hparams.mean_shift = value == "true"
+        elif key == "latent":  # the latent's channels at width 1 (scaled by width like every channel count)
+            c.model_hparams.latent = int(value)
         elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
             c.model_hparams.attention_window = int(value)
         elif key == "warmup":
@@ -127,7 +130,7 @@ def get_config(arg: str = ""):
             c.data.crop = c.data.val_crop = int(value)
         else:
             raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
-                             f"decoder_norm, mean_shift, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+                             f"decoder_norm, mean_shift, latent, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

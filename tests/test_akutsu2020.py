@@ -406,5 +406,6 @@ def test_mean_shift_cvqn(tiny):
     legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local",
                                                                  "decoder_norm": "gdn"}}
     assert ModelSpec.from_dict(legacy).build().mean_shift is False
+    assert ModelSpec.from_dict(legacy).build().latent == 64  # the latent became a spec field later (spec_legacy)
     with pytest.raises(ValueError, match="mean_shift"):
         A.Akutsu2020(**TINY, mean_shift="yes").check_hparams()

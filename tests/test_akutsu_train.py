@@ -124,12 +124,13 @@ def test_registry_and_config():
     assert (rec.cls, rec.objective, rec.qualities, rec.variable_rate) == (Akutsu2020, "gan", None, False)
     assert objective("akutsu2020") == "gan"
     model, spec = get_model("akutsu2020")
-    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local", "decoder_norm": "gdn", "mean_shift": True}
+    assert spec.hparams == {"width": 1.0, "blocks": 6, "detail_ca": "local", "decoder_norm": "gdn", "mean_shift": True,
+                            "latent": 64}
     assert (model.width, model.blocks) == (1.0, 6)
     model, spec = get_model("akutsu2020", width=1 / 16, blocks=1)
     # G_s's CA: AKUTSU.md ambiguity 11; the decoder bodies' GDN: ambiguity 3
     assert spec.hparams == {"width": 1 / 16, "blocks": 1, "detail_ca": "local", "decoder_norm": "gdn",
-                            "mean_shift": True}
+                            "mean_shift": True, "latent": 64}
     d = model.discriminator()
     assert (d.width, d.blocks) == (1 / 16, 1)
     for bad in ({"width": 0}, {"width": -1.0}, {"width": float("nan")}, {"blocks": 0}, {"blocks": 1.5},
@@ -153,7 +154,14 @@ def test_registry_and_config():
     assert (ab.gan.lambda_p, ab.gan.warmup_steps, ab.gan.lambda_e, ab.model_hparams.width) == (0.0, 3000, 0.18, 0.25)
     assert cpu.model_hparams.mean_shift is True  # the default (docs/AKUTSU.md ambiguity 8)
     assert cfgmod.get_config("cpu,mean_shift=false").model_hparams.mean_shift is False
-    for bad in ("big", "depth=3", "mean_shift=yes"):
+    # the capacity probe's latent (docs/AKUTSU.md "Colour"): 256 at width 1/4 is 64 channels, the paper's count
+    wide = cfgmod.get_config("cpu,latent=256").model_hparams
+    m, spec = get_model("akutsu2020", **dict(wide))
+    assert spec.hparams["latent"] == 256
+    y = jax.eval_shape(lambda: m.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
+                                                  method=m.analysis)[0])
+    assert y.shape == (1, 4, 4, 64)
+    for bad in ("big", "depth=3", "mean_shift=yes", "latent=wide"):
         with pytest.raises(ValueError):
             cfgmod.get_config(bad)
 

@@ -135,10 +135,12 @@ def _records():
         # Akutsu et al. 2020 (seed 002): selective detail decoding, conditional-GAN trained (docs/AKUTSU.md).
         # Coder (issue 20, increment 3): position by position; decoder 1 = G_s fused with G_m (eq. 1).
         ModelRecord("akutsu2020", Akutsu2020, 11, "attention-context", decoders=("synthesis_main", "synthesis_fused"),
-                    objective="gan", spec_fields=("width", "blocks", "detail_ca", "decoder_norm", "mean_shift"),
-                    # specs before G_s's local CA, GDN in the decoder bodies and the mean shift (AKUTSU.md
-                    # ambiguities 3, 8, 11)
-                    spec_legacy=(("detail_ca", "global"), ("decoder_norm", "igdn"), ("mean_shift", False))),
+                    objective="gan",
+                    spec_fields=("width", "blocks", "detail_ca", "decoder_norm", "mean_shift", "latent"),
+                    # specs before G_s's local CA, GDN in the decoder bodies, the mean shift (AKUTSU.md
+                    # ambiguities 3, 8, 11) and the latent width as a spec field (always the paper's 64 before)
+                    spec_legacy=(("detail_ca", "global"), ("decoder_norm", "igdn"), ("mean_shift", False),
+                                 ("latent", 64))),
         # portable twins (issue 13): same parameters, integer hyper-synthesis; ids 20+ are portable models
         ModelRecord("bmshj2018-hyperprior-int", PortableScaleHyperprior, 20, "hyperprior-int",
                     q["bmshj2018-hyperprior"], mse, portable_of="bmshj2018-hyperprior"),
