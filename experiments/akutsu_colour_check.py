@@ -29,19 +29,21 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-# BT.601 full-range R′G′B′ → Y′CbCr (JFIF), offsets dropped: Y′ in [0, 1], Cb and Cr in [−½, ½]
-_M = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 DEFAULT_IMAGES = "kodim15,kodim23,kodim03,kodim04,kodim01,kodim20"
 
 
 def to_ycc(rgb: np.ndarray) -> np.ndarray:
-    """(…, 3) RGB in [0, 1] → (…, 3) Y′, Cb, Cr (float64)."""
-    return np.asarray(rgb, np.float64) @ _M.T
+    """(…, 3) RGB in [0, 1] → (…, 3) Y′ in [0, 1], Cb and Cr in [−½, ½] (BT.601 full range, float64)."""
+    from lic_jax.utils.colour import rgb_to_ycbcr
+
+    return rgb_to_ycbcr(rgb, offset=0.0)
 
 
 def to_rgb(ycc: np.ndarray) -> np.ndarray:
     """The inverse of :func:`to_ycc`, clipped to [0, 1]."""
-    return np.clip(np.asarray(ycc, np.float64) @ np.linalg.inv(_M).T, 0.0, 1.0)
+    from lic_jax.utils.colour import ycbcr_to_rgb
+
+    return np.clip(ycbcr_to_rgb(ycc, offset=0.0), 0.0, 1.0)
 
 
 def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:

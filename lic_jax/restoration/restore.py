@@ -9,7 +9,8 @@
 * Colour: the networks are trained on Y′. A colour JPEG is decoded to RGB, converted to
   full-range YCbCr (JFIF / BT.601: Y′ = 0.299 R + 0.587 G + 0.114 B, Cb = 128 − 0.168736 R −
   0.331264 G + 0.5 B, Cr = 128 + 0.5 R − 0.418688 G − 0.081312 B) in float, Y′ is restored, Cb/Cr
-  are kept as decoded, and the inverse transform gives RGB (rounded, clipped). Chroma artifacts
+  are kept as decoded, and the inverse transform gives RGB (rounded, clipped):
+  :mod:`lic_jax.utils.colour`. Chroma artifacts
   are therefore not removed.
 * Large images (> ``TILE_ABOVE`` pixels) run in tiles of ``TILE`` px with a ``MARGIN`` px
   overlap — more than the receptive-field radius of both networks (ARCNN 9 px, ARCNN+ASPP
@@ -23,6 +24,7 @@ import re
 
 import numpy as np
 
+from ..utils.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from .jpeg import JpegInputError, read_jpeg
 
 __all__ = ["MODELS", "ASSETS", "RestoreError", "available", "choose", "restore_image", "restore_file",
@@ -78,22 +80,6 @@ def _restore_plane_tiled(r, params, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _rgb_to_ycbcr(a):
-    a = a.astype(np.float64)
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
-    y = 0.299 * r + 0.587 * g + 0.114 * b
-    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
-    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return y, cb, cr
-
-
-def _ycbcr_to_rgb(y, cb, cr):
-    r = y + 1.402 * (cr - 128.0)
-    g = y - 0.344136 * (cb - 128.0) - 0.714136 * (cr - 128.0)
-    b = y + 1.772 * (cb - 128.0)
-    return np.stack([r, g, b], axis=-1)
-
-
 def restore_image(decoded: np.ndarray, r, params) -> np.ndarray:
     """Restore a decoded JPEG (uint8 (H, W) grey or (H, W, 3) RGB) with a grey model → uint8."""
     a = np.asarray(decoded)
@@ -102,8 +88,9 @@ def restore_image(decoded: np.ndarray, r, params) -> np.ndarray:
     if a.ndim == 2:
         out = _restore_plane_tiled(r, params, a)
     elif a.ndim == 3 and a.shape[2] == 3:
-        y, cb, cr = _rgb_to_ycbcr(a)
-        out = _ycbcr_to_rgb(_restore_plane_tiled(r, params, y), cb, cr)
+        ycc = rgb_to_ycbcr(a)
+        ycc[..., 0] = _restore_plane_tiled(r, params, ycc[..., 0])
+        out = ycbcr_to_rgb(ycc)
     else:
         raise RestoreError(f"expected a grey or RGB image, got shape {a.shape}")
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
