@@ -11,7 +11,11 @@ BT.601 Y′CbCr (full range, as JPEG). It reports:
 * MS-SSIM (RGB, the training metric) of the decode, and of three oracles: the decode's luma with the
   image's chroma (``ms_ssim_true_chroma``), with the image's chroma low-passed by a Gaussian of σ = 8 px
   (``ms_ssim_lowpass_chroma``: colour at about 1/16 of the resolution, a few bits), and the image's own
-  luma with a flat chroma (``ms_ssim_flat_chroma``: what MS-SSIM gives a perfectly coded grey image).
+  luma with a flat chroma (``ms_ssim_flat_chroma``: what MS-SSIM gives a perfectly coded grey image);
+* pooled over the images, ``latent_r2``: how much of the image's Y′, Cb and Cr averaged over each
+  16 × 16 block (one latent position) a least-squares linear map from the latent y explains (R²;
+  ``--init SEED``: the same for a fresh initialisation of the model, the reference for what training
+  keeps or drops). Low chroma R² says the encoder has dropped the colour, not just the decoder.
 
 The oracles tell whether the loss rewards colour: when the low-passed chroma adds far more MS-SSIM than its
 bits would cost at λ_e, a model that does not code colour is stuck in training, not rationally dropping it.
@@ -71,16 +75,34 @@ def oracles(img: np.ndarray, dec: np.ndarray, sigma: float = 8.0) -> dict[str, n
             "flat_chroma": to_rgb(np.concatenate([a[..., :1], flat], -1))}
 
 
+def block_means(img: np.ndarray, block: int = 16) -> np.ndarray:
+    """(H, W, 3) → (H // block, W // block, 3) Y′, Cb, Cr averaged over each block (one latent position)."""
+    h, w = img.shape[0] // block, img.shape[1] // block
+    return to_ycc(img[: h * block, : w * block]).reshape(h, block, w, block, 3).mean(axis=(1, 3))
+
+
+def linear_r2(features: np.ndarray, targets: np.ndarray) -> list[float]:
+    """R² of the least-squares affine fit of each column of ``targets`` (N, K) from ``features`` (N, C)."""
+    a = np.concatenate([np.asarray(features, np.float64), np.ones((len(features), 1))], axis=1)
+    t = np.asarray(targets, np.float64)
+    coef, *_ = np.linalg.lstsq(a, t, rcond=None)
+    return [float(1.0 - ((a @ coef[:, k] - t[:, k]) ** 2).mean() / t[:, k].var()) for k in range(t.shape[1])]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="an exported akutsu2020 model directory")
     ap.add_argument("--images", default=DEFAULT_IMAGES, help="comma-separated Kodak names")
     ap.add_argument("--kodak", default=None, help="the Kodak folder (default $LIC_JAX_SHARED/data/kodak)")
+    ap.add_argument("--init", type=int, default=None, metavar="SEED",
+                    help="also report latent_r2 for a fresh initialisation of the model (this PRNG seed)")
     ap.add_argument("--out", required=True, help="JSON output path")
     args = ap.parse_args(argv)
+    import jax
     import jax.numpy as jnp
     from PIL import Image
 
+    from lic_jax.artifact import load_artifact
     from lic_jax.coding import Codec
     from lic_jax.metrics import ms_ssim
     from lic_jax.utils.paths import shared_data
@@ -90,11 +112,22 @@ def main(argv=None) -> int:
     missing = [n for n in names if not os.path.isfile(os.path.join(kodak, f"{n}.png"))]
     if missing:
         sys.exit(f"akutsu_colour_check: no {', '.join(missing)} in {kodak}")
-    codec = Codec.from_artifact(args.model)
+    art = load_artifact(args.model)
+    codec = Codec.from_artifact(art)
     ms = lambda u, v: float(ms_ssim(jnp.asarray(u[None], jnp.float32), jnp.asarray(v[None], jnp.float32)))  # noqa: E731
-    rows = []
+    m = codec.model
+    inits = {"trained": art.variables}
+    if args.init is not None:
+        inits["init"] = m.init(jax.random.PRNGKey(args.init), jnp.zeros((1, 64, 64, 3), jnp.float32))
+    feats = {k: [] for k in inits}
+    rows, blocks = [], []
     for n in names:
         u8 = np.asarray(Image.open(os.path.join(kodak, f"{n}.png")).convert("RGB"))
+        x = jnp.asarray(u8[None] / 255.0, jnp.float32)
+        for k, v in inits.items():
+            y = np.asarray(m.apply(v, x, method=m.analysis))[0]  # unrounded: at init |y| ≪ ½ rounds to 0
+            feats[k].append(y.reshape(-1, y.shape[-1]))
+        blocks.append(block_means(u8 / 255.0).reshape(-1, 3))
         data = codec.compress(u8)
         img, dec = u8 / 255.0, codec.decompress(data) / 255.0
         row = {"image": n, "bpp": 8 * len(data) / (u8.shape[0] * u8.shape[1]), **chroma_stats(img, dec),
@@ -104,11 +137,15 @@ def main(argv=None) -> int:
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     keys = [k for k in rows[0] if k != "image"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    out = {"model": os.path.abspath(args.model), "images": names, "rows": rows, "mean": mean}
+    r2 = {k: dict(zip(("y", "cb", "cr"), linear_r2(np.concatenate(f), np.concatenate(blocks))))
+          for k, f in feats.items()}
+    out = {"model": os.path.abspath(args.model), "images": names, "rows": rows, "mean": mean, "latent_r2": r2}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print("mean " + " ".join(f"{k}={v:.4f}" for k, v in mean.items()))
+    for k, v in r2.items():
+        print(f"latent_r2 ({k}) " + " ".join(f"{c}={val:.3f}" for c, val in v.items()))
     return 0
 
 

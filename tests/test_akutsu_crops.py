@@ -104,3 +104,13 @@ def test_colour_check_measures():
     assert np.abs(o["true_chroma"] - img).max() < 2e-6  # the image's own luma and chroma (JFIF inverse, as above)
     flat = cc.to_ycc(o["flat_chroma"])  # the image's luma, constant chroma
     assert np.abs(flat[..., 0] - cc.to_ycc(img)[..., 0]).max() < 0.05 and flat[..., 1:].std(axis=(0, 1)).max() < 0.01
+    # the latent probe: block means against a direct reshape-and-mean, and R² on known answers
+    bm = cc.block_means(img)
+    assert bm.shape == (4, 5, 3)
+    np.testing.assert_allclose(bm[1, 2], cc.to_ycc(img[16:32, 32:48]).mean(axis=(0, 1)), rtol=0, atol=1e-12)
+    t = bm.reshape(-1, 3)
+    rng = np.random.default_rng(0)
+    mix = t @ rng.normal(size=(3, 8)) + 0.5  # an affine image of the targets: R² 1
+    assert np.allclose(cc.linear_r2(mix, t), 1.0, atol=1e-9)
+    noise = rng.normal(size=(4000, 4))  # unrelated features: R² ≈ 4/4000
+    assert max(abs(r) for r in cc.linear_r2(noise, rng.normal(size=(4000, 3)))) < 0.01
