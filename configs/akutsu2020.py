@@ -26,7 +26,9 @@ images; docs/AKUTSU.md ambiguity 3), ``mean_shift`` (``true``, the default and C
 the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; docs/AKUTSU.md ambiguity 8), ``latent`` (the latent's channels at width 1, the paper's 64, scaled by
 ``width`` like every channel count: ``width=0.25,latent=256`` gives 64 channels; docs/AKUTSU.md "Colour"), ``window`` (a local causal-attention window of that radius, decoded
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
-``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
+``mse`` (steps of MSE pre-training before eq. 3's MS-SSIM, ``gan.mse_steps``: CompressAI fine-tunes
+its MS-SSIM models from MSE ones; trained on MS-SSIM from the start the CPU model codes no colour,
+docs/AKUTSU.md "Colour"), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """
 
 from lic_jax.train.config import get_default_config, set_recipe
@@ -120,6 +122,8 @@ def get_config(arg: str = ""):
             c.model_hparams.latent = int(value)
         elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
             c.model_hparams.attention_window = int(value)
+        elif key == "mse":  # MSE pre-training steps (gan.mse_steps; docs/AKUTSU.md "Colour")
+            c.gan.mse_steps = int(value)
         elif key == "warmup":
             c.gan.warmup_steps = int(value)
         elif key == "steps":
@@ -130,7 +134,7 @@ def get_config(arg: str = ""):
             c.data.crop = c.data.val_crop = int(value)
         else:
             raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
-                             f"decoder_norm, mean_shift, latent, window, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+                             f"decoder_norm, mean_shift, latent, window, mse, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

@@ -26,6 +26,12 @@ pure functions of arrays (the alternating G/D training that combines them is a l
   images without faces or text (then the loss is plain MS-SSIM) and gives the background a small
   weight; with t_a covering a fraction f of the image, the marked region holds f/(f + ε) of the
   weight (91 % at f = 1 %).
+* MSE pre-training (``gan.mse_steps``, docs/AKUTSU.md "Colour"; not in the paper [I]): for the first
+  steps eq. 3's two MS-SSIM terms are replaced by MSEs, L_d = κ·(MSE(x, x̂_m) + λ_p·wMSE(x, x̂, t_a))
+  with κ = λ_e·λ·255² (:func:`mse_distortion_loss`), so L_d + λ_e·L_e is λ_e times CompressAI's
+  λ·255²·MSE + bpp (its MS-SSIM models are fine-tuned from MSE ones). wMSE weights each pixel's
+  squared error by t_a + ε over Σ(t_a + ε), the same ε floor and normalisation as wMS-SSIM (a constant
+  map gives the MSE).
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ import jax.numpy as jnp
 
 from .metrics import MS_SSIM_WEIGHTS, _avg_pool_pad_odd, _filter, _gauss_1d, _ssim_maps, _to_planes, ms_ssim
 
-__all__ = ["weighted_ms_ssim", "discriminator_loss", "generator_gan_loss", "discriminator_accuracy",
-           "distortion_loss", "LAMBDAS", "WEIGHT_EPS"]
+__all__ = ["weighted_ms_ssim", "weighted_mse", "discriminator_loss", "generator_gan_loss", "discriminator_accuracy",
+           "distortion_loss", "mse_distortion_loss", "LAMBDAS", "WEIGHT_EPS"]
 
 WEIGHT_EPS = 1e-3
 LAMBDAS = {"lambda_p": 5.0, "lambda_e": 0.18, "lambda_g": 0.01}  # S002 §3.1
@@ -82,6 +88,32 @@ def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, 
             vals.append(jax.nn.relu(mean(ssim_map)))
     out = jnp.prod(jnp.stack(vals) ** pw[:, None], axis=0).reshape(b, c).mean(axis=1)
     return out.mean() if reduce else out
+
+
+def weighted_mse(x, y, weight, eps: float = WEIGHT_EPS, reduce: bool = True):
+    """Σ (t_a + ε)·(x − y)² / Σ (t_a + ε) per image, averaged over channels (module docstring);
+    ``weight`` (B, H, W) or (B, H, W, 1), non-negative."""
+    if x.shape != y.shape:
+        raise ValueError(f"weighted_mse: shapes differ: {x.shape} vs {y.shape}")
+    weight = jnp.asarray(weight, jnp.float32)
+    if weight.ndim == 3:
+        weight = weight[..., None]
+    if weight.shape != x.shape[:3] + (1,):
+        raise ValueError(f"weight must be {x.shape[:3]} or {x.shape[:3] + (1,)}, got {weight.shape}")
+    if eps <= 0:
+        raise ValueError("eps must be > 0")
+    w = weight + eps
+    err = jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=-1, keepdims=True)
+    out = jnp.sum(w * err, axis=(1, 2, 3)) / jnp.sum(w, axis=(1, 2, 3))
+    return out.mean() if reduce else out
+
+
+def mse_distortion_loss(x, x_hat_main, x_hat, t_a, lambda_p: float, kappa: float, eps: float = WEIGHT_EPS):
+    """The MSE pre-training's L_d = κ·(MSE(x, x̂_m) + λ_p·wMSE(x, x̂, t_a)) (module docstring); a dict
+    with ``loss``, ``mse_main`` and ``wmse``."""
+    m = jnp.mean(jnp.square(x_hat_main.astype(jnp.float32) - x.astype(jnp.float32)))
+    w = weighted_mse(x_hat, x, t_a, eps=eps)
+    return {"loss": kappa * (m + lambda_p * w), "mse_main": m, "wmse": w}
 
 
 def discriminator_loss(real_logits, fake_logits):

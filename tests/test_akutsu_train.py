@@ -197,6 +197,48 @@ def test_warmup_leaves_d_untouched(rig):
     assert float(m1["gan_on"]) == 1.0 and _changed_fraction(st1_g.extra["disc"].params, st1.extra["disc"].params) > 0.5
 
 
+def test_mse_pretraining_then_ms_ssim(rig):
+    """gan.mse_steps (docs/AKUTSU.md "Colour"): before it L_d = κ·(MSE(x̂_m) + λ_p·MSE(x̂)) with κ =
+    λ_e·mse_lmbda·255² (uniform t_a), recomputed here in numpy from an independent forward pass; from it
+    on, eq. 3's MS-SSIM form. weighted_mse against a direct numpy mean over a mask's pixels."""
+    from lic_jax.losses_gan import WEIGHT_EPS, weighted_mse
+    from lic_jax.train import gan
+    from lic_jax.train.optim import make_optimizer
+    from lic_jax.train.setup import build_model
+
+    cfg = rig["cfg"].copy_and_resolve_references()
+    cfg.gan.mse_steps = 1
+    model, _ = build_model(cfg)
+    tx, sched = make_optimizer(cfg, int(cfg.num_steps))
+    key = jax.random.PRNGKey(1)
+    run = jax.jit(gan.make_phases(model, cfg, tx, sched, key))
+    s = gan.settings(cfg)
+    kappa = s["lambda_e"] * s["mse_lmbda"] * 255.0 ** 2
+    st, x = rig["fresh"](0), rig["batch"](0)
+    for step in (0, 1):
+        st_s = st.replace(step=jnp.asarray(step, jnp.int32))
+        m = jax.device_get(run(st_s, x)[2])
+        out = model.apply({"params": st.params}, x, train=True, quant=cfg.quant,
+                          rngs={"noise": jax.random.fold_in(key, step)})
+        xn = np.asarray(x, np.float64)
+        mse_m = np.mean((np.asarray(out["x_hat_main"], np.float64) - xn) ** 2)
+        mse_f = np.mean((np.asarray(out["x_hat"], np.float64) - xn) ** 2)
+        if step == 0:
+            assert float(m["mse_on"]) == 1.0
+            np.testing.assert_allclose(float(m["distortion"]), kappa * (mse_m + s["lambda_p"] * mse_f), rtol=1e-4)
+        else:
+            assert float(m["mse_on"]) == 0.0
+            ms = (1 - float(m["ms_ssim_main"])) + s["lambda_p"] * (1 - float(m["ms_ssim"]))
+            np.testing.assert_allclose(float(m["distortion"]), ms, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    a, b = rng.random((2, 16, 16, 3)), rng.random((2, 16, 16, 3))
+    mask = np.zeros((2, 16, 16)); mask[:, 4:9, 2:12] = 1.0  # noqa: E702
+    err = ((a - b) ** 2).mean(-1)
+    want = [(err[i] * (mask[i] + WEIGHT_EPS)).sum() / (mask[i] + WEIGHT_EPS).sum() for i in range(2)]
+    np.testing.assert_allclose(weighted_mse(a, b, mask, reduce=False), want, rtol=1e-5)
+    np.testing.assert_allclose(weighted_mse(a, b, np.ones((2, 16, 16))), ((a - b) ** 2).mean(), rtol=1e-5)
+
+
 def test_d_step_changes_only_d_and_g_step_only_g(rig):
     st, st_d, st_g, m = rig["records"][1]
     d0, dd, dg = st.extra["disc"], st_d.extra["disc"], st_g.extra["disc"]

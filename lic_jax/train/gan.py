@@ -13,6 +13,10 @@ Every train step is one D step followed by one G step (1:1 alternation [I, §8])
   L_g = E[softplus(D(x̂_m, t_s))] against the D just updated (eq. 5, r = +1). The codec's
   optimiser is the project's (:func:`~lic_jax.train.optim.make_optimizer`: clipping + Adam on
   the main group, the entropy bottleneck's quantiles on the aux loss).
+* **MSE pre-training** (``gan.mse_steps``, default 0; not in the paper): before that step, L_d's
+  MS-SSIM terms are MSEs (:func:`lic_jax.losses_gan.mse_distortion_loss`, κ = λ_e·``gan.mse_lmbda``·255²),
+  as CompressAI fine-tunes its MS-SSIM models from MSE ones: trained on MS-SSIM from the start the
+  CPU model's encoder drops the colour (docs/AKUTSU.md "Colour").
 * **Warm-up** (``gan.warmup_steps``): before it, no GAN term and no D update: D's parameters and
   optimiser state are carried over unchanged, and D is not run at all (``lax.cond``: the D step
   and the D forward/backward of L_g are skipped: about two thirds of a GAN step's time at the CPU
@@ -52,7 +56,7 @@ import numpy as np
 import optax
 
 from ..losses_gan import (LAMBDAS, discriminator_accuracy, discriminator_loss, distortion_loss, weighted_ms_ssim,
-                          generator_gan_loss)
+                          generator_gan_loss, mse_distortion_loss)
 from ..metrics import ms_ssim
 from ..models.base import total_bits
 from . import parallel
@@ -65,7 +69,8 @@ __all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "s
            "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
 
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
-SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0}
+SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0,
+            "mse_steps": 0, "mse_lmbda": 0.0035}  # MSE pre-training: steps, CompressAI's λ (q2) of κ = λ_e·λ·255²
 CHROMA_T = 0.05  # colour_labels: chroma magnitude below which a pixel is achromatic
 LUMA_T = (1.0 / 3.0, 2.0 / 3.0)  # and the luma thresholds of dark / mid / light
 
@@ -78,10 +83,11 @@ def settings(config) -> dict:
     if unknown:
         raise ValueError(f"config.gan: unknown keys {unknown}; known: {sorted(SETTINGS)}")
     s = {**SETTINGS, **g}
-    s["warmup_steps"] = int(s["warmup_steps"])
-    if s["warmup_steps"] < 0:
-        raise ValueError(f"gan.warmup_steps must be ≥ 0, got {s['warmup_steps']}")
-    for k in ("lambda_p", "lambda_e", "lambda_g", "d_lr", "d_clip_norm"):
+    for k in ("warmup_steps", "mse_steps"):
+        s[k] = int(s[k])
+        if s[k] < 0:
+            raise ValueError(f"gan.{k} must be ≥ 0, got {s[k]}")
+    for k in ("lambda_p", "lambda_e", "lambda_g", "d_lr", "d_clip_norm", "mse_lmbda"):
         s[k] = float(s[k])
         if not (np.isfinite(s[k]) and s[k] >= 0):
             raise ValueError(f"gan.{k} must be a finite number ≥ 0, got {s[k]}")
@@ -182,6 +188,7 @@ def make_phases(model, config, tx, schedule, noise_key):
     small = config.get("ms_ssim_small", "error")
     use_aux = bool(config.optim.aux_loss)
     lam_p, lam_e, lam_g, warm = s["lambda_p"], s["lambda_e"], s["lambda_g"], s["warmup_steps"]
+    mse_steps, kappa = s["mse_steps"], lam_e * s["mse_lmbda"] * 255.0 ** 2
 
     def phases(st: TrainState, x, mask=None):
         if DISC not in st.extra:
@@ -224,6 +231,9 @@ def make_phases(model, config, tx, schedule, noise_key):
         # -- G step: L_d + λ_e·bpp + λ_g·L_g against the updated D ---------------------------------
         def g_loss_fn(o):
             dist = distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
+            if mse_steps:  # MSE pre-training (losses_gan module docstring): its L_d before step mse_steps
+                d_mse = mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, kappa)["loss"]
+                dist = {**dist, "loss": jnp.where(step < mse_steps, d_mse, dist["loss"])}
             bpp = jnp.mean(total_bits(o["likelihoods"])) / (h * w)
             g_adv = jax.lax.cond(
                 gan_on, lambda xm: generator_gan_loss(disc.apply({"params": d_group.params}, xm, t_s)),
@@ -242,6 +252,8 @@ def make_phases(model, config, tx, schedule, noise_key):
         finite = (jnp.isfinite(loss) & jnp.isfinite(gnorm) & jnp.isfinite(aux) & jnp.isfinite(d_loss)
                   & _finite(new_params, d_group.params))
         metrics = dict(r)
+        if mse_steps:
+            metrics["mse_on"] = (step < mse_steps).astype(jnp.float32)
         metrics.update(d_loss=d_loss, d_acc_real=acc_real, d_acc_fake=acc_fake,
                        d_grad_norm=d_gnorm, gan_on=gan_on.astype(jnp.float32),
                        psnr_main=jnp.mean(10.0 * jnp.log10(1.0 / jnp.maximum(mse_main, 1e-12))),
