@@ -24,7 +24,8 @@ variance); docs/AKUTSU.md), ``decoder_norm`` (the decoder bodies' normalisation:
 and CVQN's, or ``igdn``, the form before 2026-12-04, which did not carry over from 176² crops to whole
 images; docs/AKUTSU.md ambiguity 3), ``mean_shift`` (``true``, the default and CVQN's: E sees x minus
 the RGB mean and the decoders add it back; ``false``, the form before 2026-12-05; docs/AKUTSU.md ambiguity 8), ``latent`` (the latent's channels at width 1, the paper's 64, scaled by
-``width`` like every channel count: ``width=0.25,latent=256`` gives 64 channels; docs/AKUTSU.md "Colour"), ``window`` (a local causal-attention window of that radius, decoded
+``width`` like every channel count: ``width=0.25,latent=256`` gives 64 channels; docs/AKUTSU.md "Colour"), ``encoder`` (E's four body widths at
+width 1, colon-separated, the paper's ``32:64:128:192``, also scaled by ``width``), ``window`` (a local causal-attention window of that radius, decoded
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
 ``mse`` (steps of MSE pre-training before eq. 3's MS-SSIM, ``gan.mse_steps``: CompressAI fine-tunes
 its MS-SSIM models from MSE ones; trained on MS-SSIM from the start the CPU model codes no colour,
@@ -122,6 +123,8 @@ def get_config(arg: str = ""):
             c.model_hparams.latent = int(value)
         elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
             c.model_hparams.attention_window = int(value)
+        elif key == "encoder":  # E's four body widths at width 1, colon-separated (default 32:64:128:192)
+            c.model_hparams.encoder_channels = tuple(int(v) for v in value.split(":"))
         elif key == "mse":  # MSE pre-training steps (gan.mse_steps; docs/AKUTSU.md "Colour")
             c.gan.mse_steps = int(value)
         elif key == "warmup":
@@ -134,7 +137,7 @@ def get_config(arg: str = ""):
             c.data.crop = c.data.val_crop = int(value)
         else:
             raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
-                             f"decoder_norm, mean_shift, latent, window, mse, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+                             f"decoder_norm, mean_shift, latent, encoder, window, mse, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

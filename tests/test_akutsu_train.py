@@ -161,6 +161,9 @@ def test_registry_and_config():
     y = jax.eval_shape(lambda: m.init_with_output(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3)),
                                                   method=m.analysis)[0])
     assert y.shape == (1, 4, 4, 64)
+    enc = cfgmod.get_config("cpu,encoder=32:64:256:384").model_hparams.encoder_channels
+    assert get_model("akutsu2020", **dict(cfgmod.get_config("cpu,encoder=32:64:256:384").model_hparams))[1] \
+        .hparams["encoder_channels"] == enc == (32, 64, 256, 384)
     for bad in ("big", "depth=3", "mean_shift=yes", "latent=wide"):
         with pytest.raises(ValueError):
             cfgmod.get_config(bad)
