@@ -16,6 +16,8 @@ BT.601 Y′CbCr (full range, as JPEG). It reports:
   16 × 16 block (one latent position) a least-squares linear map from the latent y explains (R²;
   ``--init SEED``: the same for a fresh initialisation of the model, the reference for what training
   keeps or drops). Low chroma R² says the encoder has dropped the colour, not just the decoder.
+  ``encoder_r2``: the same after each of E's bodies (their outputs averaged over each 16 × 16 block), which
+  says where in E the colour goes.
 
 The oracles tell whether the loss rewards colour: when the low-passed chroma adds far more MS-SSIM than its
 bits would cost at λ_e, a model that does not code colour is stuck in training, not rationally dropping it.
@@ -89,6 +91,23 @@ def linear_r2(features: np.ndarray, targets: np.ndarray) -> list[float]:
     return [float(1.0 - ((a @ coef[:, k] - t[:, k]) ** 2).mean() / t[:, k].var()) for k in range(t.shape[1])]
 
 
+def encoder_stages(module, x):
+    """Every output of E (akutsu2020's ``g_a``: four bodies, then the latent conv), for ``apply(method=…)``."""
+    h, outs = x - module._rgb_mean(), []
+    for layer in module.g_a:
+        h = layer(h)
+        outs.append(h)
+    return outs
+
+
+def pool_to_blocks(f: np.ndarray, stride: int, h: int, w: int, block: int = 16) -> np.ndarray:
+    """(·, ·, C) features at 1/``stride`` of the image's resolution → (h·w, C): their mean over each of the
+    image's h × w blocks of ``block``² pixels (the rows of :func:`block_means`)."""
+    r = block // stride
+    f = np.asarray(f)[: h * r, : w * r]
+    return f.reshape(h, r, w, r, f.shape[-1]).mean(axis=(1, 3)).reshape(h * w, -1)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="an exported akutsu2020 model directory")
@@ -124,10 +143,12 @@ def main(argv=None) -> int:
     for n in names:
         u8 = np.asarray(Image.open(os.path.join(kodak, f"{n}.png")).convert("RGB"))
         x = jnp.asarray(u8[None] / 255.0, jnp.float32)
-        for k, v in inits.items():
-            y = np.asarray(m.apply(v, x, method=m.analysis))[0]  # unrounded: at init |y| ≪ ½ rounds to 0
-            feats[k].append(y.reshape(-1, y.shape[-1]))
-        blocks.append(block_means(u8 / 255.0).reshape(-1, 3))
+        bm = block_means(u8 / 255.0)
+        for k, v in inits.items():  # unrounded latents: at init |y| ≪ ½ rounds to 0
+            outs = m.apply(v, x, method=encoder_stages)
+            strides = [2, 4, 8, 16, 16][: len(outs)]
+            feats[k].append([pool_to_blocks(o[0], st, *bm.shape[:2]) for o, st in zip(outs, strides)])
+        blocks.append(bm.reshape(-1, 3))
         data = codec.compress(u8)
         img, dec = u8 / 255.0, codec.decompress(data) / 255.0
         row = {"image": n, "bpp": 8 * len(data) / (u8.shape[0] * u8.shape[1]), **chroma_stats(img, dec),
@@ -137,15 +158,19 @@ def main(argv=None) -> int:
         print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
     keys = [k for k in rows[0] if k != "image"]
     mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
-    r2 = {k: dict(zip(("y", "cb", "cr"), linear_r2(np.concatenate(f), np.concatenate(blocks))))
-          for k, f in feats.items()}
-    out = {"model": os.path.abspath(args.model), "images": names, "rows": rows, "mean": mean, "latent_r2": r2}
+    t = np.concatenate(blocks)
+    enc = {k: [dict(zip(("y", "cb", "cr"), linear_r2(np.concatenate([im[j] for im in f]), t)))
+               for j in range(len(f[0]))] for k, f in feats.items()}
+    r2 = {k: v[-1] for k, v in enc.items()}
+    out = {"model": os.path.abspath(args.model), "images": names, "rows": rows, "mean": mean, "latent_r2": r2,
+           "encoder_r2": enc}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)
     print("mean " + " ".join(f"{k}={v:.4f}" for k, v in mean.items()))
-    for k, v in r2.items():
-        print(f"latent_r2 ({k}) " + " ".join(f"{c}={val:.3f}" for c, val in v.items()))
+    for k, v in enc.items():
+        print(f"encoder_r2 ({k}, E's bodies 1-4, latent) " +
+              "  ".join("/".join(f"{val:.2f}" for val in stage.values()) for stage in v))
     return 0
 
 

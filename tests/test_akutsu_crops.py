@@ -108,6 +108,9 @@ def test_colour_check_measures():
     bm = cc.block_means(img)
     assert bm.shape == (4, 5, 3)
     np.testing.assert_allclose(bm[1, 2], cc.to_ycc(img[16:32, 32:48]).mean(axis=(0, 1)), rtol=0, atol=1e-12)
+    half = img.reshape(32, 2, 40, 2, 3).mean(axis=(1, 3))  # features at stride 2: the image's 2 × 2 means
+    np.testing.assert_allclose(cc.pool_to_blocks(half, 2, 4, 5).reshape(4, 5, 3),
+                               img.reshape(4, 16, 5, 16, 3).mean(axis=(1, 3)), rtol=0, atol=1e-12)
     t = bm.reshape(-1, 3)
     rng = np.random.default_rng(0)
     mix = t @ rng.normal(size=(3, 8)) + 0.5  # an affine image of the targets: R² 1
