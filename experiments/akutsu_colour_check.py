@@ -92,7 +92,10 @@ def linear_r2(features: np.ndarray, targets: np.ndarray) -> list[float]:
 
 
 def encoder_stages(module, x):
-    """Every output of E (akutsu2020's ``g_a``: four bodies, then the latent conv), for ``apply(method=…)``."""
+    """Every output of E (akutsu2020's ``g_a``: four bodies, then the latent conv), for ``apply(method=…)``;
+    other models (the bmshj2018-hyperprior control of docs/AKUTSU.md "Colour"): their latent only."""
+    if not hasattr(module, "_rgb_mean"):
+        return [module.analysis(x)]
     h, outs = x - module._rgb_mean(), []
     for layer in module.g_a:
         h = layer(h)
@@ -146,8 +149,7 @@ def main(argv=None) -> int:
         bm = block_means(u8 / 255.0)
         for k, v in inits.items():  # unrounded latents: at init |y| ≪ ½ rounds to 0
             outs = m.apply(v, x, method=encoder_stages)
-            strides = [2, 4, 8, 16, 16][: len(outs)]
-            feats[k].append([pool_to_blocks(o[0], st, *bm.shape[:2]) for o, st in zip(outs, strides)])
+            feats[k].append([pool_to_blocks(o[0], u8.shape[0] // o.shape[1], *bm.shape[:2]) for o in outs])
         blocks.append(bm.reshape(-1, 3))
         data = codec.compress(u8)
         img, dec = u8 / 255.0, codec.decompress(data) / 255.0
