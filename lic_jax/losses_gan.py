@@ -48,12 +48,11 @@ WEIGHT_EPS = 1e-3
 LAMBDAS = {"lambda_p": 5.0, "lambda_e": 0.18, "lambda_g": 0.01}  # S002 §3.1
 
 
-def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, win_sigma: float = 1.5,
-                     weights=MS_SSIM_WEIGHTS, eps: float = WEIGHT_EPS, reduce: bool = True, small: str = "error"):
-    """t_a-weighted MS-SSIM of NHWC batches (module docstring). ``weight``: (B, H, W) or
-    (B, H, W, 1), non-negative (t_a in [0, 1]); ``small`` as :func:`lic_jax.metrics.ms_ssim`."""
+def _weight_map(owner: str, x, y, weight, eps: float):
+    """The checks shared by the weighted measures: x and y alike, ``weight`` (B, H, W) or (B, H, W, 1)
+    (returned as float32 (B, H, W, 1)), ε > 0."""
     if x.shape != y.shape:
-        raise ValueError(f"weighted_ms_ssim: shapes differ: {x.shape} vs {y.shape}")
+        raise ValueError(f"{owner}: shapes differ: {x.shape} vs {y.shape}")
     weight = jnp.asarray(weight, jnp.float32)
     if weight.ndim == 3:
         weight = weight[..., None]
@@ -61,6 +60,14 @@ def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, 
         raise ValueError(f"weight must be {x.shape[:3]} or {x.shape[:3] + (1,)}, got {weight.shape}")
     if eps <= 0:
         raise ValueError("eps must be > 0")
+    return weight
+
+
+def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, win_sigma: float = 1.5,
+                     weights=MS_SSIM_WEIGHTS, eps: float = WEIGHT_EPS, reduce: bool = True, small: str = "error"):
+    """t_a-weighted MS-SSIM of NHWC batches (module docstring). ``weight``: (B, H, W) or
+    (B, H, W, 1), non-negative (t_a in [0, 1]); ``small`` as :func:`lic_jax.metrics.ms_ssim`."""
+    weight = _weight_map("weighted_ms_ssim", x, y, weight, eps)
     levels = len(weights)
     min_side = (win_size - 1) * 2 ** (levels - 1)
     if small not in ("error", "shrink"):
@@ -93,16 +100,7 @@ def weighted_ms_ssim(x, y, weight, data_range: float = 1.0, win_size: int = 11, 
 def weighted_mse(x, y, weight, eps: float = WEIGHT_EPS, reduce: bool = True):
     """Σ (t_a + ε)·(x − y)² / Σ (t_a + ε) per image, averaged over channels (module docstring);
     ``weight`` (B, H, W) or (B, H, W, 1), non-negative."""
-    if x.shape != y.shape:
-        raise ValueError(f"weighted_mse: shapes differ: {x.shape} vs {y.shape}")
-    weight = jnp.asarray(weight, jnp.float32)
-    if weight.ndim == 3:
-        weight = weight[..., None]
-    if weight.shape != x.shape[:3] + (1,):
-        raise ValueError(f"weight must be {x.shape[:3]} or {x.shape[:3] + (1,)}, got {weight.shape}")
-    if eps <= 0:
-        raise ValueError("eps must be > 0")
-    w = weight + eps
+    w = _weight_map("weighted_mse", x, y, weight, eps) + eps
     err = jnp.mean(jnp.square(x.astype(jnp.float32) - y.astype(jnp.float32)), axis=-1, keepdims=True)
     out = jnp.sum(w * err, axis=(1, 2, 3)) / jnp.sum(w, axis=(1, 2, 3))
     return out.mean() if reduce else out
