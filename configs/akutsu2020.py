@@ -77,6 +77,35 @@ def _cpu(c):
     return c
 
 
+
+def _flag(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise ValueError(f"configs/akutsu2020.py: a flag is 'true' or 'false', got {value!r}")
+    return value == "true"
+
+
+# bare words: recipes applied in order (``ablation_b`` is applied last, after every key)
+BARE = {"small": _small, "cpu": _cpu, "ablation_b": None}
+# key=value parts: key → (parser, config field, …); the module docstring says what each means
+KEYS = {
+    "masks": (str, "data.masks"),
+    "val_masks": (str, "data.val_masks"),
+    "width": (float, "model_hparams.width"),
+    "blocks": (int, "model_hparams.blocks"),
+    "detail_ca": (str, "model_hparams.detail_ca"),
+    "decoder_norm": (str, "model_hparams.decoder_norm"),
+    "mean_shift": (_flag, "model_hparams.mean_shift"),
+    "latent": (int, "model_hparams.latent"),  # the latent's channels at width 1, scaled by width
+    "encoder": (lambda v: tuple(int(w) for w in v.split(":")), "model_hparams.encoder_channels"),  # E's bodies
+    "window": (int, "model_hparams.attention_window"),  # a local causal-attention window (wavefronts)
+    "mse": (int, "gan.mse_steps"),  # MSE pre-training steps (docs/AKUTSU.md "Colour")
+    "warmup": (int, "gan.warmup_steps"),
+    "steps": (int, "num_steps"),
+    "batch": (int, "batch_size", "val_batch_size"),
+    "crop": (int, "data.crop", "data.val_crop"),
+}
+
+
 def get_config(arg: str = ""):
     c = get_default_config()
     c.model = "akutsu2020"
@@ -98,46 +127,23 @@ def get_config(arg: str = ""):
     for part in filter(None, (p.strip() for p in (arg or "").split(","))):
         key, _, value = part.partition("=")
         if not value:
-            if key not in ("small", "cpu", "ablation_b"):
-                raise ValueError(f"configs/akutsu2020.py: the bare parts are 'small', 'cpu' and 'ablation_b', "
-                                 f"got {part!r}")
+            if key not in BARE:
+                raise ValueError(f"configs/akutsu2020.py: the bare parts are {', '.join(BARE)}, got {part!r}")
             if key == "ablation_b":
                 ablation = True
             else:
-                (_small if key == "small" else _cpu)(c)
-        elif key in ("masks", "val_masks"):
-            c.data[key] = value
-        elif key == "width":
-            c.model_hparams.width = float(value)
-        elif key == "blocks":
-            c.model_hparams.blocks = int(value)
-        elif key == "detail_ca":
-            c.model_hparams.detail_ca = value
-        elif key == "decoder_norm":
-            c.model_hparams.decoder_norm = value
-        elif key == "mean_shift":
-            if value not in ("true", "false"):
-                raise ValueError(f"configs/akutsu2020.py: mean_shift is 'true' or 'false', got {value!r}")
-            c.model_hparams.mean_shift = value == "true"
-        elif key == "latent":  # the latent's channels at width 1 (scaled by width like every channel count)
-            c.model_hparams.latent = int(value)
-        elif key == "window":  # a local causal-attention window of this radius (wavefront decoding)
-            c.model_hparams.attention_window = int(value)
-        elif key == "encoder":  # E's four body widths at width 1, colon-separated (default 32:64:128:192)
-            c.model_hparams.encoder_channels = tuple(int(v) for v in value.split(":"))
-        elif key == "mse":  # MSE pre-training steps (gan.mse_steps; docs/AKUTSU.md "Colour")
-            c.gan.mse_steps = int(value)
-        elif key == "warmup":
-            c.gan.warmup_steps = int(value)
-        elif key == "steps":
-            c.num_steps = int(value)
-        elif key == "batch":
-            c.batch_size = c.val_batch_size = int(value)
-        elif key == "crop":
-            c.data.crop = c.data.val_crop = int(value)
-        else:
-            raise ValueError(f"configs/akutsu2020.py keys: small, cpu, ablation_b, width, blocks, detail_ca, "
-                             f"decoder_norm, mean_shift, latent, encoder, window, mse, warmup, steps, batch, crop, masks, val_masks; got {key!r}")
+                BARE[key](c)
+            continue
+        if key not in KEYS:
+            raise ValueError(f"configs/akutsu2020.py keys: {', '.join((*BARE, *KEYS))}; got {key!r}")
+        parse, *paths = KEYS[key]
+        v = parse(value)
+        for path in paths:
+            *parents, leaf = path.split(".")
+            node = c
+            for name in parents:
+                node = node[name]
+            node[leaf] = v
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)
