@@ -230,10 +230,16 @@ def make_phases(model, config, tx, schedule, noise_key):
 
         # -- G step: L_d + λ_e·bpp + λ_g·L_g against the updated D ---------------------------------
         def g_loss_fn(o):
-            dist = distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
-            if mse_steps:  # MSE pre-training (losses_gan module docstring): its L_d before step mse_steps
-                d_mse = mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, kappa)["loss"]
-                dist = {**dist, "loss": jnp.where(step < mse_steps, d_mse, dist["loss"])}
+            def ms_ssim_terms(o):
+                d = distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
+                return {k: d[k] for k in ("loss", "ms_ssim_main", "wms_ssim")}
+
+            def mse_terms(o):  # MSE pre-training (losses_gan module docstring): L_d before step mse_steps;
+                # the MS-SSIMs are only logged, so they get no backward pass (lax.cond runs one branch)
+                d = ms_ssim_terms(jax.lax.stop_gradient(o))
+                return {**d, "loss": mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, kappa)["loss"]}
+
+            dist = jax.lax.cond(step < mse_steps, mse_terms, ms_ssim_terms, o) if mse_steps else ms_ssim_terms(o)
             bpp = jnp.mean(total_bits(o["likelihoods"])) / (h * w)
             g_adv = jax.lax.cond(
                 gan_on, lambda xm: generator_gan_loss(disc.apply({"params": d_group.params}, xm, t_s)),
