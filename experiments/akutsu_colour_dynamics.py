@@ -1,0 +1,145 @@
+"""When does a codec learn colour? A small, fast training loop outside train.py (docs/AKUTSU.md "Colour").
+
+    python experiments/akutsu_colour_dynamics.py --model akutsu --loss ms-ssim --data many --steps 600 \
+        --out benchmarks/results/akutsu/colour_dynamics_akutsu_msssim_many.json
+
+It trains a fresh model with Adam (lr 5e-4, as the colour probes) on batches of four 128² crops of the
+training photos (downscaled by ½, ``shared/data/photos``), with the loss
+
+* ``mse``: 0.013·255²·MSE(x̂, x) + 0.01·bpp (CompressAI's q3 λ; the rate barely counts), or
+* ``ms-ssim``: 6·(1 − MS-SSIM(x̂, x)) + 0.01·bpp (6 = 1 + λ_p, eq. 3's weight when G_m and the fused image
+  agree);
+
+x̂ is G_m's output for ``akutsu`` (the CPU run's network: width ¼, one RCAB per group, GDN decoder bodies,
+mean shift; the detail decoder is not run) and the decoder's for ``bmshj`` (bmshj2018-hyperprior q1).
+``--data one``: the same four crops of one photo every step (can the network represent the colour at all?);
+``many``: four random crops of the first 300 photos per step (what training sees). Every ``--every`` steps
+it reports, on one fixed batch, the PSNR and the correlation of the decode's Cb / Cr planes with the
+image's (BT.601, :mod:`lic_jax.utils.colour`), and the chroma standard deviations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+MODELS = {"akutsu": ("akutsu2020", dict(width=0.25, blocks=1, decoder_norm="gdn", mean_shift=True)),
+          "bmshj": ("bmshj2018-hyperprior", dict(quality=1))}
+CROP, BATCH = 128, 4
+
+
+def _load(path: str) -> np.ndarray:
+    from PIL import Image
+
+    a = Image.open(path).convert("RGB")
+    return np.asarray(a.resize((a.width // 2, a.height // 2), Image.BICUBIC)) / 255.0
+
+
+def crops(img: np.ndarray, rng: np.random.Generator, n: int = BATCH) -> list[np.ndarray]:
+    out = []
+    for _ in range(n):
+        i, j = rng.integers(0, img.shape[0] - CROP + 1), rng.integers(0, img.shape[1] - CROP + 1)
+        out.append(img[i:i + CROP, j:j + CROP])
+    return out
+
+
+def chroma(x: np.ndarray, x_hat: np.ndarray) -> dict:
+    """PSNR, Cb / Cr correlation and chroma std of a decode against its images (NHWC in [0, 1])."""
+    from lic_jax.utils.colour import rgb_to_ycbcr
+
+    x_hat = np.clip(np.asarray(x_hat, np.float64), 0.0, 1.0)
+    a, b = rgb_to_ycbcr(np.asarray(x, np.float64), offset=0.0), rgb_to_ycbcr(x_hat, offset=0.0)
+    corr = [float(np.corrcoef(a[..., k].ravel(), b[..., k].ravel())[0, 1]) for k in (1, 2)]
+    return {"psnr": float(-10 * np.log10(np.mean((x_hat - np.asarray(x)) ** 2))), "cb_corr": corr[0],
+            "cr_corr": corr[1], "chroma_std_image": float(a[..., 1:].std()), "chroma_std_decode": float(b[..., 1:].std())}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", choices=sorted(MODELS), default="akutsu")
+    ap.add_argument("--loss", choices=("mse", "ms-ssim"), default="ms-ssim")
+    ap.add_argument("--data", choices=("one", "many"), default="many")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--photos", default=None, help="training photos (default $LIC_JAX_SHARED/data/photos)")
+    ap.add_argument("--out", required=True, help="JSON output path")
+    args = ap.parse_args(argv)
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from tqdm import tqdm
+
+    from lic_jax.metrics import ms_ssim
+    from lic_jax.models.registry import get_model
+    from lic_jax.utils.paths import shared_data
+
+    photos = args.photos or shared_data("photos")
+    files = sorted(glob.glob(os.path.join(photos, "*.jpg")))
+    if not files:
+        sys.exit(f"akutsu_colour_dynamics: no .jpg photos in {photos}")
+    rng = np.random.default_rng(0)
+    if args.data == "one":
+        fixed = np.stack(crops(_load(os.path.join(photos, "bsds_100080.jpg")), rng))
+        batch = lambda s: fixed  # noqa: E731
+    else:
+        pool = [a for a in (_load(f) for f in files[:300]) if min(a.shape[:2]) >= CROP]
+
+        def batch(s: int):
+            r = np.random.default_rng(1000 + s)
+            return np.stack([crops(pool[r.integers(len(pool))], r, 1)[0] for _ in range(BATCH)])
+
+        fixed = batch(-1)
+    name, kw = MODELS[args.model]
+    model, _ = get_model(name, **kw)
+    x0 = jnp.asarray(fixed[:1], jnp.float32)
+    params = model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x0)["params"]
+    tx = optax.adam(5e-4)
+    opt = tx.init(params)
+    extra = {"detail": False} if name == "akutsu2020" else {}
+
+    def fwd(p, key, x):
+        o = model.apply({"params": p}, x, train=True, rngs={"noise": key}, **extra)
+        xm = o.get("x_hat_main", o["x_hat"])
+        bpp = sum(-jnp.sum(jnp.log2(v)) for v in o["likelihoods"].values()) / (x.shape[0] * CROP * CROP)
+        if args.loss == "mse":
+            d = 0.013 * 255.0 ** 2 * jnp.mean((xm - x) ** 2)
+        else:
+            d = 6.0 * (1.0 - ms_ssim(xm, x, data_range=1.0, small="shrink"))
+        return d + 0.01 * bpp, xm
+
+    @jax.jit
+    def step(p, o, key, x):
+        (loss, _), g = jax.value_and_grad(fwd, has_aux=True)(p, key, x)
+        u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    look = jax.jit(fwd)
+    rows, t0 = [], time.time()
+    bar = tqdm(total=args.steps + 1, desc=f"{args.model} {args.loss} {args.data}", unit="step", file=sys.stderr)
+    for s in range(args.steps + 1):  # a row after the update of step s (0, every, 2·every, …)
+        params, opt, loss = step(params, opt, jax.random.PRNGKey(100 + s), jnp.asarray(batch(s), jnp.float32))
+        bar.update(1)
+        if s % args.every == 0:
+            _, xm = look(params, jax.random.PRNGKey(7), jnp.asarray(fixed, jnp.float32))
+            rows.append({"step": s, "loss": float(loss), **chroma(fixed, xm), "seconds": round(time.time() - t0, 1)})
+            bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
+    bar.close()
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
+                   "jax": jax.__version__, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
