@@ -355,7 +355,10 @@ def test_cli_refuses_forged_sizes_with_little_memory(tmp_path, kodak_file, cli_b
         growth = r["peak_rss"] - cli_baseline["peak_rss"]
         report[name] = (round(r["seconds"], 2), round(growth / MB, 1))
         assert growth < RSS_BUDGET, (name, growth / MB)
-        assert r["seconds"] < cli_baseline["seconds"] + 5 * TIME_BUDGET, (name, r["seconds"])
+        # no hang: within twice the `lic info` baseline + 5 s. Process start-up scales with the machine's
+        # load: a CI run beside two trainings (2026-12-05) measured the baseline at 10.3 s and the 768 MiB
+        # refusal at 16.1 s, over the former fixed margin of baseline + 5 s; quiet, both take 2–4 s
+        assert r["seconds"] < 2 * cli_baseline["seconds"] + 5 * TIME_BUDGET, (name, r["seconds"])
     print(f"\nlic info baseline: {cli_baseline['seconds']:.2f} s, {cli_baseline['peak_rss'] / MB:.0f} MB; "
           f"forged (s, MB over baseline): {report}")
 
