@@ -77,7 +77,6 @@ def _cpu(c):
     return c
 
 
-
 def _flag(value: str) -> bool:
     if value not in ("true", "false"):
         raise ValueError(f"configs/akutsu2020.py: a flag is 'true' or 'false', got {value!r}")
