@@ -137,12 +137,7 @@ def get_config(arg: str = ""):
             raise ValueError(f"configs/akutsu2020.py keys: {', '.join((*BARE, *KEYS))}; got {key!r}")
         parse, *paths = KEYS[key]
         v = parse(value)
-        for path in paths:
-            *parents, leaf = path.split(".")
-            node = c
-            for name in parents:
-                node = node[name]
-            node[leaf] = v
+        c.update_from_flattened_dict({path: v for path in paths})
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

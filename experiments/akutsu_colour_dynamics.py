@@ -15,7 +15,8 @@ mean shift; the detail decoder is not run) and the decoder's for ``bmshj`` (bmsh
 ``--data one``: the same four crops of one photo every step (can the network represent the colour at all?);
 ``many``: four random crops of the first 300 photos per step (what training sees). Every ``--every`` steps
 it reports, on one fixed batch, the PSNR and the correlation of the decode's Cb / Cr planes with the
-image's (BT.601, :mod:`lic_jax.utils.colour`), and the chroma standard deviations.
+image's (BT.601, :mod:`lic_jax.utils.colour`), and the ratio of their chroma standard deviations
+(``akutsu_colour_check.chroma_stats``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "experiments"))
 
 MODELS = {"akutsu": ("akutsu2020", dict(width=0.25, blocks=1, decoder_norm="gdn", mean_shift=True)),
           "bmshj": ("bmshj2018-hyperprior", dict(quality=1))}
@@ -53,14 +55,14 @@ def crops(img: np.ndarray, rng: np.random.Generator, n: int = BATCH) -> list[np.
 
 
 def chroma(x: np.ndarray, x_hat: np.ndarray) -> dict:
-    """PSNR, Cb / Cr correlation and chroma std of a decode against its images (NHWC in [0, 1])."""
-    from lic_jax.utils.colour import rgb_to_ycbcr
+    """PSNR and :func:`akutsu_colour_check.chroma_stats` (Cb / Cr correlation, chroma std ratio) of a decode
+    against its images (NHWC in [0, 1], pooled over the batch)."""
+    from akutsu_colour_check import chroma_stats
 
     x_hat = np.clip(np.asarray(x_hat, np.float64), 0.0, 1.0)
-    a, b = rgb_to_ycbcr(np.asarray(x, np.float64), offset=0.0), rgb_to_ycbcr(x_hat, offset=0.0)
-    corr = [float(np.corrcoef(a[..., k].ravel(), b[..., k].ravel())[0, 1]) for k in (1, 2)]
-    return {"psnr": float(-10 * np.log10(np.mean((x_hat - np.asarray(x)) ** 2))), "cb_corr": corr[0],
-            "cr_corr": corr[1], "chroma_std_image": float(a[..., 1:].std()), "chroma_std_decode": float(b[..., 1:].std())}
+    x = np.asarray(x, np.float64)
+    rows = lambda a: a.reshape(-1, a.shape[2], 3)  # noqa: E731  (B, H, W, 3) → (B·H, W, 3): one image
+    return {"psnr": float(-10 * np.log10(np.mean((x_hat - x) ** 2))), **chroma_stats(rows(x), rows(x_hat))}
 
 
 def main(argv=None) -> int:
@@ -79,6 +81,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from lic_jax.metrics import ms_ssim
+    from lic_jax.models.base import total_bits
     from lic_jax.models.registry import get_model
     from lic_jax.utils.paths import shared_data
 
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
     def fwd(p, key, x):
         o = model.apply({"params": p}, x, train=True, rngs={"noise": key}, **extra)
         xm = o.get("x_hat_main", o["x_hat"])
-        bpp = sum(-jnp.sum(jnp.log2(v)) for v in o["likelihoods"].values()) / (x.shape[0] * CROP * CROP)
+        bpp = jnp.mean(total_bits(o["likelihoods"])) / (CROP * CROP)
         if args.loss == "mse":
             d = 0.013 * 255.0 ** 2 * jnp.mean((xm - x) ** 2)
         else:

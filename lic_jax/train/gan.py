@@ -230,9 +230,8 @@ def make_phases(model, config, tx, schedule, noise_key):
 
         # -- G step: L_d + λ_e·bpp + λ_g·L_g against the updated D ---------------------------------
         def g_loss_fn(o):
-            def ms_ssim_terms(o):
-                d = distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
-                return {k: d[k] for k in ("loss", "ms_ssim_main", "wms_ssim")}
+            def ms_ssim_terms(o):  # {'loss', 'ms_ssim_main', 'wms_ssim'}
+                return distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
 
             def mse_terms(o):  # MSE pre-training (losses_gan module docstring): L_d before step mse_steps;
                 # the MS-SSIMs are only logged, so they get no backward pass (lax.cond runs one branch)
