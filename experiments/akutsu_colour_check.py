@@ -92,15 +92,12 @@ def linear_r2(features: np.ndarray, targets: np.ndarray) -> list[float]:
 
 
 def encoder_stages(module, x):
-    """Every output of E (akutsu2020's ``g_a``: four bodies, then the latent conv), for ``apply(method=…)``;
-    other models (the bmshj2018-hyperprior control of docs/AKUTSU.md "Colour"): their latent only."""
-    if not hasattr(module, "_rgb_mean"):
-        return [module.analysis(x)]
-    h, outs = x - module._rgb_mean(), []
-    for layer in module.g_a:
-        h = layer(h)
-        outs.append(h)
-    return outs
+    """Every output of E (akutsu2020's ``analysis_stages``: four bodies, then the latent conv), for
+    ``apply(method=…)``; other models (the bmshj2018-hyperprior control of docs/AKUTSU.md "Colour"): their
+    latent only."""
+    if hasattr(module, "analysis_stages"):
+        return module.analysis_stages(x)
+    return [module.analysis(x)]
 
 
 def pool_to_blocks(f: np.ndarray, stride: int, h: int, w: int, block: int = 16) -> np.ndarray:

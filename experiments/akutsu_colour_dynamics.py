@@ -6,9 +6,14 @@
 It trains a fresh model with Adam (lr 5e-4, as the colour probes) on batches of four 128² crops of the
 training photos (downscaled by ½, ``shared/data/photos``), with the loss
 
-* ``mse``: 0.013·255²·MSE(x̂, x) + 0.01·bpp (CompressAI's q3 λ; the rate barely counts), or
-* ``ms-ssim``: 6·(1 − MS-SSIM(x̂, x)) + 0.01·bpp (6 = 1 + λ_p, eq. 3's weight when G_m and the fused image
+* ``mse``: 0.013·255²·MSE(x̂, x) + r·bpp (CompressAI's q3 λ), or
+* ``ms-ssim``: 6·(1 − MS-SSIM(x̂, x)) + r·bpp (6 = 1 + λ_p, eq. 3's weight when G_m and the fused image
   agree);
+
+with r = ``--rate-weight`` (default 0.01: the rate barely counts). The CPU run's MSE phase weighs the rate
+like r ≈ 0.62: κ·(MSE_m + λ_p·wMSE) + λ_e·bpp with κ = λ_e·0.0035·255² is, for a fused image close to G_m's
+and divided by λ_e, ≈ 6·0.0035·255²·MSE + bpp, i.e. 0.013·255²·MSE + 0.62·bpp. ``--rate-ramp N`` raises r
+linearly from 0 over the first N steps.
 
 x̂ is G_m's output for ``akutsu`` (the CPU run's network: width ¼, one RCAB per group, GDN decoder bodies,
 mean shift; the detail decoder is not run) and the decoder's for ``bmshj`` (bmshj2018-hyperprior q1).
@@ -72,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", choices=("one", "many"), default="many")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--rate-weight", type=float, default=0.01, help="r, the weight of bpp in the loss")
+    ap.add_argument("--rate-ramp", type=int, default=0, help="raise r linearly from 0 over this many steps")
     ap.add_argument("--photos", default=None, help="training photos (default $LIC_JAX_SHARED/data/photos)")
     ap.add_argument("--out", required=True, help="JSON output path")
     args = ap.parse_args(argv)
@@ -109,7 +116,7 @@ def main(argv=None) -> int:
     opt = tx.init(params)
     extra = {"detail": False} if name == "akutsu2020" else {}
 
-    def fwd(p, key, x):
+    def fwd(p, key, x, r):
         o = model.apply({"params": p}, x, train=True, rngs={"noise": key}, **extra)
         xm = o.get("x_hat_main", o["x_hat"])
         bpp = jnp.mean(total_bits(o["likelihoods"])) / (CROP * CROP)
@@ -117,28 +124,34 @@ def main(argv=None) -> int:
             d = 0.013 * 255.0 ** 2 * jnp.mean((xm - x) ** 2)
         else:
             d = 6.0 * (1.0 - ms_ssim(xm, x, data_range=1.0, small="shrink"))
-        return d + 0.01 * bpp, xm
+        return d + r * bpp, (xm, bpp)
 
     @jax.jit
-    def step(p, o, key, x):
-        (loss, _), g = jax.value_and_grad(fwd, has_aux=True)(p, key, x)
+    def step(p, o, key, x, r):
+        (loss, _), g = jax.value_and_grad(fwd, has_aux=True)(p, key, x, r)
         u, o = tx.update(g, o, p)
         return optax.apply_updates(p, u), o, loss
+
+    def rate_weight(s: int) -> float:
+        return args.rate_weight * (min(1.0, s / args.rate_ramp) if args.rate_ramp else 1.0)
 
     look = jax.jit(fwd)
     rows, t0 = [], time.time()
     bar = tqdm(total=args.steps + 1, desc=f"{args.model} {args.loss} {args.data}", unit="step", file=sys.stderr)
     for s in range(args.steps + 1):  # a row after the update of step s (0, every, 2·every, …)
-        params, opt, loss = step(params, opt, jax.random.PRNGKey(100 + s), jnp.asarray(batch(s), jnp.float32))
+        params, opt, loss = step(params, opt, jax.random.PRNGKey(100 + s), jnp.asarray(batch(s), jnp.float32),
+                                 jnp.float32(rate_weight(s)))
         bar.update(1)
         if s % args.every == 0:
-            _, xm = look(params, jax.random.PRNGKey(7), jnp.asarray(fixed, jnp.float32))
-            rows.append({"step": s, "loss": float(loss), **chroma(fixed, xm), "seconds": round(time.time() - t0, 1)})
+            _, (xm, bpp) = look(params, jax.random.PRNGKey(7), jnp.asarray(fixed, jnp.float32), jnp.float32(0.0))
+            rows.append({"step": s, "loss": float(loss), "bpp": float(bpp), **chroma(fixed, xm),
+                         "seconds": round(time.time() - t0, 1)})
             bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
     bar.close()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
+                   "rate_weight": args.rate_weight, "rate_ramp": args.rate_ramp,
                    "jax": jax.__version__, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
     return 0

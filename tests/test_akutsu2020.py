@@ -26,6 +26,7 @@ Broken on purpose once each (a sed edit of the source, the named test run, the f
 * a residual group with one extra RCAB: test_param_counts_and_shapes_full_width failed.
 * G_m's output not cropped back: test_eval_mode_padding_main_only failed.
 * space_to_depth with a different channel order: test_space_to_depth_inverse failed.
+* ``analysis_stages`` without the mean shift (2026-12-05 session o): test_mean_shift_cvqn failed.
 """
 
 from __future__ import annotations
@@ -376,6 +377,12 @@ def test_decoder_norm_gdn_and_legacy_igdn(tiny):
     h = jnp.asarray(np.random.default_rng(3).normal(size=(1, 6, 5, 8)), jnp.float32)
     bv = _host_init(body, h)
     assert check(body, bv, h, inverse=True) == 1
+    # E's intermediate outputs (analysis_stages): four bodies at strides 2…16, then y; shifted like analysis
+    stages = model.apply(v, x, method=model.analysis_stages)
+    assert [a.shape[1] for a in stages] == [32, 16, 8, 4, 4] and len(stages) == len(model.encoder_channels) + 1
+    np.testing.assert_array_equal(stages[-1], y)
+    for a, b in zip(stages, plain.apply(v, x - mean, method=plain.analysis_stages)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local"}}
     assert ModelSpec.from_dict(legacy).build().decoder_norm == "igdn"
     with pytest.raises(ValueError, match="decoder_norm"):
@@ -403,6 +410,12 @@ def test_mean_shift_cvqn(tiny):
     (det, logit), (det0, logit0) = (m.apply(v, y_hat, method=m.synthesis_detail) for m in (model, plain))
     np.testing.assert_allclose(det, det0 + mean, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(logit, logit0)
+    # E's intermediate outputs (analysis_stages): four bodies at strides 2…16, then y; shifted like analysis
+    stages = model.apply(v, x, method=model.analysis_stages)
+    assert [a.shape[1] for a in stages] == [32, 16, 8, 4, 4] and len(stages) == len(model.encoder_channels) + 1
+    np.testing.assert_array_equal(stages[-1], y)
+    for a, b in zip(stages, plain.apply(v, x - mean, method=plain.analysis_stages)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local",
                                                                  "decoder_norm": "gdn"}}
     assert ModelSpec.from_dict(legacy).build().mean_shift is False

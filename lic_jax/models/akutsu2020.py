@@ -443,6 +443,15 @@ class Akutsu2020(nn.Module):
     def analysis(self, x):
         return _run(self.g_a, x - self._rgb_mean()).astype(jnp.float32)
 
+    def analysis_stages(self, x) -> list:
+        """E's intermediate outputs, float32: each body's (strides 2, 4, 8, 16) then the latent y (the last
+        equals :meth:`analysis`); for probes of what E keeps (experiments/akutsu_colour_check.py)."""
+        h, outs = x - self._rgb_mean(), []
+        for layer in self.g_a:
+            h = layer(h)
+            outs.append(h.astype(jnp.float32))
+        return outs
+
     def hyper_analysis(self, y):
         return _run(self.h_a, y).astype(jnp.float32)
 
