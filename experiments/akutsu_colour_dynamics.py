@@ -13,7 +13,8 @@ training photos (downscaled by ½, ``shared/data/photos``), with the loss
 with r = ``--rate-weight`` (default 0.01: the rate barely counts). The CPU run's MSE phase weighs the rate
 like r ≈ 0.62: κ·(MSE_m + λ_p·wMSE) + λ_e·bpp with κ = λ_e·0.0035·255² is, for a fused image close to G_m's
 and divided by λ_e, ≈ 6·0.0035·255²·MSE + bpp, i.e. 0.013·255²·MSE + 0.62·bpp. ``--rate-ramp N`` raises r
-linearly from 0 over the first N steps.
+linearly from 0 over the first N steps. ``--detail-weight w`` also runs G_s and splits the same total
+distortion weight 1 : w between G_m's image and the fused one (eq. 3 with λ_p = w, no masks: t_a uniform).
 
 x̂ is G_m's output for ``akutsu`` (the CPU run's network: width ¼, one RCAB per group, GDN decoder bodies,
 mean shift; the detail decoder is not run) and the decoder's for ``bmshj`` (bmshj2018-hyperprior q1).
@@ -44,18 +45,20 @@ MODELS = {"akutsu": ("akutsu2020", dict(width=0.25, blocks=1, decoder_norm="gdn"
 CROP, BATCH = 128, 4
 
 
-def _load(path: str) -> np.ndarray:
+def _load(path: str, crop: int = CROP) -> np.ndarray:
+    """The photo downscaled by ½, or by less where ½ would leave a side under ``crop`` (never upscaled)."""
     from PIL import Image
 
     a = Image.open(path).convert("RGB")
-    return np.asarray(a.resize((a.width // 2, a.height // 2), Image.BICUBIC)) / 255.0
+    f = min(1.0, max(0.5, crop / min(a.width, a.height)))
+    return np.asarray(a.resize((round(a.width * f), round(a.height * f)), Image.BICUBIC)) / 255.0
 
 
-def crops(img: np.ndarray, rng: np.random.Generator, n: int = BATCH) -> list[np.ndarray]:
+def crops(img: np.ndarray, rng: np.random.Generator, n: int = BATCH, crop: int = CROP) -> list[np.ndarray]:
     out = []
     for _ in range(n):
-        i, j = rng.integers(0, img.shape[0] - CROP + 1), rng.integers(0, img.shape[1] - CROP + 1)
-        out.append(img[i:i + CROP, j:j + CROP])
+        i, j = rng.integers(0, img.shape[0] - crop + 1), rng.integers(0, img.shape[1] - crop + 1)
+        out.append(img[i:i + crop, j:j + crop])
     return out
 
 
@@ -77,6 +80,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", choices=("one", "many"), default="many")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=50)
+    ap.add_argument("--crop", type=int, default=CROP, help="crop size (the CPU run: 256)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="crops per step (the CPU run: 2)")
+    ap.add_argument("--detail-weight", type=float, default=0.0,
+                    help="w > 0: also run G_s and weigh the fused image's distortion w : 1 (the CPU run: λ_p = 5)")
+    ap.add_argument("--eval-batches", type=int, default=1,
+                    help="with --data many: measure on this many fixed batches (less noise than the default one)")
     ap.add_argument("--rate-weight", type=float, default=0.01, help="r, the weight of bpp in the loss")
     ap.add_argument("--rate-ramp", type=int, default=0, help="raise r linearly from 0 over this many steps")
     ap.add_argument("--photos", default=None, help="training photos (default $LIC_JAX_SHARED/data/photos)")
@@ -98,32 +107,36 @@ def main(argv=None) -> int:
         sys.exit(f"akutsu_colour_dynamics: no .jpg photos in {photos}")
     rng = np.random.default_rng(0)
     if args.data == "one":
-        fixed = np.stack(crops(_load(os.path.join(photos, "bsds_100080.jpg")), rng))
+        fixed = np.stack(crops(_load(os.path.join(photos, "bsds_100080.jpg"), args.crop), rng, args.batch, args.crop))
         batch = lambda s: fixed  # noqa: E731
     else:
-        pool = [a for a in (_load(f) for f in files[:300]) if min(a.shape[:2]) >= CROP]
+        pool = [a for a in (_load(f, args.crop) for f in files[:300]) if min(a.shape[:2]) >= args.crop]
 
         def batch(s: int):
             r = np.random.default_rng(1000 + s)
-            return np.stack([crops(pool[r.integers(len(pool))], r, 1)[0] for _ in range(BATCH)])
+            return np.stack([crops(pool[r.integers(len(pool))], r, 1, args.crop)[0] for _ in range(args.batch)])
 
-        fixed = batch(-1)
+        fixed = np.concatenate([batch(-1 - k) for k in range(args.eval_batches)])
     name, kw = MODELS[args.model]
     model, _ = get_model(name, **kw)
     x0 = jnp.asarray(fixed[:1], jnp.float32)
     params = model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x0)["params"]
     tx = optax.adam(5e-4)
     opt = tx.init(params)
-    extra = {"detail": False} if name == "akutsu2020" else {}
+    wd = args.detail_weight
+    if wd and name != "akutsu2020":
+        sys.exit("akutsu_colour_dynamics: --detail-weight needs --model akutsu")
+    extra = {"detail": bool(wd)} if name == "akutsu2020" else {}
 
     def fwd(p, key, x, r):
         o = model.apply({"params": p}, x, train=True, rngs={"noise": key}, **extra)
         xm = o.get("x_hat_main", o["x_hat"])
-        bpp = jnp.mean(total_bits(o["likelihoods"])) / (CROP * CROP)
+        outs = [(1.0 / (1.0 + wd), xm)] + ([(wd / (1.0 + wd), o["x_hat"])] if wd else [])  # (weight, image)
+        bpp = jnp.mean(total_bits(o["likelihoods"])) / (args.crop * args.crop)
         if args.loss == "mse":
-            d = 0.013 * 255.0 ** 2 * jnp.mean((xm - x) ** 2)
+            d = 0.013 * 255.0 ** 2 * sum(a * jnp.mean((im - x) ** 2) for a, im in outs)
         else:
-            d = 6.0 * (1.0 - ms_ssim(xm, x, data_range=1.0, small="shrink"))
+            d = 6.0 * sum(a * (1.0 - ms_ssim(im, x, data_range=1.0, small="shrink")) for a, im in outs)
         return d + r * bpp, (xm, bpp)
 
     @jax.jit
@@ -151,7 +164,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
-                   "rate_weight": args.rate_weight, "rate_ramp": args.rate_ramp,
+                   "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "detail_weight": wd, "eval_batches": args.eval_batches, "rate_ramp": args.rate_ramp,
                    "jax": jax.__version__, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
     return 0
