@@ -86,10 +86,14 @@ def main(argv=None) -> int:
                     help="w > 0: also run G_s and weigh the fused image's distortion w : 1 (the CPU run: λ_p = 5)")
     ap.add_argument("--eval-batches", type=int, default=1,
                     help="with --data many: measure on this many fixed batches (less noise than the default one)")
+    ap.add_argument("--clip-norm", type=float, default=0.0,
+                    help="> 0: clip the gradient's global norm before Adam (the CPU run: 1.0, optim.clip_norm)")
     ap.add_argument("--rate-weight", type=float, default=0.01, help="r, the weight of bpp in the loss")
     ap.add_argument("--rate-ramp", type=int, default=0, help="raise r linearly from 0 over this many steps")
     ap.add_argument("--photos", default=None, help="training photos (default $LIC_JAX_SHARED/data/photos)")
     ap.add_argument("--out", required=True, help="JSON output path")
+    ap.add_argument("--save", default=None, help="also export the trained model there (an artifact directory, "
+                    "quantiles fitted as train.py's export), e.g. for experiments/akutsu_colour_check.py")
     args = ap.parse_args(argv)
     import jax
     import jax.numpy as jnp
@@ -118,10 +122,10 @@ def main(argv=None) -> int:
 
         fixed = np.concatenate([batch(-1 - k) for k in range(args.eval_batches)])
     name, kw = MODELS[args.model]
-    model, _ = get_model(name, **kw)
+    model, spec = get_model(name, **kw)
     x0 = jnp.asarray(fixed[:1], jnp.float32)
     params = model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x0)["params"]
-    tx = optax.adam(5e-4)
+    tx = optax.chain(*([optax.clip_by_global_norm(args.clip_norm)] if args.clip_norm > 0 else []), optax.adam(5e-4))
     opt = tx.init(params)
     wd = args.detail_weight
     if wd and name != "akutsu2020":
@@ -164,9 +168,14 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
-                   "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "detail_weight": wd, "eval_batches": args.eval_batches, "rate_ramp": args.rate_ramp,
+                   "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "detail_weight": wd, "eval_batches": args.eval_batches, "clip_norm": args.clip_norm, "rate_ramp": args.rate_ramp,
                    "jax": jax.__version__, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
+    if args.save:
+        from lic_jax.train.export import export_artifact
+
+        export_artifact(spec, params, args.save, {"source": "experiments/akutsu_colour_dynamics.py", **vars(args)})
+        print(f"exported {args.save}")
     return 0
 
 
