@@ -15,7 +15,7 @@ The argument is comma-separated ``key=value`` parts (or the bare word ``small``)
 
 keys: ``small`` (width 1/16, 1 RCAB per group, 64² crops, batch 2, 20 steps, MS-SSIM window
 shrunk for the small crops), ``cpu`` (the CPU run: width 1/4, 1 RCAB, 256² crops of the training
-photos, batch 2, 2,000 warm-up steps; ``_cpu``), ``ablation_b`` (the paper's ablation (b): the same
+photos, batch 4, 2,000 MSE steps at lr 5e-4, then MS-SSIM at lr 1e-4, the GAN term from step 4,000; ``_cpu``), ``ablation_b`` (the paper's ablation (b): the same
 network trained with MS-SSIM + rate on G_m alone, λ_p = 0 and no GAN term for the whole run; G_s
 gets no gradient and is not used: evaluate with the main decoder), ``masks`` / ``val_masks`` (mask folders, t_a), ``width`` (channel multiplier, 1 = the paper), ``blocks`` (RCABs per
 residual group, paper 6), ``detail_ca`` (G_s's channel attention: ``local`` (default, a
@@ -52,25 +52,27 @@ def _small(c):
 
 def _cpu(c):
     """The CPU run (issue 20): a quarter-width model with one RCAB per group on 256² crops (the paper's
-    size; ẑ 4 × 4), batch 2 (the pixels per step of the 176² × 4 used until 2026-12-04, whose 3 × 3 ẑ
-    never showed the hyper-decoder a position away from the border: docs/AKUTSU.md "Why the run
-    restarted"), the 1,100 training photos downscaled by [0.5, 0.75]
-    (shared/data/README.md), 2,000 warm-up steps of MS-SSIM + rate before the GAN term, lr 1e-4,
-    validation on 16 centre crops of 256² of shared/data/val every 1,000 steps. Masks: ``masks=DIR``
-    and ``val_masks=DIR`` (``python -m lic_jax.train.labels``)."""
+    size; ẑ 4 × 4) of the 1,100 training photos downscaled by [0.5, 0.75] (shared/data/README.md),
+    batch 4, then validation on 16 centre crops of 256² of shared/data/val every 1,000 steps. Phases:
+    2,000 steps of MSE + rate at lr 5e-4 (``gan.mse_steps``), 2,000 of eq. 3's MS-SSIM + rate at lr 1e-4
+    (D frozen), then the GAN term (warm-up 4,000). Until 2026-12-05 (session o): batch 2, MS-SSIM from
+    step 0 at lr 1e-4, warm-up 2,000; that model coded no colour, and two images a step were the cause
+    (docs/AKUTSU.md "The batch, not the loss weights"). Masks: ``masks=DIR`` and ``val_masks=DIR``
+    (``python -m lic_jax.train.labels``). The lr drops at the end of the MSE phase, also when ``mse=N``
+    or ``steps=N`` change it (:func:`get_config`)."""
     import os
 
     shared = os.environ.get("LIC_JAX_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
     c.model_hparams.width = 0.25
     c.model_hparams.blocks = 1
-    set_recipe(c, steps=200_000, lr=1e-4, batch=2, crop=256, val_crop=256, log_every=50, eval_every=1000,
-               checkpoint_every=250, cache=False)
-    c.val_batch_size = 4
+    set_recipe(c, steps=200_000, lr=5e-4, batch=4, crop=256, val_crop=256, log_every=50, eval_every=1000,
+               checkpoint_every=250, cache=False, schedule="constant_then_step", final_lr_factor=0.2)
+    c.gan.mse_steps = 2000
     c.data.train = os.path.join(shared, "data", "photos")
     c.data.val = os.path.join(shared, "data", "val")
     c.data.scale = "0.5,0.75"
     c.data.val_limit = 16
-    c.gan.warmup_steps = 2000
+    c.gan.warmup_steps = 4000
     c.tb_images = 2
     # scripts/long_run.sh start sets LIC_INIT: on a new machine, the committed seed (the generator; D starts afresh)
     c.init_from = os.path.expanduser(os.environ.get("LIC_INIT", ""))
@@ -138,6 +140,8 @@ def get_config(arg: str = ""):
         parse, *paths = KEYS[key]
         v = parse(value)
         c.update_from_flattened_dict({path: v for path in paths})
+    if c.optim.schedule == "constant_then_step" and c.gan.mse_steps:  # the cpu recipe: lr × 0.2 after MSE
+        c.optim.decay_start = min(1.0, c.gan.mse_steps / c.num_steps)
     if ablation:  # the paper's ablation (b): G_m alone, MS-SSIM + rate, no GAN (D never runs), no detail term
         c.gan.lambda_p = 0.0
         c.gan.warmup_steps = int(c.num_steps)

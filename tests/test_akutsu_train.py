@@ -149,8 +149,16 @@ def test_registry_and_config():
     assert (full.gan.lambda_p, full.gan.lambda_e, full.gan.lambda_g) == (5.0, 0.18, 0.01)
     cpu = cfgmod.get_config("cpu,masks=/m/photos,val_masks=/m/val")
     assert (cpu.model_hparams.width, cpu.model_hparams.blocks, cpu.data.crop, cpu.batch_size, cpu.gan.warmup_steps,
-            cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 256, 2, 2000, "/m/photos", "/m/val")
+            cpu.gan.mse_steps, cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 256, 4, 4000, 2000, "/m/photos",
+                                                                      "/m/val")
     assert cpu.data.train.endswith("photos") and cpu.data.val_crop == 256
+    # the lr drops from 5e-4 to 1e-4 where the MSE phase ends (docs/AKUTSU.md "The batch, not the loss weights")
+    from lic_jax.train.optim import make_schedule
+
+    for arg, end in (("cpu", 2000), ("cpu,mse=500", 500), ("cpu,mse=3000,steps=10000", 3000)):
+        cc = cfgmod.get_config(arg)
+        lr = make_schedule(cc.optim, int(cc.num_steps))
+        assert (float(lr(end - 1)), float(lr(end))) == pytest.approx((5e-4, 1e-4), rel=1e-6), arg
     ab = cfgmod.get_config("cpu,ablation_b,steps=3000")  # ablation (b): no detail term, never a GAN step
     assert (ab.gan.lambda_p, ab.gan.warmup_steps, ab.gan.lambda_e, ab.model_hparams.width) == (0.0, 3000, 0.18, 0.25)
     assert cpu.model_hparams.mean_shift is True  # the default (docs/AKUTSU.md ambiguity 8)
