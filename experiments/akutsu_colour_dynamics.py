@@ -3,8 +3,9 @@
     python experiments/akutsu_colour_dynamics.py --model akutsu --loss ms-ssim --data many --steps 600 \
         --out benchmarks/results/akutsu/colour_dynamics_akutsu_msssim_many.json
 
-It trains a fresh model with Adam (lr 5e-4, as the colour probes) on batches of four 128² crops of the
-training photos (downscaled by ½, ``shared/data/photos``), with the loss
+It trains a fresh model with Adam (lr 5e-4, as the colour probes) on batches of ``--batch`` (default four)
+``--crop``² (default 128²) crops of the training photos (``shared/data/photos``, downscaled by ½, or by less
+where ½ leaves a side under the crop), each crop from a random photo, with the loss
 
 * ``mse``: 0.013·255²·MSE(x̂, x) + r·bpp (CompressAI's q3 λ), or
 * ``ms-ssim``: 6·(1 − MS-SSIM(x̂, x)) + r·bpp (6 = 1 + λ_p, eq. 3's weight when G_m and the fused image
@@ -17,7 +18,7 @@ linearly from 0 over the first N steps. ``--detail-weight w`` also runs G_s and 
 distortion weight 1 : w between G_m's image and the fused one (eq. 3 with λ_p = w, no masks: t_a uniform).
 
 x̂ is G_m's output for ``akutsu`` (the CPU run's network: width ¼, one RCAB per group, GDN decoder bodies,
-mean shift; the detail decoder is not run) and the decoder's for ``bmshj`` (bmshj2018-hyperprior q1).
+mean shift; the detail decoder runs only with ``--detail-weight``) and the decoder's for ``bmshj`` (bmshj2018-hyperprior q1).
 ``--data one``: the same four crops of one photo every step (can the network represent the colour at all?);
 ``many``: four random crops of the first 300 photos per step (what training sees). Every ``--every`` steps
 it reports, on one fixed batch, the PSNR and the correlation of the decode's Cb / Cr planes with the
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--crop", type=int, default=CROP, help="crop size (the CPU run: 256)")
-    ap.add_argument("--batch", type=int, default=BATCH, help="crops per step (the CPU run: 2)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="crops per step (the CPU run: 4; 2 until session o)")
     ap.add_argument("--detail-weight", type=float, default=0.0,
                     help="w > 0: also run G_s and weigh the fused image's distortion w : 1 (the CPU run: λ_p = 5)")
     ap.add_argument("--eval-batches", type=int, default=1,
@@ -168,7 +169,8 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
-                   "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "detail_weight": wd, "eval_batches": args.eval_batches, "clip_norm": args.clip_norm, "rate_ramp": args.rate_ramp,
+                   "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "rate_ramp": args.rate_ramp,
+                   "detail_weight": wd, "clip_norm": args.clip_norm, "eval_batches": args.eval_batches,
                    "jax": jax.__version__, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
     if args.save:
