@@ -74,6 +74,17 @@ def chroma(x: np.ndarray, x_hat: np.ndarray) -> dict:
     return {"psnr": float(-10 * np.log10(np.mean((x_hat - x) ** 2))), **chroma_stats(rows(x), rows(x_hat))}
 
 
+def mean_chroma(x: np.ndarray, x_hat: np.ndarray, train_batch: np.ndarray) -> dict:
+    """The decode's mean Cb / Cr over the fixed batch minus the images' (a global colour bias), and the mean
+    Cb / Cr of the step's training batch minus the fixed batch's: does the bias follow the training batch?"""
+    from lic_jax.utils.colour import rgb_to_ycbcr
+
+    m = lambda a: rgb_to_ycbcr(np.clip(np.asarray(a, np.float64), 0.0, 1.0), offset=0.0).reshape(-1, 3).mean(0)  # noqa: E731
+    ref, dec, tr = m(x), m(x_hat), m(train_batch)
+    return {"bias_cb": float(dec[1] - ref[1]), "bias_cr": float(dec[2] - ref[2]),
+            "batch_cb": float(tr[1] - ref[1]), "batch_cr": float(tr[2] - ref[2])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(MODELS), default="akutsu")
@@ -89,6 +100,7 @@ def main(argv=None) -> int:
                     help="with --data many: measure on this many fixed batches (less noise than the default one)")
     ap.add_argument("--clip-norm", type=float, default=0.0,
                     help="> 0: clip the gradient's global norm before Adam (the CPU run: 1.0, optim.clip_norm)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="Adam's learning rate (the CPU run's MSE phase: 5e-4)")
     ap.add_argument("--rate-weight", type=float, default=0.01, help="r, the weight of bpp in the loss")
     ap.add_argument("--rate-ramp", type=int, default=0, help="raise r linearly from 0 over this many steps")
     ap.add_argument("--photos", default=None, help="training photos (default $LIC_JAX_SHARED/data/photos)")
@@ -126,7 +138,7 @@ def main(argv=None) -> int:
     model, spec = get_model(name, **kw)
     x0 = jnp.asarray(fixed[:1], jnp.float32)
     params = model.init({"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, x0)["params"]
-    tx = optax.chain(*([optax.clip_by_global_norm(args.clip_norm)] if args.clip_norm > 0 else []), optax.adam(5e-4))
+    tx = optax.chain(*([optax.clip_by_global_norm(args.clip_norm)] if args.clip_norm > 0 else []), optax.adam(args.lr))
     opt = tx.init(params)
     wd = args.detail_weight
     if wd and name != "akutsu2020":
@@ -163,6 +175,7 @@ def main(argv=None) -> int:
         if s % args.every == 0:
             _, (xm, bpp) = look(params, jax.random.PRNGKey(7), jnp.asarray(fixed, jnp.float32), jnp.float32(0.0))
             rows.append({"step": s, "loss": float(loss), "bpp": float(bpp), **chroma(fixed, xm),
+                         **mean_chroma(fixed, xm, batch(s)),
                          "seconds": round(time.time() - t0, 1)})
             bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
     bar.close()
@@ -170,7 +183,7 @@ def main(argv=None) -> int:
     with open(args.out, "w") as f:
         json.dump({"model": args.model, "loss": args.loss, "data": args.data, "steps": args.steps,
                    "crop": args.crop, "batch": args.batch, "rate_weight": args.rate_weight, "rate_ramp": args.rate_ramp,
-                   "detail_weight": wd, "clip_norm": args.clip_norm, "eval_batches": args.eval_batches,
+                   "detail_weight": wd, "clip_norm": args.clip_norm, "lr": args.lr, "eval_batches": args.eval_batches,
                    "jax": jax.__version__, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}")
     if args.save:

@@ -407,7 +407,7 @@ def test_mean_shift_cvqn(tiny):
     # E's intermediate outputs (analysis_stages): four bodies at strides 2…16, then y; shifted like analysis
     stages = model.apply(v, x, method=model.analysis_stages)
     assert [a.shape[1] for a in stages] == [32, 16, 8, 4, 4] and len(stages) == len(model.encoder_channels) + 1
-    np.testing.assert_array_equal(stages[-1], y)
+    np.testing.assert_array_equal(stages[-1], y)  # analysis is stages[-1] (pins that, should it be rewritten)
     for a, b in zip(stages, plain.apply(v, x - mean, method=plain.analysis_stages)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     legacy = {"name": "akutsu2020", "quality": None, "hparams": {"width": 0.0625, "blocks": 1, "detail_ca": "local",

@@ -441,11 +441,12 @@ class Akutsu2020(nn.Module):
         return jnp.asarray(RGB_MEAN if self.mean_shift else (0.0, 0.0, 0.0), jnp.float32)
 
     def analysis(self, x):
-        return _run(self.g_a, x - self._rgb_mean()).astype(jnp.float32)
+        return self.analysis_stages(x)[-1]
 
     def analysis_stages(self, x) -> list:
         """E's intermediate outputs, float32: each body's (strides 2, 4, 8, 16) then the latent y (the last
-        equals :meth:`analysis`); for probes of what E keeps (experiments/akutsu_colour_check.py)."""
+        is :meth:`analysis`'s output); for probes of what E keeps (experiments/akutsu_colour_check.py). The casts of
+        stages a caller drops are dead code that jit removes."""
         h, outs = x - self._rgb_mean(), []
         for layer in self.g_a:
             h = layer(h)
