@@ -63,6 +63,18 @@ def crops(img: np.ndarray, rng: np.random.Generator, n: int = BATCH, crop: int =
     return out
 
 
+def photo_pool(files: list[str], crop: int = CROP) -> list[np.ndarray]:
+    """``--data many``'s photos: the first 300, loaded by :func:`_load`, those with both sides ≥ ``crop``."""
+    return [a for a in (_load(f, crop) for f in files[:300]) if min(a.shape[:2]) >= crop]
+
+
+def train_batch(pool: list[np.ndarray], s: int, n: int = BATCH, crop: int = CROP) -> np.ndarray:
+    """Step ``s``'s batch (``s`` < 0: the fixed measuring batches): ``n`` crops, each of a random photo of the
+    pool, seeded by the step alone (experiments/akutsu_colour_bias.py redraws them)."""
+    r = np.random.default_rng(1000 + s)
+    return np.stack([crops(pool[r.integers(len(pool))], r, 1, crop)[0] for _ in range(n)])
+
+
 def chroma(x: np.ndarray, x_hat: np.ndarray) -> dict:
     """PSNR and :func:`akutsu_colour_check.chroma_stats` (Cb / Cr correlation, chroma std ratio) of a decode
     against its images (NHWC in [0, 1], pooled over the batch)."""
@@ -127,11 +139,8 @@ def main(argv=None) -> int:
         fixed = np.stack(crops(_load(os.path.join(photos, "bsds_100080.jpg"), args.crop), rng, args.batch, args.crop))
         batch = lambda s: fixed  # noqa: E731
     else:
-        pool = [a for a in (_load(f, args.crop) for f in files[:300]) if min(a.shape[:2]) >= args.crop]
-
-        def batch(s: int):
-            r = np.random.default_rng(1000 + s)
-            return np.stack([crops(pool[r.integers(len(pool))], r, 1, args.crop)[0] for _ in range(args.batch)])
+        pool = photo_pool(files, args.crop)
+        batch = lambda s: train_batch(pool, s, args.batch, args.crop)  # noqa: E731
 
         fixed = np.concatenate([batch(-1 - k) for k in range(args.eval_batches)])
     name, kw = MODELS[args.model]
