@@ -188,8 +188,10 @@ def test_gdn_matches_tfc(tf, tfc, activations, simplified, inverse):
         scale = np.abs(gt).max()
         d = np.abs(gj - gt).max() / scale
         print(f"  grad {name}: max |g| {scale:.3e}, max diff / max |g| {d:.2e}")
-        # measured max over the 4 variants (2026-11-30): x 1.13e-7, beta 3.97e-6, gamma 3.20e-7 → ~3×
-        assert d <= {"x": 3.5e-7, "beta": 1.2e-5, "gamma": 1e-6}[name], name
+        # measured max over the 4 variants: x 1.13e-7, beta 3.97e-6, gamma 3.20e-7 (2026-11-30, AMD EPYC, AVX2)
+        # and x 1.13e-7, beta 3.97e-6, gamma 1.40e-6 (2026-12-05, Intel Xeon, AVX-512: a sum over positions in
+        # another order, as beta's) → ~3× the larger
+        assert d <= {"x": 3.5e-7, "beta": 1.2e-5, "gamma": 4.2e-6}[name], name
         # the lower-bound gradient rule is the same: zero exactly where TFC's is zero
         np.testing.assert_array_equal(gj == 0, gt == 0)
     assert (np.asarray(g_p["gamma"]) == 0).any()  # some stored gamma entries are below the bound with outward gradient
