@@ -29,7 +29,9 @@ width 1, colon-separated, the paper's ``32:64:128:192``, also scaled by ``width`
 by wavefronts; default: the paper's global attention; docs/AKUTSU.md "A local attention window"),
 ``mse`` (steps of MSE pre-training before eq. 3's MS-SSIM, ``gan.mse_steps``: CompressAI fine-tunes
 its MS-SSIM models from MSE ones; trained on MS-SSIM from the start the CPU model codes no colour,
-docs/AKUTSU.md "Colour"), ``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
+docs/AKUTSU.md "Colour"), ``mse_weighted`` (``true``: the MSE phase's fused term is t_a-weighted like eq. 3's
+wMS-SSIM; ``false``: uniform, t_a from the MS-SSIM phase on; docs/AKUTSU.md "The masks in the MSE phase"),
+``warmup`` (steps without GAN term and D update), ``steps``, ``batch``, ``crop``.
 """
 
 from lic_jax.train.config import get_default_config, set_recipe
@@ -100,6 +102,7 @@ KEYS = {
     "encoder": (lambda v: tuple(int(w) for w in v.split(":")), "model_hparams.encoder_channels"),  # E's bodies
     "window": (int, "model_hparams.attention_window"),  # a local causal-attention window (wavefronts)
     "mse": (int, "gan.mse_steps"),  # MSE pre-training steps (docs/AKUTSU.md "Colour")
+    "mse_weighted": (_flag, "gan.mse_weighted"),  # its fused term t_a-weighted (true) or uniform (false)
     "warmup": (int, "gan.warmup_steps"),
     "steps": (int, "num_steps"),
     "batch": (int, "batch_size", "val_batch_size"),

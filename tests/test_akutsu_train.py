@@ -265,6 +265,49 @@ def test_mse_pretraining_then_ms_ssim(rig):
     np.testing.assert_allclose(weighted_mse(a, b, np.ones((2, 16, 16))), ((a - b) ** 2).mean(), rtol=1e-5)
 
 
+def test_mse_phase_mask_weighting(rig):
+    """gan.mse_weighted (docs/AKUTSU.md "The masks in the MSE phase"): with a mask in the batch, the MSE phase's
+    fused term is the t_a-weighted MSE (True, the default) or the plain MSE (False, the cpu recipe). Reference:
+    numpy from an independent forward pass, t_a = r / mean(r), r = ε + (1 − ε)·mask written out here (image 0
+    has a marked rectangle, image 1 none: its t_a is uniform)."""
+    from lic_jax.losses_gan import WEIGHT_EPS
+    from lic_jax.train import gan
+    from lic_jax.train.labels import IMPORTANCE_EPS
+    from lic_jax.train.optim import make_optimizer
+    from lic_jax.train.setup import build_model
+
+    x = rig["batch"](0)
+    mask = np.zeros(x.shape[:3] + (1,), np.float32)
+    mask[0, 8:24, 4:20] = 1.0
+    key = jax.random.PRNGKey(1)
+    st = rig["fresh"](0)
+    xn = np.asarray(x, np.float64)
+    seen = {}
+    for weighted in (True, False):
+        cfg = rig["cfg"].copy_and_resolve_references()
+        cfg.gan.mse_steps, cfg.gan.mse_weighted = 1, weighted
+        model, _ = build_model(cfg)
+        tx, sched = make_optimizer(cfg, int(cfg.num_steps))
+        m = jax.device_get(jax.jit(gan.make_phases(model, cfg, tx, sched, key))(st, x, jnp.asarray(mask))[2])
+        out = model.apply({"params": st.params}, x, train=True, quant=cfg.quant, rngs={"noise": jax.random.fold_in(key, 0)})
+        err_m = (np.asarray(out["x_hat_main"], np.float64) - xn) ** 2
+        err_f = ((np.asarray(out["x_hat"], np.float64) - xn) ** 2).mean(-1)
+        if weighted:
+            r = IMPORTANCE_EPS + (1 - IMPORTANCE_EPS) * mask[..., 0].astype(np.float64)
+            t_a = np.stack([r[0] / r[0].mean(), np.ones_like(r[1])])
+            w = t_a + WEIGHT_EPS
+            fused = np.mean([(err_f[i] * w[i]).sum() / w[i].sum() for i in range(2)])
+        else:
+            fused = err_f.mean()
+        s = gan.settings(cfg)
+        want = s["lambda_e"] * s["mse_lmbda"] * 255.0 ** 2 * (err_m.mean() + s["lambda_p"] * fused)
+        np.testing.assert_allclose(float(m["distortion"]), want, rtol=1e-4)
+        seen[weighted] = float(m["distortion"])
+    assert abs(seen[True] / seen[False] - 1) > 0.05  # the mask matters (the two would agree with it ignored)
+    with pytest.raises(ValueError, match="mse_weighted"):
+        gan.settings({"gan": {"mse_weighted": "no"}})
+
+
 def test_d_step_changes_only_d_and_g_step_only_g(rig):
     st, st_d, st_g, m = rig["records"][1]
     d0, dd, dg = st.extra["disc"], st_d.extra["disc"], st_g.extra["disc"]

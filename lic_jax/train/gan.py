@@ -70,7 +70,8 @@ __all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "s
 
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
 SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0,
-            "mse_steps": 0, "mse_lmbda": 0.0035}  # MSE pre-training: steps, CompressAI's λ (q2) of κ = λ_e·λ·255²
+            "mse_steps": 0, "mse_lmbda": 0.0035,  # MSE pre-training: steps, CompressAI's λ (q2) of κ = λ_e·λ·255²
+            "mse_weighted": True}  # and whether its fused term is t_a-weighted (False: uniform; AKUTSU.md "Colour")
 CHROMA_T = 0.05  # colour_labels: chroma magnitude below which a pixel is achromatic
 LUMA_T = (1.0 / 3.0, 2.0 / 3.0)  # and the luma thresholds of dark / mid / light
 
@@ -87,6 +88,9 @@ def settings(config) -> dict:
         s[k] = int(s[k])
         if s[k] < 0:
             raise ValueError(f"gan.{k} must be ≥ 0, got {s[k]}")
+    if not isinstance(s["mse_weighted"], (bool, np.bool_)):
+        raise ValueError(f"gan.mse_weighted must be True or False, got {s['mse_weighted']!r}")
+    s["mse_weighted"] = bool(s["mse_weighted"])
     for k in ("lambda_p", "lambda_e", "lambda_g", "d_lr", "d_clip_norm", "mse_lmbda"):
         s[k] = float(s[k])
         if not (np.isfinite(s[k]) and s[k] >= 0):
@@ -189,6 +193,7 @@ def make_phases(model, config, tx, schedule, noise_key):
     use_aux = bool(config.optim.aux_loss)
     lam_p, lam_e, lam_g, warm = s["lambda_p"], s["lambda_e"], s["lambda_g"], s["warmup_steps"]
     mse_steps, kappa = s["mse_steps"], lam_e * s["mse_lmbda"] * 255.0 ** 2
+    mse_weighted = s["mse_weighted"]
 
     def phases(st: TrainState, x, mask=None):
         if DISC not in st.extra:
@@ -235,8 +240,10 @@ def make_phases(model, config, tx, schedule, noise_key):
 
             def mse_terms(o):  # MSE pre-training (losses_gan module docstring): L_d before step mse_steps;
                 # the MS-SSIMs are only logged, so they get no backward pass (lax.cond runs one branch)
+                # (gan.mse_weighted False: the fused term uniform, t_a only from the MS-SSIM phase on)
                 d = ms_ssim_terms(jax.lax.stop_gradient(o))
-                return {**d, "loss": mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, kappa)["loss"]}
+                t = t_a if mse_weighted else jnp.ones_like(t_a)
+                return {**d, "loss": mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t, lam_p, kappa)["loss"]}
 
             dist = jax.lax.cond(step < mse_steps, mse_terms, ms_ssim_terms, o) if mse_steps else ms_ssim_terms(o)
             bpp = jnp.mean(total_bits(o["likelihoods"])) / (h * w)
