@@ -59,7 +59,10 @@ def _cpu(c):
     2,000 steps of MSE + rate at lr 5e-4 (``gan.mse_steps``), 2,000 of eq. 3's MS-SSIM + rate at lr 1e-4
     (D frozen), then the GAN term (warm-up 4,000). Until 2026-12-05 (session o): batch 2, MS-SSIM from
     step 0 at lr 1e-4, warm-up 2,000; that model coded no colour, and two images a step were the cause
-    (docs/AKUTSU.md "The batch, not the loss weights"). Masks: ``masks=DIR`` and ``val_masks=DIR``
+    (docs/AKUTSU.md "The batch, not the loss weights"). The MSE phase's fused term is uniform
+    (``gan.mse_weighted`` False, since 2026-12-05 session p): weighted by t_a, whose background is 1e-3 of a
+    face or text pixel, it spent the fused term on a few marked pixels per crop and the model coded no
+    colour (docs/AKUTSU.md "The masks in the MSE phase"). Masks: ``masks=DIR`` and ``val_masks=DIR``
     (``python -m lic_jax.train.labels``). The lr drops at the end of the MSE phase, also when ``mse=N``
     or ``steps=N`` change it (:func:`get_config`)."""
     import os
@@ -70,6 +73,7 @@ def _cpu(c):
     set_recipe(c, steps=200_000, lr=5e-4, batch=4, crop=256, val_crop=256, log_every=50, eval_every=1000,
                checkpoint_every=250, cache=False, schedule="constant_then_step", final_lr_factor=0.2)
     c.gan.mse_steps = 2000
+    c.gan.mse_weighted = False  # t_a only from the MS-SSIM phase on (docs/AKUTSU.md "The masks in the MSE phase")
     c.data.train = os.path.join(shared, "data", "photos")
     c.data.val = os.path.join(shared, "data", "val")
     c.data.scale = "0.5,0.75"

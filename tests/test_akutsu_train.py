@@ -152,6 +152,10 @@ def test_registry_and_config():
             cpu.gan.mse_steps, cpu.data.masks, cpu.data.val_masks) == (0.25, 1, 256, 4, 4000, 2000, "/m/photos",
                                                                       "/m/val")
     assert cpu.data.train.endswith("photos") and cpu.data.val_crop == 256
+    # the MSE phase's fused term uniform in the cpu recipe (docs/AKUTSU.md "The masks in the MSE phase"), weighted
+    # by default and where asked
+    assert (cpu.gan.mse_weighted, full.gan.mse_weighted, cfgmod.get_config("cpu,mse_weighted=true").gan.mse_weighted) \
+        == (False, True, True)
     # the lr drops from 5e-4 to 1e-4 where the MSE phase ends (docs/AKUTSU.md "The batch, not the loss weights")
     from lic_jax.train.optim import make_schedule
 
