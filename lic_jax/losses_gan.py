@@ -31,7 +31,9 @@ pure functions of arrays (the alternating G/D training that combines them is a l
   with κ = λ_e·λ·255² (:func:`mse_distortion_loss`), so L_d + λ_e·L_e is λ_e times CompressAI's
   λ·255²·MSE + bpp (its MS-SSIM models are fine-tuned from MSE ones). wMSE weights each pixel's
   squared error by t_a + ε over Σ(t_a + ε), the same ε floor and normalisation as wMS-SSIM (a constant
-  map gives the MSE).
+  map gives the MSE). ``gan.mse_weighted`` False (the CPU recipe) passes a uniform t_a in this phase: with
+  the masks' t_a the faces and text held ≈ 96 % of the fused term and the model coded no colour
+  (docs/AKUTSU.md "The masks in the MSE phase").
 """
 
 from __future__ import annotations

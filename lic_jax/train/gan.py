@@ -71,7 +71,7 @@ __all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "s
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
 SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0,
             "mse_steps": 0, "mse_lmbda": 0.0035,  # MSE pre-training: steps, CompressAI's λ (q2) of κ = λ_e·λ·255²
-            "mse_weighted": True}  # and whether its fused term is t_a-weighted (False: uniform; AKUTSU.md "Colour")
+            "mse_weighted": True}  # its fused term t_a-weighted (False: uniform; AKUTSU.md "The masks in the MSE phase")
 CHROMA_T = 0.05  # colour_labels: chroma magnitude below which a pixel is achromatic
 LUMA_T = (1.0 / 3.0, 2.0 / 3.0)  # and the luma thresholds of dark / mid / light
 
