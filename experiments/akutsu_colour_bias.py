@@ -30,12 +30,6 @@ sys.path.insert(0, os.path.join(REPO, "experiments"))
 BETAS = (0.0, 0.9, 0.99)
 
 
-def mean_cbcr(a: np.ndarray) -> np.ndarray:
-    from lic_jax.utils.colour import rgb_to_ycbcr
-
-    return rgb_to_ycbcr(np.asarray(a, np.float64), offset=0.0).reshape(-1, 3).mean(0)[1:]
-
-
 def momentum_average(series: np.ndarray, beta: float) -> np.ndarray:
     """Adam's bias-corrected exponential average of ``series`` (steps × k) at every step (β = 0: the series)."""
     out, m = np.empty_like(series), np.zeros(series.shape[1])
@@ -52,7 +46,7 @@ def corr(u: np.ndarray, v: np.ndarray) -> float:
 
 
 def analyse(result: dict, pool: list[np.ndarray], start: int = 100) -> dict:
-    from akutsu_colour_dynamics import train_batch
+    from akutsu_colour_dynamics import mean_cbcr, train_batch
 
     if result.get("data") != "many" or "bias_cb" not in result["rows"][0]:
         raise ValueError("needs a --data many run with bias_cb / bias_cr readings")

@@ -86,15 +86,19 @@ def chroma(x: np.ndarray, x_hat: np.ndarray) -> dict:
     return {"psnr": float(-10 * np.log10(np.mean((x_hat - x) ** 2))), **chroma_stats(rows(x), rows(x_hat))}
 
 
-def mean_chroma(x: np.ndarray, x_hat: np.ndarray, train_batch: np.ndarray) -> dict:
-    """The decode's mean Cb / Cr over the fixed batch minus the images' (a global colour bias), and the mean
-    Cb / Cr of the step's training batch minus the fixed batch's: does the bias follow the training batch?"""
+def mean_cbcr(a: np.ndarray) -> np.ndarray:
+    """Mean (Cb, Cr) of RGB images in [0, 1] (clipped first; BT.601, centred chroma)."""
     from lic_jax.utils.colour import rgb_to_ycbcr
 
-    m = lambda a: rgb_to_ycbcr(np.clip(np.asarray(a, np.float64), 0.0, 1.0), offset=0.0).reshape(-1, 3).mean(0)  # noqa: E731
-    ref, dec, tr = m(x), m(x_hat), m(train_batch)
-    return {"bias_cb": float(dec[1] - ref[1]), "bias_cr": float(dec[2] - ref[2]),
-            "batch_cb": float(tr[1] - ref[1]), "batch_cr": float(tr[2] - ref[2])}
+    return rgb_to_ycbcr(np.clip(np.asarray(a, np.float64), 0.0, 1.0), offset=0.0).reshape(-1, 3).mean(0)[1:]
+
+
+def mean_chroma(x: np.ndarray, x_hat: np.ndarray, batch: np.ndarray) -> dict:
+    """The decode's mean Cb / Cr over the fixed batch minus the images' (a global colour bias), and the mean
+    Cb / Cr of the step's training batch minus the fixed batch's: does the bias follow the training batch?"""
+    ref = mean_cbcr(x)
+    dec, tr = mean_cbcr(x_hat) - ref, mean_cbcr(batch) - ref
+    return {"bias_cb": float(dec[0]), "bias_cr": float(dec[1]), "batch_cb": float(tr[0]), "batch_cr": float(tr[1])}
 
 
 def main(argv=None) -> int:
@@ -178,13 +182,14 @@ def main(argv=None) -> int:
     rows, t0 = [], time.time()
     bar = tqdm(total=args.steps + 1, desc=f"{args.model} {args.loss} {args.data}", unit="step", file=sys.stderr)
     for s in range(args.steps + 1):  # a row after the update of step s (0, every, 2·every, …)
-        params, opt, loss = step(params, opt, jax.random.PRNGKey(100 + s), jnp.asarray(batch(s), jnp.float32),
+        b = batch(s)
+        params, opt, loss = step(params, opt, jax.random.PRNGKey(100 + s), jnp.asarray(b, jnp.float32),
                                  jnp.float32(rate_weight(s)))
         bar.update(1)
         if s % args.every == 0:
             _, (xm, bpp) = look(params, jax.random.PRNGKey(7), jnp.asarray(fixed, jnp.float32), jnp.float32(0.0))
             rows.append({"step": s, "loss": float(loss), "bpp": float(bpp), **chroma(fixed, xm),
-                         **mean_chroma(fixed, xm, batch(s)),
+                         **mean_chroma(fixed, xm, b),
                          "seconds": round(time.time() - t0, 1)})
             bar.write(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()))
     bar.close()
