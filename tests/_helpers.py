@@ -4,7 +4,9 @@
 * :func:`random_variables` — a model's variables drawn with numpy at the shapes ``jax.eval_shape``
   gives (test_registry, test_progressive);
 * :func:`same_batch_script` / :func:`with_devices` / :func:`script_result` — the "8 virtual CPU devices
-  == 1 device" training subprocess (test_parallel, test_toderici_train, test_akutsu_train).
+  == 1 device" training subprocess (test_parallel, test_toderici_train, test_akutsu_train);
+* :func:`nchw` / :func:`nhwc` — NHWC numpy ↔ NCHW torch tensors for the comparisons with CompressAI and torch
+  (test_compressai_parity, test_entropy_models, test_layers).
 """
 
 from __future__ import annotations
@@ -26,6 +28,18 @@ def random_variables(model, seed: int = 0, shape=(1, 32, 32, 3)):
     return jax.tree_util.tree_map(
         lambda s: rng.normal(0.0, 1.0 / np.sqrt(max(1, int(np.prod(s.shape[:-1])))), s.shape).astype(np.float32),
         shapes)
+
+
+def nchw(a):
+    """An NHWC array as a float32 NCHW torch tensor."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2)))
+
+
+def nhwc(t):
+    """An NCHW torch tensor as an NHWC numpy array."""
+    return t.detach().cpu().numpy().transpose(0, 2, 3, 1)
 
 
 def pattern_image(h: int, w: int, seed: int) -> np.ndarray:

@@ -54,6 +54,22 @@ def _release_compiled_code(request):
             f.write(f"{request.module.__name__} {rss} {peak}\n")
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """PyTorch at one intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("torch_one_thread")``):
+    its threads spin-wait, and on a small, shared CPU one thread is several times faster. Without torch it
+    does nothing, so a module's torch-free tests still run."""
+    try:
+        import torch
+    except Exception:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def require(module: str):
     """Import a peer library; in CI (LIC_JAX_REQUIRE_PEERS=1) its absence fails the test instead of skipping."""
     try:

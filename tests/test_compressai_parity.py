@@ -73,6 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from compressai_compat import noise_injecting_quantize
+from _helpers import nchw, nhwc
 from conftest import load_rgb, require
 from scipy.stats import norm
 
@@ -98,27 +99,10 @@ def _zoo_fn(arch):
             "mbt2018-mean": zoo.mbt2018_mean, "mbt2018": zoo.mbt2018}[arch]
 
 
-def _nchw(a):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2)))
-
-
-def _nhwc(t):
-    return t.detach().cpu().numpy().transpose(0, 2, 3, 1)
-
-
 # ----------------------------------------------------------------------------------------------
 # fixtures: data and a per-session cache of CompressAI models saved to disk
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    """PyTorch's intra-op threads spin-wait; on a small, shared CPU one thread is several times faster."""
-    torch = require("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="session")
@@ -147,7 +131,7 @@ def _train_briefly(net, pool, seed):
     for _ in range(TRAIN_STEPS):
         idx = torch.randint(0, n, (TRAIN_BATCH,), generator=gen).numpy()
         oy, ox = (int(v) for v in torch.randint(0, size - TRAIN_CROP + 1, (2,), generator=gen))
-        x = _nchw(pool[idx, oy : oy + TRAIN_CROP, ox : ox + TRAIN_CROP])
+        x = nchw(pool[idx, oy : oy + TRAIN_CROP, ox : ox + TRAIN_CROP])
         opt.zero_grad()
         aux_opt.zero_grad()
         loss = crit(net(x), x)["loss"]
@@ -211,14 +195,14 @@ def _torch_forward(net, x):
         hooks.append(net.gaussian_conditional.register_forward_hook(gc_hook, with_kwargs=True))
     try:
         with torch.no_grad():
-            out = net(_nchw(x))
+            out = net(nchw(x))
     finally:
         for h in hooks:
             h.remove()
-    ref = {k: (None if v is None else _nhwc(v)) for k, v in cap.items()}
+    ref = {k: (None if v is None else nhwc(v)) for k, v in cap.items()}
     ref["eb_q_nchw"] = cap["eb_q"]
-    ref["x_hat"] = _nhwc(out["x_hat"])
-    ref["likelihoods"] = {k: _nhwc(v) for k, v in out["likelihoods"].items()}
+    ref["x_hat"] = nhwc(out["x_hat"])
+    ref["likelihoods"] = {k: nhwc(v) for k, v in out["likelihoods"].items()}
     return ref
 
 
@@ -478,14 +462,14 @@ def test_rd_loss_gradients(train, compressai_models, kodak_dir, monkeypatch):
         c = nz.shape[-1]
         noise = {
             "EntropyBottleneck": torch.from_numpy(np.ascontiguousarray(nz.transpose(3, 0, 1, 2).reshape(c, 1, -1))),
-            "GaussianConditional": _nchw(ny),
+            "GaussianConditional": nchw(ny),
         }
         monkeypatch.setattr(EntropyModel, "quantize", noise_injecting_quantize(EntropyModel.quantize, noise))
         net.train()
     else:
         net.eval()
 
-    xt = _nchw(x)
+    xt = nchw(x)
     net.zero_grad()
     loss_t = RateDistortionLoss(lmbda=lmbda)(net(xt), xt)["loss"]
     loss_t.backward()

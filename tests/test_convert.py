@@ -31,19 +31,7 @@ ARCHS = {
     "mbt2018": "JointAutoregressiveHierarchicalPriors",
 }
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    """PyTorch's intra-op threads spin-wait; on a small, shared CPU one thread is faster."""
-    try:
-        import torch
-    except Exception:  # the torch-free tests still run
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import nchw, nhwc
 from conftest import require
 
 from lic_jax.entropy_models import (
@@ -25,33 +26,11 @@ from lic_jax.entropy_models import (
 
 C = 6
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    """PyTorch's intra-op threads spin-wait; on a small, shared CPU one thread is faster."""
-    try:
-        import torch
-    except Exception:  # the torch-free tests still run
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 def _rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def _nchw(a):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2)))
-
-
-def _nhwc(t):
-    return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,11 +131,11 @@ def test_eb_forward_and_aux_loss_vs_compressai():
     rng = _rng(2)
     y = rng.normal(scale=5.0, size=(2, 5, 7, C)).astype(np.float32)
     with torch.no_grad():
-        yq_t, lik_t = eb(_nchw(y), training=False)
+        yq_t, lik_t = eb(nchw(y), training=False)
     mod = EntropyBottleneck(C)
     yq, lik = mod.apply({"params": params}, jnp.asarray(y), "round")
-    np.testing.assert_array_equal(np.asarray(yq), _nhwc(yq_t))  # round(y − median) + median
-    np.testing.assert_allclose(np.asarray(lik), _nhwc(lik_t), rtol=2e-4)
+    np.testing.assert_array_equal(np.asarray(yq), nhwc(yq_t))  # round(y − median) + median
+    np.testing.assert_allclose(np.asarray(lik), nhwc(lik_t), rtol=2e-4)
     aux_t = eb.loss().item()
     aux = float(mod.apply({"params": params}, method="aux_loss"))
     assert abs(aux - aux_t) <= 1e-5 * abs(aux_t)
@@ -249,9 +228,9 @@ def test_gaussian_likelihood_vs_compressai(with_means):
     y, s, m = _gauss_inputs(_rng(6))
     m = m if with_means else None
     gc = TGC(None)
-    yt = _nchw(y).requires_grad_(True)
-    st = _nchw(s).requires_grad_(True)
-    mt = None if m is None else _nchw(m).requires_grad_(True)
+    yt = nchw(y).requires_grad_(True)
+    st = nchw(s).requires_grad_(True)
+    mt = None if m is None else nchw(m).requires_grad_(True)
     lik_t = gc.likelihood_lower_bound(gc._likelihood(yt, st, mt))
     torch.log(lik_t).sum().backward()
 
@@ -259,21 +238,21 @@ def test_gaussian_likelihood_vs_compressai(with_means):
         return gaussian_likelihood(yy, ss, mm)
 
     lik = f(jnp.asarray(y), jnp.asarray(s), None if m is None else jnp.asarray(m))
-    r = np.abs(np.asarray(lik, np.float64) - _nhwc(lik_t)) / _nhwc(lik_t)
+    r = np.abs(np.asarray(lik, np.float64) - nhwc(lik_t)) / nhwc(lik_t)
     assert r.max() <= 1e-4, r.max()
     # also the GaussianConditional module (round mode: round(y − μ) + μ), with the same bounds
     yq, lik_mod = GaussianConditional().apply({}, jnp.asarray(y + 0.3), jnp.asarray(s),
                                              None if m is None else jnp.asarray(m), "round")
     with torch.no_grad():
-        yq_t, lik_mod_t = gc(_nchw(y + 0.3), _nchw(s), None if m is None else _nchw(m), training=False)
-    np.testing.assert_array_equal(np.asarray(yq), _nhwc(yq_t))
-    assert (np.abs(np.asarray(lik_mod) - _nhwc(lik_mod_t)) / _nhwc(lik_mod_t)).max() <= 1e-4
+        yq_t, lik_mod_t = gc(nchw(y + 0.3), nchw(s), None if m is None else nchw(m), training=False)
+    np.testing.assert_array_equal(np.asarray(yq), nhwc(yq_t))
+    assert (np.abs(np.asarray(lik_mod) - nhwc(lik_mod_t)) / nhwc(lik_mod_t)).max() <= 1e-4
     # gradients of Σ log p (scale lower bound with its gradient rule included)
     args = (jnp.asarray(y), jnp.asarray(s)) + (() if m is None else (jnp.asarray(m),))
     grads = jax.grad(lambda *a: jnp.sum(jnp.log(f(a[0], a[1], a[2] if len(a) > 2 else None))),
                      argnums=tuple(range(len(args))))(*args)
     for g, t in zip(grads, (yt, st, mt)):
-        gt = _nhwc(t.grad)
+        gt = nhwc(t.grad)
         assert np.linalg.norm(np.asarray(g) - gt) / np.linalg.norm(gt) <= 1e-4
 
 

@@ -8,39 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import nchw, nhwc
 from conftest import require
 
 from lic_jax.layers import GDN, Conv, ConvTranspose, MaskedConv, causal_mask, conv_transpose2d, lower_bound
 from lic_jax.layers.conv import conv2d
 from lic_jax.layers.bounds import REPARAM_OFFSET, nonneg_init, nonneg_value
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    """PyTorch's intra-op threads spin-wait; on a small, shared CPU one thread is faster."""
-    try:
-        import torch
-    except Exception:  # the torch-free tests still run
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 def _rng(seed=0):
     return np.random.default_rng(seed)
-
-
-def _nchw(a):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(a, np.float32).transpose(0, 3, 1, 2)))
-
-
-def _nhwc(t):
-    return t.detach().numpy().transpose(0, 2, 3, 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -152,15 +131,15 @@ def test_gdn_vs_compressai(inverse, simplified):
     with torch.no_grad():
         tl.beta.copy_(torch.tensor(np.asarray(params["beta"])))
         tl.gamma.copy_(torch.tensor(np.asarray(params["gamma"])))
-    xt = _nchw(x).requires_grad_(True)
+    xt = nchw(x).requires_grad_(True)
     yt = tl(xt)
-    yt.backward(_nchw(g))
+    yt.backward(nchw(g))
 
     layer = GDN(inverse=inverse, simplified=simplified)
     y, vjp = jax.vjp(lambda p, v: layer.apply({"params": p}, v), params, jnp.asarray(x))
     gp, gx = vjp(jnp.asarray(g))
-    np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(gx), _nhwc(xt.grad), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), nhwc(yt), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(gx), nhwc(xt.grad), rtol=1e-4, atol=1e-5)
     for name in ("beta", "gamma"):
         gt = getattr(tl, name).grad.numpy()
         rel = np.linalg.norm(np.asarray(gp[name]) - gt) / np.linalg.norm(gt)
@@ -183,11 +162,11 @@ def test_conv_matches_torch_conv2d(k, s, h, w):
     x = rng.normal(size=(2, h, w, cin)).astype(np.float32)
     wt = rng.normal(size=(cout, cin, k, k)).astype(np.float32) * 0.2
     b = rng.normal(size=cout).astype(np.float32)
-    ref = torch.nn.functional.conv2d(_nchw(x), torch.from_numpy(wt), torch.from_numpy(b), stride=s, padding=k // 2)
+    ref = torch.nn.functional.conv2d(nchw(x), torch.from_numpy(wt), torch.from_numpy(b), stride=s, padding=k // 2)
     params = {"kernel": jnp.asarray(wt.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
     y = Conv(cout, k, s).apply({"params": params}, jnp.asarray(x))
     assert y.shape == (2, -(-h // s), -(-w // s), cout)
-    np.testing.assert_allclose(np.asarray(y), _nhwc(ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), nhwc(ref), rtol=1e-5, atol=1e-5)
 
 
 def test_flax_same_padding_differs():
@@ -219,11 +198,11 @@ def test_conv_transpose_impls_match_torch(k, s, h, w):
     b = rng.normal(size=cout).astype(np.float32)
     gout = rng.normal(size=(2, h * s, w * s, cout)).astype(np.float32)
 
-    xt = _nchw(x).requires_grad_(True)
+    xt = nchw(x).requires_grad_(True)
     wtt = torch.from_numpy(wt).requires_grad_(True)
     yt = torch.nn.functional.conv_transpose2d(xt, wtt, torch.from_numpy(b), stride=s, padding=k // 2,
                                               output_padding=s - 1)
-    yt.backward(_nchw(gout))
+    yt.backward(nchw(gout))
     assert yt.shape[2:] == (h * s, w * s)
 
     params = {"kernel": jnp.asarray(wt.transpose(2, 3, 0, 1)), "bias": jnp.asarray(b)}
@@ -233,8 +212,8 @@ def test_conv_transpose_impls_match_torch(k, s, h, w):
         y, vjp = jax.vjp(lambda p, v: layer.apply({"params": p}, v), params, jnp.asarray(x))
         gp, gx = vjp(jnp.asarray(gout))
         outs[impl] = (np.asarray(y), np.asarray(gx), np.asarray(gp["kernel"]))
-        np.testing.assert_allclose(outs[impl][0], _nhwc(yt), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(outs[impl][1], _nhwc(xt.grad), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(outs[impl][0], nhwc(yt), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(outs[impl][1], nhwc(xt.grad), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(outs[impl][2], wtt.grad.numpy().transpose(2, 3, 0, 1), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(gp["bias"]), gout.sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-4)
     for impl in ("subpixel", "winograd", "winograd-blocked", "winograd-phases"):
@@ -337,12 +316,12 @@ def test_masked_conv_matches_compressai(mask_type):
     with torch.no_grad():
         tl.weight.copy_(torch.from_numpy(wt))
         tl.bias.copy_(torch.from_numpy(b))
-        yt = tl(_nchw(x))
+        yt = tl(nchw(x))
     np.testing.assert_array_equal(tl.mask.numpy()[0, 0], causal_mask(k, mask_type))
     params = {"kernel": jnp.asarray(wt.transpose(2, 3, 1, 0)), "bias": jnp.asarray(b)}
     layer = MaskedConv(cout, k, mask_type)
     y = layer.apply({"params": params}, jnp.asarray(x))
-    np.testing.assert_allclose(np.asarray(y), _nhwc(yt), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(y), nhwc(yt), rtol=1e-5, atol=1e-5)
     # valid mode: one output per full window == the same-size output at interior positions
     yv = layer.apply({"params": params}, jnp.asarray(x), valid=True)
     np.testing.assert_allclose(np.asarray(yv), np.asarray(y)[:, 2:-2, 2:-2], rtol=1e-5, atol=1e-5)

@@ -62,13 +62,7 @@ PARAM_TOL = 0.02  # 3 × 6.6e-3, the worst ‖θ_jax − θ_torch‖ / ‖θ_tor
 LOSS_RTOL = 6.5e-5  # 3 × 2.13e-5, the worst per-step RD-loss difference measured
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    torch = require("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 def _flat(tree):

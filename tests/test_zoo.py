@@ -134,13 +134,7 @@ def _dead_url() -> str:
 # ------------------------------------------------------------------------------------------
 # the CompressAI-format file
 # ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def _torch_one_thread():
-    torch = require("torch")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 
 def _to_compressai(variables, model, sd):
