@@ -53,7 +53,7 @@ def to_rgb(ycc: np.ndarray) -> np.ndarray:
 
 
 def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
-    """Correlation and std ratio of the decode's chroma planes against the image's (RGB in [0, 1])."""
+    """Correlation, std ratio and mean offset of the decode's chroma planes against the image's (RGB in [0, 1])."""
     a, b = to_ycc(img), to_ycc(dec)
 
     def corr(u, v):
@@ -62,7 +62,9 @@ def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
         return float((u * v).sum() / d) if d > 0 else 0.0
 
     return {"cb_corr": corr(a[..., 1], b[..., 1]), "cr_corr": corr(a[..., 2], b[..., 2]),
-            "chroma_std_ratio": float(b[..., 1:].std(axis=(0, 1)).mean() / a[..., 1:].std(axis=(0, 1)).mean())}
+            "chroma_std_ratio": float(b[..., 1:].std(axis=(0, 1)).mean() / a[..., 1:].std(axis=(0, 1)).mean()),
+            # the decode's global colour cast: its mean Cb / Cr minus the image's (chroma in [-0.5, 0.5])
+            "bias_cb": float(b[..., 1].mean() - a[..., 1].mean()), "bias_cr": float(b[..., 2].mean() - a[..., 2].mean())}
 
 
 def oracles(img: np.ndarray, dec: np.ndarray, sigma: float = 8.0) -> dict[str, np.ndarray]:
