@@ -97,8 +97,8 @@ def test_colour_check_measures():
     s = cc.chroma_stats(img, img)
     assert s["cb_corr"] == pytest.approx(1.0) and s["cr_corr"] == pytest.approx(1.0)
     assert s["chroma_std_ratio"] == pytest.approx(1.0)
-    grey = np.repeat(img.mean(-1, keepdims=True), 3, -1) + np.array([0.04, 0.0, -0.04])  # luma-only plus a tint
     assert s["bias_cb"] == 0.0 and s["bias_cr"] == 0.0
+    grey = np.repeat(img.mean(-1, keepdims=True), 3, -1) + np.array([0.04, 0.0, -0.04])  # luma-only plus a tint
     s = cc.chroma_stats(img, np.clip(grey, 0, 1))
     assert abs(s["cb_corr"]) < 0.2 and abs(s["cr_corr"]) < 0.2 and s["chroma_std_ratio"] < 0.05, s
     # the colour cast against PIL's JFIF YCbCr means of the 8-bit images: measured 1.3e-4 (Cb), 4.5e-4 (Cr)

@@ -72,8 +72,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from compressai_compat import noise_injecting_quantize
 from _helpers import nchw, nhwc
+from compressai_compat import noise_injecting_quantize
 from conftest import load_rgb, require
 from scipy.stats import norm
 
@@ -82,6 +82,8 @@ from lic_jax.entropy_models import EntropyBottleneck, GaussianConditional, gauss
 from lic_jax.layers import MaskedConv
 from lic_jax.losses import rate_distortion_loss
 from lic_jax.models import lmbda_for
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
 
 ARCHS = ("bmshj2018-factorized", "bmshj2018-hyperprior", "mbt2018-mean", "mbt2018")
 QUALITIES = (1, 6)
@@ -102,9 +104,6 @@ def _zoo_fn(arch):
 # ----------------------------------------------------------------------------------------------
 # fixtures: data and a per-session cache of CompressAI models saved to disk
 # ----------------------------------------------------------------------------------------------
-pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
-
-
 @pytest.fixture(scope="session")
 def kodak_batch(kodak_dir):
     return np.stack([load_rgb(kodak_dir / f, KODAK_CROP) for f in KODAK_IMAGES]).astype(np.float32) / 255.0

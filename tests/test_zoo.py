@@ -51,6 +51,8 @@ from conftest import REPO, load_rgb, require
 
 from lic_jax import zoo
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
+
 ARCH, QUALITY = "bmshj2018-hyperprior", 1
 STEM = zoo.PRETRAINED[(ARCH, "mse")][0]
 
@@ -134,9 +136,6 @@ def _dead_url() -> str:
 # ------------------------------------------------------------------------------------------
 # the CompressAI-format file
 # ------------------------------------------------------------------------------------------
-pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest.py
-
-
 def _to_compressai(variables, model, sd):
     """lic_jax variables → CompressAI state_dict tensors (the converter's layouts, inverted)."""
     import jax
