@@ -53,7 +53,7 @@ def to_rgb(ycc: np.ndarray) -> np.ndarray:
 
 
 def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
-    """Correlation, std ratio and mean offset of the decode's chroma planes against the image's (RGB in [0, 1])."""
+    """Correlation, std ratio, mean offset and affine map of the decode's chroma planes against the image's (RGB in [0, 1])."""
     a, b = to_ycc(img), to_ycc(dec)
 
     def corr(u, v):
@@ -61,10 +61,17 @@ def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
         d = np.sqrt((u * u).sum() * (v * v).sum())
         return float((u * v).sum() / d) if d > 0 else 0.0
 
+    # the least-squares affine map of the image's chroma to the decode's, (Cb′, Cr′) = A (Cb, Cr) + c: A's
+    # diagonal below 1 is desaturation, its off-diagonal terms a turn of the hue
+    u = a[..., 1:].reshape(-1, 2) - a[..., 1:].reshape(-1, 2).mean(0)
+    v = b[..., 1:].reshape(-1, 2) - b[..., 1:].reshape(-1, 2).mean(0)
+    amap = np.linalg.lstsq(u, v, rcond=None)[0].T if np.abs(u).max() > 0 else np.zeros((2, 2))
     return {"cb_corr": corr(a[..., 1], b[..., 1]), "cr_corr": corr(a[..., 2], b[..., 2]),
             "chroma_std_ratio": float(b[..., 1:].std(axis=(0, 1)).mean() / a[..., 1:].std(axis=(0, 1)).mean()),
             # the decode's global colour cast: its mean Cb / Cr minus the image's (chroma in [-0.5, 0.5])
-            "bias_cb": float(b[..., 1].mean() - a[..., 1].mean()), "bias_cr": float(b[..., 2].mean() - a[..., 2].mean())}
+            "bias_cb": float(b[..., 1].mean() - a[..., 1].mean()), "bias_cr": float(b[..., 2].mean() - a[..., 2].mean()),
+            "map_cb_cb": float(amap[0, 0]), "map_cb_cr": float(amap[0, 1]),  # Cb′ from Cb, from Cr
+            "map_cr_cb": float(amap[1, 0]), "map_cr_cr": float(amap[1, 1])}  # Cr′ from Cb, from Cr
 
 
 def oracles(img: np.ndarray, dec: np.ndarray, sigma: float = 8.0) -> dict[str, np.ndarray]:

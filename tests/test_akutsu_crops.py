@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lic_jax.evaluation.codecs import PillowCodec
+from lic_jax.utils.colour import ycbcr_to_rgb
 
 _PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "akutsu_crops.py")
 spec = importlib.util.spec_from_file_location("akutsu_crops", _PATH)
@@ -105,6 +106,16 @@ def test_colour_check_measures():
     tint = np.asarray(Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)).convert("YCbCr"), np.float64)
     bias = (tint.mean((0, 1)) - ref.mean((0, 1)))[1:] / 255.0
     assert abs(s["bias_cb"] - bias[0]) < 1.4e-3 and abs(s["bias_cr"] - bias[1]) < 1.4e-3, (s, bias)
+    # a decode whose chroma is a known affine map of the image's (a turn of the hue and a desaturation), in
+    # float Y′CbCr without clipping, so the least-squares map is exact but for the JFIF inverse's six-decimal
+    # coefficients (measured 5.8e-7, 2e-6 here)
+    ycc = cc.to_ycc(img)
+    amap = np.array([[0.8, 0.15], [-0.1, 0.7]])
+    turned = np.concatenate([ycc[..., :1], ycc[..., 1:] @ amap.T + np.array([0.01, -0.02])], -1)
+    s = cc.chroma_stats(img, ycbcr_to_rgb(turned, offset=0.0))
+    got = np.array([[s["map_cb_cb"], s["map_cb_cr"]], [s["map_cr_cb"], s["map_cr_cr"]]])
+    np.testing.assert_allclose(got, amap, rtol=0, atol=2e-6)
+    assert s["bias_cb"] == pytest.approx(0.01 + ((amap - np.eye(2)) @ ycc[..., 1:].reshape(-1, 2).mean(0))[0], abs=2e-6)
     o = cc.oracles(img, img)
     assert np.abs(o["true_chroma"] - img).max() < 2e-6  # the image's own luma and chroma (JFIF inverse, as above)
     flat = cc.to_ycc(o["flat_chroma"])  # the image's luma, constant chroma
