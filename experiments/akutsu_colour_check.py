@@ -52,6 +52,9 @@ def to_rgb(ycc: np.ndarray) -> np.ndarray:
     return np.clip(ycbcr_to_rgb(ycc, offset=0.0), 0.0, 1.0)
 
 
+AXES = np.array([[1.0, -1.0], [1.0, 1.0]]) / np.sqrt(2.0)  # chroma axes in (Cb, Cr): blue–orange, green–magenta
+
+
 def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
     """Correlation, std ratio, mean offset and affine map of the decode's chroma planes against the image's (RGB in [0, 1])."""
     a, b = to_ycc(img), to_ycc(dec)
@@ -71,7 +74,10 @@ def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
             # the decode's global colour cast: its mean Cb / Cr minus the image's (chroma in [-0.5, 0.5])
             "bias_cb": float(b[..., 1].mean() - a[..., 1].mean()), "bias_cr": float(b[..., 2].mean() - a[..., 2].mean()),
             "map_cb_cb": float(amap[0, 0]), "map_cb_cr": float(amap[0, 1]),  # Cb′ from Cb, from Cr
-            "map_cr_cb": float(amap[1, 0]), "map_cr_cr": float(amap[1, 1])}  # Cr′ from Cb, from Cr
+            "map_cr_cb": float(amap[1, 0]), "map_cr_cr": float(amap[1, 1]),  # Cr′ from Cb, from Cr
+            # the map's gains along the two diagonal chroma axes, (Cb − Cr)/√2 (blue–orange, the axis that holds
+            # most of a natural image's chroma variance) and (Cb + Cr)/√2 (green–magenta)
+            "gain_blue_orange": float(AXES[0] @ amap @ AXES[0]), "gain_green_magenta": float(AXES[1] @ amap @ AXES[1])}
 
 
 def oracles(img: np.ndarray, dec: np.ndarray, sigma: float = 8.0) -> dict[str, np.ndarray]:

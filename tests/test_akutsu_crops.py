@@ -115,6 +115,9 @@ def test_colour_check_measures():
     s = cc.chroma_stats(img, ycbcr_to_rgb(turned, offset=0.0))
     got = np.array([[s["map_cb_cb"], s["map_cb_cr"]], [s["map_cr_cb"], s["map_cr_cr"]]])
     np.testing.assert_allclose(got, amap, rtol=0, atol=2e-6)
+    # the gains along (Cb − Cr)/√2 and (Cb + Cr)/√2: ½(a + d − b − c) and ½(a + d + b + c) of the map
+    assert s["gain_blue_orange"] == pytest.approx(0.5 * (0.8 + 0.7 - 0.15 + 0.1), abs=2e-6)
+    assert s["gain_green_magenta"] == pytest.approx(0.5 * (0.8 + 0.7 + 0.15 - 0.1), abs=2e-6)
     assert s["bias_cb"] == pytest.approx(0.01 + ((amap - np.eye(2)) @ ycc[..., 1:].reshape(-1, 2).mean(0))[0], abs=2e-6)
     o = cc.oracles(img, img)
     assert np.abs(o["true_chroma"] - img).max() < 2e-6  # the image's own luma and chroma (JFIF inverse, as above)
