@@ -8,15 +8,16 @@ shape as one program: the forward, then the gradients of its input (all but the 
 input is the data) and of its parameters for a fixed random output cotangent.
 
 * lic_jax: the layer functions the model runs, with the CPU training levers on (``conv2d``'s Winograd
-  gradient, ``conv_transpose2d(impl='auto')``; ``--levers-off``: ``LIC_JAX_CONV_GRAD=xla`` and
-  ``'subpixel'``), and ``GDN``; each layer one jitted ``jax.vjp``.
+  gradient, ``conv_transpose2d(impl='auto')``; ``--with-levers-off`` adds a worker with ``LIC_JAX_CONV_GRAD=xla``
+  and ``'subpixel'``), and ``GDN``; each layer one jitted ``jax.vjp``.
 * torch: ``nn.Conv2d``, ``nn.ConvTranspose2d`` and CompressAI's ``GDN``, NCHW, ``backward()``, ``--threads``.
 
 Each library runs in its own worker process; the parent interleaves them layer by layer, round by
-round, and meters the CPU share of other processes for every interval (``benchmarks/quiet.py``):
-ratios are printed as judged only when it stayed ≤ 20 %.
+round, and meters the CPU share of other processes over every round (``benchmarks/quiet.py``; a
+single layer's interval holds too few clock ticks to meter): ratios are printed as judged only when
+it stayed ≤ 20 %.
 
-    .venv/bin/python benchmarks/train_layers.py --rounds 5 --json benchmarks/results/train_layers.json
+    .venv/bin/python benchmarks/train_layers.py --rounds 5 --with-levers-off --json benchmarks/results/train_layers.json
 """
 
 from __future__ import annotations
@@ -205,17 +206,21 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2, help="torch threads (XLA uses all cores)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--reps", type=int, default=2, help="timed calls per layer per worker per round")
-    ap.add_argument("--levers-off", action="store_true",
-                    help="lic_jax without the CPU training levers (XLA's gradient, sub-pixel transposed convolutions)")
+    ap.add_argument("--with-levers-off", action="store_true",
+                    help="also run lic_jax without the CPU training levers (XLA's gradient, sub-pixel transposed "
+                         "convolutions), interleaved in the same run: the per-layer before/after")
+    ap.add_argument("--levers-off", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     if args.worker:
         return (worker_jax if args.worker == "jax" else worker_torch)(args)
 
     me = [sys.executable, os.path.abspath(__file__), "--batch", str(args.batch), "--size", str(args.size),
-          "--threads", str(args.threads)] + (["--levers-off"] if args.levers_off else [])
-    workers = {"lic_jax": Worker("lic_jax", me + ["--worker", "jax"]),
-               "torch": Worker("torch", me + ["--worker", "torch"])}
+          "--threads", str(args.threads)]
+    workers = {"lic_jax": Worker("lic_jax", me + ["--worker", "jax"])}
+    if args.with_levers_off:
+        workers["levers_off"] = Worker("levers_off", me + ["--worker", "jax", "--levers-off"])
+    workers["torch"] = Worker("torch", me + ["--worker", "torch"])
     pids = [os.getpid()] + [w.p.pid for w in workers.values()]
     spec = layers(size=args.size)
     times = {lib: {name: [] for name, *_ in spec} for lib in workers}
@@ -223,12 +228,14 @@ def main(argv=None):
     t0 = time.time()
     try:
         for r in range(args.rounds):
+            # metered per round (≈ 10 s): a layer's interval (4–500 ms) holds too few clock ticks
+            c = Contention(pids).start()
             for name, *_ in spec:
                 for lib, w in workers.items():
-                    c = Contention(pids).start()
                     times[lib][name] += w.run(name, args.reps)
-                    worst.append(c.stop())
-            print(f"round {r + 1}/{args.rounds} done, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            worst.append(c.stop())
+            print(f"round {r + 1}/{args.rounds} done, {time.time() - t0:.0f} s, other processes "
+                  f"{'?' if worst[-1] is None else f'{100 * worst[-1]:.0f}%'} of the CPU", file=sys.stderr, flush=True)
     finally:
         for w in workers.values():
             w.close()
@@ -236,24 +243,28 @@ def main(argv=None):
     contention = max(known) if known else None
     judged = contention is not None and contention <= THRESHOLD
 
-    rows, tot = [], {"lic_jax": 0.0, "torch": 0.0}
+    libs = list(workers)
+    rows, tot = [], {lib: 0.0 for lib in libs}
     for name, kind, side, cin, cout in spec:
-        med = {lib: statistics.median(times[lib][name]) for lib in workers}
-        for lib in workers:
+        med = {lib: statistics.median(times[lib][name]) for lib in libs}
+        for lib in libs:
             tot[lib] += med[lib]
-        rows.append({"layer": name, "kind": kind, "input": [args.batch, side, side, cin], "out_channels": cout,
-                     "fwd_gmac": macs(kind, side, cin, cout, args.batch) / 1e9,
-                     "lic_jax_ms": 1e3 * med["lic_jax"], "torch_ms": 1e3 * med["torch"],
-                     "ratio": med["torch"] / med["lic_jax"], "form": workers["lic_jax"].info["forms"][name],
-                     "runs_s": {lib: times[lib][name] for lib in workers}})
+        row = {"layer": name, "kind": kind, "input": [args.batch, side, side, cin], "out_channels": cout,
+               "fwd_gmac": macs(kind, side, cin, cout, args.batch) / 1e9,
+               **{f"{lib}_ms": 1e3 * med[lib] for lib in libs}, "ratio": med["torch"] / med["lic_jax"],
+               "form": workers["lic_jax"].info["forms"][name], "runs_s": {lib: times[lib][name] for lib in libs}}
+        if "levers_off" in workers:
+            row["form_levers_off"] = workers["levers_off"].info["forms"][name]
+        rows.append(row)
     w = max(len(r["layer"]) for r in rows)
-    print(f"{'layer':<{w}}  {'input (NHWC)':<18} {'out':>4} {'GMAC':>6} {'lic_jax ms':>10} {'torch ms':>9} "
-          f"{'torch/lic':>9}  lic_jax form")
+    cols = [lib for lib in libs if lib != "torch"] + ["torch"]
+    print(f"{'layer':<{w}}  {'input (NHWC)':<18} {'out':>4} {'GMAC':>6} " + " ".join(f"{c + ' ms':>13}" for c in cols)
+          + f" {'torch/lic':>9}  lic_jax form")
     for r in rows:
         print(f"{r['layer']:<{w}}  {'×'.join(map(str, r['input'])):<18} {r['out_channels']:>4} {r['fwd_gmac']:>6.2f} "
-              f"{r['lic_jax_ms']:>10.1f} {r['torch_ms']:>9.1f} {r['ratio']:>8.2f}×  {r['form']}")
-    print(f"{'sum':<{w}}  {'':<18} {'':>4} {'':>6} {1e3 * tot['lic_jax']:>10.1f} {1e3 * tot['torch']:>9.1f} "
-          f"{tot['torch'] / tot['lic_jax']:>8.2f}×")
+              + " ".join(f"{r[c + '_ms']:>13.1f}" for c in cols) + f" {r['ratio']:>8.2f}×  {r['form']}")
+    print(f"{'sum':<{w}}  {'':<18} {'':>4} {'':>6} " + " ".join(f"{1e3 * tot[c]:>13.1f}" for c in cols)
+          + f" {tot['torch'] / tot['lic_jax']:>8.2f}×")
     cinfo = cpu_info()
     print(f"CPU: {cinfo['model']}, {cinfo['cores']} cores, {' '.join(cinfo['simd'])}; other processes used up to "
           f"{'?' if contention is None else f'{100 * contention:.0f}%'} of the CPU: "
@@ -261,8 +272,8 @@ def main(argv=None):
     if args.json:
         out = {"benchmark": "train_layers", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "cpu": cinfo, "batch": args.batch, "size": args.size, "rounds": args.rounds, "reps": args.reps,
-               "levers": not args.levers_off, "workers": {lib: w.info for lib, w in workers.items()},
-               "max_other_cpu_share": contention, "judged": judged, "rows": rows,
+               "workers": {lib: w.info for lib, w in workers.items()},
+               "max_other_cpu_share": contention, "other_cpu_share_per_round": worst, "judged": judged, "rows": rows,
                "sum_ms": {lib: 1e3 * t for lib, t in tot.items()}}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
