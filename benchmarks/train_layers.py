@@ -90,7 +90,7 @@ def worker_jax(args):
     import jax.numpy as jnp
     import numpy as np
 
-    from lic_jax.layers.conv import conv2d, conv_transpose2d, transpose_form, resolve_transpose_impl
+    from lic_jax.layers.conv import _fast_form, conv2d, conv_transpose2d, resolve_transpose_impl, transpose_form
     from lic_jax.layers.gdn import GDN
 
     impl = "subpixel" if args.levers_off else "auto"
@@ -118,7 +118,8 @@ def worker_jax(args):
 
                 def f(w, x, stride=stride):
                     return conv2d(x, w, stride)
-                forms[name] = "xla fwd, " + ("xla grad" if args.levers_off or cout <= 16 else "winograd grad")
+                fast = not args.levers_off and _fast_form((k, k, cin, cout), stride, ((k // 2, k // 2),) * 2)
+                forms[name] = "xla fwd, " + ("winograd grad" if fast else "xla grad")  # conv2d's own rule
         first = name == "g_a.0"
 
         @jax.jit

@@ -66,8 +66,8 @@ def chroma_stats(img: np.ndarray, dec: np.ndarray) -> dict:
 
     # the least-squares affine map of the image's chroma to the decode's, (Cb′, Cr′) = A (Cb, Cr) + c: A's
     # diagonal below 1 is desaturation, its off-diagonal terms a turn of the hue
-    u = a[..., 1:].reshape(-1, 2) - a[..., 1:].reshape(-1, 2).mean(0)
-    v = b[..., 1:].reshape(-1, 2) - b[..., 1:].reshape(-1, 2).mean(0)
+    u, v = (c[..., 1:].reshape(-1, 2) for c in (a, b))
+    u, v = u - u.mean(0), v - v.mean(0)
     amap = np.linalg.lstsq(u, v, rcond=None)[0].T if np.abs(u).max() > 0 else np.zeros((2, 2))
     return {"cb_corr": corr(a[..., 1], b[..., 1]), "cr_corr": corr(a[..., 2], b[..., 2]),
             "chroma_std_ratio": float(b[..., 1:].std(axis=(0, 1)).mean() / a[..., 1:].std(axis=(0, 1)).mean()),
