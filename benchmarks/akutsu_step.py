@@ -1,8 +1,12 @@
-"""The cost of one akutsu2020 training step (lic_jax.train.gan) in the warm-up (D not run) and with
-the GAN term on, at the CPU run's shapes (configs/akutsu2020.py:cpu: width 1/4, 1 RCAB, batch 4,
-176² crops): one compiled step, random batches, interleaved rounds.
+"""The cost of one akutsu2020 training step (lic_jax.train.gan) in each phase of a config (MSE pre-training,
+MS-SSIM warm-up with D not run, GAN), at the CPU run's shapes by default (configs/akutsu2020.py:cpu: width 1/4,
+1 RCAB, batch 4 of 256² crops), in two forms, interleaved in rounds with the contention metered per round:
 
-    python benchmarks/akutsu_step.py [--rounds 3] [--steps 3] [--json OUT]
+* ``in-graph``: one compiled step deciding the phase with ``lax.cond`` on the state's step (the training
+  loop's form before 2026-12-06);
+* ``phased``: one compiled step per phase (``gan.PhasedStep``, the loop's form since).
+
+    python benchmarks/akutsu_step.py [--rounds 3] [--steps 3] [--config cpu] [--json OUT]
 """
 
 import argparse
@@ -18,6 +22,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None):
@@ -34,6 +39,10 @@ def main(argv=None):
     from lic_jax.train.optim import make_optimizer
     from lic_jax.train.setup import build_model
     from lic_jax.train.state import ParamGroup, TrainState
+    from quiet import Contention, cpu_info
+
+    def make_step(phases):
+        return jax.jit(lambda st, x: phases(st, x)[1:])
 
     cfg = akutsu2020.get_config(a.config)
     model, _ = build_model(cfg)
@@ -43,32 +52,52 @@ def main(argv=None):
     x0 = jnp.zeros((1, 64, 64, 3), jnp.float32)
     p = _host_init(model, x0, seed=0)["params"]
     dp = _host_init(disc, x0, jnp.zeros((1, 64, 64, 5), jnp.float32), seed=1)["params"]
-    warm = int(gan.settings(cfg)["warmup_steps"])
+    sets = gan.settings(cfg)
     st0 = TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
                      extra={gan.DISC: ParamGroup.create(dp, tx_d)})
-    phases = gan.make_phases(model, cfg, tx, sched, jax.random.PRNGKey(1))
-    step = jax.jit(lambda st, x: phases(st, x)[1:])
+    # one step number per phase of this config: MSE pre-training (if any), MS-SSIM warm-up (if any), GAN
+    starts = {"mse": 0} if sets["mse_steps"] else {}
+    if sets["warmup_steps"] > sets["mse_steps"]:
+        starts["warm-up"] = sets["mse_steps"]
+    starts["gan"] = max(sets["warmup_steps"], sets["mse_steps"])
+    key = jax.random.PRNGKey(1)
+    general = make_step(gan.make_phases(model, cfg, tx, sched, key))  # lax.cond on the step, any phase
+    forms = {"in-graph": {name: general for name in starts},  # the form before 2026-12-06
+             "phased": {name: make_step(gan.make_phases(model, cfg, tx, sched, key, phase=gan.phase_of(s, cfg)))
+                        for name, s in starts.items()}}  # gan.PhasedStep: the training loop's form since
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.random((b, c, c, 3), np.float32))
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(st0, x))
-    compile_s = time.perf_counter() - t0
-    times = {"warm-up": [], "gan": []}
-    for _ in range(a.rounds):
-        for name, s0 in (("warm-up", 0), ("gan", max(warm, 1))):
-            st = st0.replace(step=jnp.asarray(s0, jnp.int32))
-            jax.block_until_ready(step(st, x))  # the first call of this branch
+    compile_s = {}
+    for form, fns in forms.items():
+        for name, s0 in starts.items():
             t0 = time.perf_counter()
-            for _ in range(a.steps):
-                st, m = step(st, x)
-            jax.block_until_ready(st)
-            times[name].append((time.perf_counter() - t0) / a.steps)
-            assert float(m["gan_on"]) == (1.0 if name == "gan" else 0.0)
+            jax.block_until_ready(fns[name](st0.replace(step=jnp.asarray(s0, jnp.int32)), x))
+            compile_s[f"{form}/{name}"] = time.perf_counter() - t0  # compile (once per function) + 1 step
+    times = {f"{form}/{name}": [] for form in forms for name in starts}
+    cpu = {k: [] for k in times}
+    meter = Contention()
+    others = []
+    for _ in range(a.rounds):
+        meter.start()
+        for form, fns in forms.items():
+            for name, s0 in starts.items():
+                st = st0.replace(step=jnp.asarray(s0, jnp.int32))
+                t0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(a.steps):
+                    st, m = fns[name](st, x)
+                jax.block_until_ready(st)
+                times[f"{form}/{name}"].append((time.perf_counter() - t0) / a.steps)
+                cpu[f"{form}/{name}"].append((time.process_time() - c0) / a.steps)
+                assert float(m["gan_on"]) == (1.0 if name == "gan" else 0.0)
+        others.append(meter.stop())
     res = {k: float(np.median(v)) for k, v in times.items()}
-    out = {"config": a.config, "batch": b, "crop": c, "compile_s": compile_s, "s_per_step": res,
-           "warmup_over_gan": res["warm-up"] / res["gan"], "rounds": times,
-           "cpu": os.popen("lscpu | sed -n 's/^Model name: *//p'").read().strip(), "load": os.getloadavg()}
-    print(json.dumps({k: out[k] for k in ("config", "compile_s", "s_per_step", "warmup_over_gan", "load")}))
+    res_cpu = {k: float(np.median(v)) for k, v in cpu.items()}
+    out = {"config": a.config, "batch": b, "crop": c, "phase_steps": starts, "compile_s": compile_s,
+           "s_per_step": res, "cpu_s_per_step": res_cpu,
+           "phased_over_in_graph": {n: res[f"phased/{n}"] / res[f"in-graph/{n}"] for n in starts},
+           "rounds": times, "other_cpu_per_round": others, "cpu": cpu_info(), "load": os.getloadavg()}
+    print(json.dumps({k: out[k] for k in ("config", "s_per_step", "cpu_s_per_step", "phased_over_in_graph",
+                                          "other_cpu_per_round")}, indent=1))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)

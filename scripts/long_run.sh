@@ -3,6 +3,9 @@
 #   scripts/long_run.sh start    snapshot the code (once), start/resume training niced in the background
 #   scripts/long_run.sh status   last log lines, steps done, CPU-hours spent over all sessions
 #   scripts/long_run.sh stop     SIGTERM: the loop saves a checkpoint after the current step and exits
+#   scripts/long_run.sh recode   move a stopped run's code snapshot to the repository's HEAD (a speed-up, a fix);
+#                                logged with the latest checkpoint's step: from there the run is not bit-identical
+#                                to one that kept the old code (rounding, or the fix itself)
 #   scripts/long_run.sh export   write the artifact of the best checkpoint (by validation; LIC_EXPORT_WHICH=last:
 #                                the latest) to $RUN/artifact-export
 #   scripts/long_run.sh seed     export the latest checkpoint (a resume point is the run's progress, not its best
@@ -89,6 +92,19 @@ case ${1:-status} in
   stop)
     [[ -f $RUN/pid ]] && kill -TERM "$(cat "$RUN/pid")" 2>/dev/null && echo "SIGTERM sent" || echo "not running"
     ;;
+  recode)
+    if [[ -f $RUN/pid ]] && kill -0 "$(cat "$RUN/pid")" 2>/dev/null \
+       && [[ $(ps -o stat= -p "$(cat "$RUN/pid")" 2>/dev/null) != Z* ]]; then
+      echo "$0: $NAME is running (pid $(cat "$RUN/pid")): stop it first" >&2; exit 2
+    fi
+    [[ -d $CODE ]] || { echo "$0: no code snapshot $CODE (start makes one)" >&2; exit 2; }
+    old=$(git -C "$CODE" rev-parse HEAD)
+    git -C "$CODE" fetch -q "$REPO" HEAD && git -C "$CODE" checkout -q --detach FETCH_HEAD
+    new=$(git -C "$CODE" rev-parse HEAD)
+    last=$(ls "$RUN/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+    echo "$(date -u +%FT%TZ) code snapshot ${old:0:7} -> ${new:0:7} at checkpoint ${last:-none}: $(git -C "$CODE" log -1 --format=%s | cut -c1-160)" \
+      | tee -a "$RUN/run.log"
+    ;;
   export)
     cd "$CODE"
     PYTHONPATH=$CODE JAX_PLATFORMS=cpu JAX_COMPILATION_CACHE_DIR=$RUNS/jit_cache "$PY" train.py --config "$CONFIG" \
@@ -102,5 +118,5 @@ case ${1:-status} in
     "$PY" "$REPO/scripts/run_seed.py" save "$RUN/artifact-export" "$SEED" \
       --note "$NAME after step $step of $(cat "$RUN/init_from" 2>/dev/null || echo '?'); $(cpu_hours) CPU-h on this run directory; $(date -u +%F)"
     ;;
-  *) echo "usage: $0 start|status|stop|export|seed" >&2; exit 2 ;;
+  *) echo "usage: $0 start|status|stop|recode|export|seed" >&2; exit 2 ;;
 esac

@@ -18,10 +18,17 @@ Every train step is one D step followed by one G step (1:1 alternation [I, §8])
   as CompressAI fine-tunes its MS-SSIM models from MSE ones: trained on MS-SSIM from the start the
   CPU model's encoder drops the colour (docs/AKUTSU.md "Colour").
 * **Warm-up** (``gan.warmup_steps``): before it, no GAN term and no D update: D's parameters and
-  optimiser state are carried over unchanged, and D is not run at all (``lax.cond``: the D step
-  and the D forward/backward of L_g are skipped: about two thirds of a GAN step's time at the CPU
-  run's shapes, ``benchmarks/akutsu_step.py``), so its metrics (``d_loss``, ``d_acc_*``, ``d_grad_norm``, ``g_loss``) read 0 with
-  ``gan_on`` 0. The generator's updates are those of the loss without the GAN term.
+  optimiser state are carried over unchanged, and D is not run at all, so its metrics (``d_loss``,
+  ``d_acc_*``, ``d_grad_norm``, ``g_loss``) read 0 with ``gan_on`` 0. The generator's updates are
+  those of the loss without the GAN term.
+
+**Phases.** The step number decides three things: MSE or MS-SSIM distortion, D frozen or trained, a GAN
+term or none (:func:`phase_of`). :func:`make_train_step` compiles one step per phase and picks it on the
+host (:class:`PhasedStep`), so each compiled step holds only its phase's branches. The general form,
+``make_phases(..., phase=None)``, decides in the graph with ``lax.cond``; XLA:CPU runs that form's GAN
+step ≈ 3× slower than the phase's own step (16.3 against 5.8 CPU-s at the CPU run's shapes,
+``benchmarks/akutsu_step.py``, docs/AKUTSU.md "The step"), so it is kept as the reference the tests
+compare with, and for callers that trace over steps.
 
 The generator's forward pass runs once per step (``jax.vjp``): the D step uses its x̂_m, the G
 step pulls the gradient of its loss back through it. The D step does not change the generator,
@@ -50,6 +57,8 @@ Data parallelism: the step is one ``jax.jit`` with replicated state and a batch 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,7 +74,7 @@ from .labels import IMPORTANCE_EPS
 from .steps import apply_update
 from .state import ParamGroup, TrainState
 
-__all__ = ["DISC", "SETTINGS", "settings", "colour_labels", "importance_map", "split_batch", "make_disc_optimizer",
+__all__ = ["DISC", "SETTINGS", "Phase", "PhasedStep", "phase_of", "settings", "colour_labels", "importance_map", "split_batch", "make_disc_optimizer",
            "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
 
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
@@ -96,6 +105,27 @@ def settings(config) -> dict:
         if not (np.isfinite(s[k]) and s[k] >= 0):
             raise ValueError(f"gan.{k} must be a finite number ≥ 0, got {s[k]}")
     return s
+
+
+class Phase(NamedTuple):
+    """What the step number decides (:func:`phase_of`): ``mse`` the MSE pre-training's distortion (else
+    eq. 3's MS-SSIM form), ``gan`` D trained and the GAN term on (else the warm-up)."""
+    mse: bool
+    gan: bool
+
+
+def phase_of(step: int, config) -> Phase:
+    """The phase of (host) step ``step``: MSE before ``gan.mse_steps``, GAN from ``gan.warmup_steps`` on."""
+    s = settings(config)
+    return Phase(mse=int(step) < s["mse_steps"], gan=int(step) >= s["warmup_steps"])
+
+
+def _branch(fixed, pred, true_fn, false_fn, *ops):
+    """``lax.cond(pred, ...)``, or, when the phase fixes the outcome at trace time (``fixed`` a bool), that
+    branch alone: the compiled step then holds no conditional."""
+    if fixed is None:
+        return jax.lax.cond(pred, true_fn, false_fn, *ops)
+    return (true_fn if fixed else false_fn)(*ops)
 
 
 def colour_labels(x, classes: int = 5):
@@ -180,12 +210,20 @@ def _finite(*trees):
     return ok
 
 
-def make_phases(model, config, tx, schedule, noise_key):
+def make_phases(model, config, tx, schedule, noise_key, phase: Phase | None = None):
     """The unjitted pieces of a step: ``phases(state, x, mask=None) → (state after the D step, state
     after the G step, metrics)`` (``x`` float in [0, 1]; ``mask`` the optional t_a mask of
     :func:`importance_map`). :func:`make_train_step` jits this and keeps
-    the last two; the tests look at the first as well."""
+    the last two; the tests look at the first as well.
+
+    ``phase``: None decides the phase in the graph from the state's step (``lax.cond``, any step);
+    a :class:`Phase` builds that phase's step alone, for states whose step is in it (:func:`phase_of`).
+    The metrics ``mse_on`` and ``gan_on`` are always read from the state's step, so a step given a
+    state of another phase shows it."""
     s = settings(config)
+    if phase is not None and not isinstance(phase, Phase):
+        raise TypeError(f"phase must be a gan.Phase or None, got {phase!r}")
+    fix_mse, fix_gan = (None, None) if phase is None else (bool(phase.mse), bool(phase.gan))
     disc = _discriminator(model)
     tx_d = make_disc_optimizer(config)
     quant = config.quant
@@ -230,7 +268,7 @@ def make_phases(model, config, tx, schedule, noise_key):
             zero = jnp.zeros((), jnp.float32)
             return dg, (zero, zero, zero, zero)
 
-        d_group, (d_loss, acc_real, acc_fake, d_gnorm) = jax.lax.cond(gan_on, d_step, d_frozen, dg)
+        d_group, (d_loss, acc_real, acc_fake, d_gnorm) = _branch(fix_gan, gan_on, d_step, d_frozen, dg)
         st_d = st.replace(extra={**st.extra, DISC: d_group})
 
         # -- G step: L_d + λ_e·bpp + λ_g·L_g against the updated D ---------------------------------
@@ -239,16 +277,16 @@ def make_phases(model, config, tx, schedule, noise_key):
                 return distortion_loss(x, o["x_hat_main"], o["x_hat"], t_a, lam_p, small=small)
 
             def mse_terms(o):  # MSE pre-training (losses_gan module docstring): L_d before step mse_steps;
-                # the MS-SSIMs are only logged, so they get no backward pass (lax.cond runs one branch)
+                # the MS-SSIMs are only logged, so they get no backward pass (stop_gradient)
                 # (gan.mse_weighted False: the fused term uniform, t_a only from the MS-SSIM phase on)
                 d = ms_ssim_terms(jax.lax.stop_gradient(o))
                 t = t_a if mse_weighted else jnp.ones_like(t_a)
                 return {**d, "loss": mse_distortion_loss(x, o["x_hat_main"], o["x_hat"], t, lam_p, kappa)["loss"]}
 
-            dist = jax.lax.cond(step < mse_steps, mse_terms, ms_ssim_terms, o) if mse_steps else ms_ssim_terms(o)
+            dist = _branch(fix_mse, step < mse_steps, mse_terms, ms_ssim_terms, o) if mse_steps else ms_ssim_terms(o)
             bpp = jnp.mean(total_bits(o["likelihoods"])) / (h * w)
-            g_adv = jax.lax.cond(
-                gan_on, lambda xm: generator_gan_loss(disc.apply({"params": d_group.params}, xm, t_s)),
+            g_adv = _branch(
+                fix_gan, gan_on, lambda xm: generator_gan_loss(disc.apply({"params": d_group.params}, xm, t_s)),
                 lambda xm: jnp.zeros((), jnp.float32), o["x_hat_main"])
             loss = dist["loss"] + lam_e * bpp + lam_g * g_adv
             return loss, {"loss": loss, "distortion": dist["loss"], "g_loss": g_adv, "bpp": bpp,
@@ -276,17 +314,41 @@ def make_phases(model, config, tx, schedule, noise_key):
     return phases
 
 
+class PhasedStep:
+    """The GAN train step, one compiled function per :class:`Phase` (compiled at its first use).
+
+    ``step.for_step(s)`` is the jitted ``(state, batch_uint8) → (state, metrics)`` for a state at host step
+    ``s`` (the training loop, which knows the step); ``step(state, batch)`` reads the step from the
+    state (a device-to-host copy) and calls that."""
+
+    def __init__(self, build, config):
+        self._build, self._config, self._fns = build, config, {}
+
+    def for_step(self, step: int):
+        ph = phase_of(step, self._config)
+        if ph not in self._fns:
+            self._fns[ph] = self._build(ph)
+        return self._fns[ph]
+
+    def __call__(self, state, batch):
+        return self.for_step(int(np.asarray(state.step.addressable_data(0))))(state, batch)
+
+
 def make_train_step(model, config, tx, schedule, mesh, noise_key):
-    """The jitted ``step(state, batch_uint8) → (state, metrics)``: one D step, then one G step
-    (a 4th batch channel is the t_a mask, :func:`split_batch`)."""
-    phases = make_phases(model, config, tx, schedule, noise_key)
-
-    def step_fn(state, batch):
-        _, st, metrics = phases(state, *split_batch(batch))
-        return st, metrics
-
+    """The train step (:class:`PhasedStep`): ``step(state, batch_uint8) → (state, metrics)``, one D step,
+    then one G step (a 4th batch channel is the t_a mask, :func:`split_batch`), jitted per phase."""
     rep, dat = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+
+    def build(phase):
+        phases = make_phases(model, config, tx, schedule, noise_key, phase=phase)
+
+        def step_fn(state, batch):
+            _, st, metrics = phases(state, *split_batch(batch))
+            return st, metrics
+
+        return jax.jit(step_fn, in_shardings=(rep, dat), out_shardings=(rep, rep), donate_argnums=(0,))
+
+    return PhasedStep(build, config)
 
 
 MASKED_EPS = 1e-9  # ε of the in-mask MS-SSIM: eval.py's ε = 0 up to a 1e-9/area share of weight outside the mask

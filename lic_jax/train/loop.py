@@ -246,7 +246,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 if step == int(config.debug_nan_step):
                     state = poison(state)
                 t0 = time.time() if first_step_time is None else None
-                state, m = train_step(state, parallel.global_batch(local, mesh))
+                # a step compiled per phase (gan.PhasedStep) is picked by the host's step, with no sync
+                fn = train_step.for_step(step) if hasattr(train_step, "for_step") else train_step
+                state, m = fn(state, parallel.global_batch(local, mesh))
                 if t0 is not None:
                     jax.block_until_ready(m["loss"])
                     first_step_time = time.time() - t0
