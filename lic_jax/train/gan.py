@@ -26,7 +26,7 @@ Every train step is one D step followed by one G step (1:1 alternation [I, §8])
 term or none (:func:`phase_of`). :func:`make_train_step` compiles one step per phase and picks it on the
 host (:class:`PhasedStep`), so each compiled step holds only its phase's branches. The general form,
 ``make_phases(..., phase=None)``, decides in the graph with ``lax.cond``; XLA:CPU runs that form's GAN
-step ≈ 3× slower than the phase's own step (16.3 against 5.8 CPU-s at the CPU run's shapes,
+step ≈ 3× slower than the phase's own step (15–16 against 5.8–6.0 CPU-s at the CPU run's shapes,
 ``benchmarks/akutsu_step.py``, docs/AKUTSU.md "The step"), so it is kept as the reference the tests
 compare with, and for callers that trace over steps.
 
@@ -51,7 +51,7 @@ Labels (substitutes, documented in docs/AKUTSU.md; host-side detectors in :mod:`
   :func:`lic_jax.train.labels.importance_weights` on the host. A 4-channel image crops and flips
   like an RGB one, so the mask stays aligned; `data.masks` makes the input pipeline append it.
 
-Data parallelism: the step is one ``jax.jit`` with replicated state and a batch sharded over the
+Data parallelism: each phase's step is one ``jax.jit`` with replicated state and a batch sharded over the
 ``('data',)`` mesh (:mod:`lic_jax.train.parallel`), like every other step.
 """
 
@@ -74,8 +74,8 @@ from .labels import IMPORTANCE_EPS
 from .steps import apply_update
 from .state import ParamGroup, TrainState
 
-__all__ = ["DISC", "SETTINGS", "Phase", "PhasedStep", "phase_of", "settings", "colour_labels", "importance_map", "split_batch", "make_disc_optimizer",
-           "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
+__all__ = ["DISC", "SETTINGS", "Phase", "PhasedStep", "phase_of", "settings", "colour_labels", "importance_map",
+           "split_batch", "make_disc_optimizer", "extra_groups", "make_phases", "make_train_step", "make_eval_step", "make_validator"]
 
 DISC = "disc"  # the name of D's parameter group in TrainState.extra
 SETTINGS = {**LAMBDAS, "warmup_steps": 0, "d_lr": 8e-5, "d_b1": 0.9, "d_b2": 0.999, "d_clip_norm": 0.0,
