@@ -105,16 +105,15 @@ def rig():
     st = fresh(0)
     opts = FAST if jax.default_backend() == "cpu" else None
     key = jax.random.PRNGKey(1)
-    # the training loop's form: one compiled step per phase (gan.PhasedStep), picked by the step number
-    by_phase = {}
-    for s in range(STEPS):
-        ph = gan.phase_of(s, cfg)
-        if ph not in by_phase:
-            by_phase[ph] = jax.jit(gan.make_phases(model, cfg, tx, sched, key, phase=ph)).lower(
-                st, batch(0)).compile(compiler_options=opts)
+    # the training loop's form: one compiled step per phase (gan.PhasedStep), picked by the state's step
+    built, template = [], fresh(0)
 
-    def run(state, x):
-        return by_phase[gan.phase_of(int(state.step), cfg)](state, x)
+    def build(ph):
+        built.append(ph)
+        return jax.jit(gan.make_phases(model, cfg, tx, sched, key, phase=ph)).lower(
+            template, batch(0)).compile(compiler_options=opts)
+
+    run = gan.PhasedStep(build, cfg)
 
     # the straight run: every step's (state before, state after D, state after G, metrics) on the host
     records = []
@@ -123,7 +122,7 @@ def rig():
         records.append(jax.device_get((st, st_d, st_g, m)))
         st = st_g
     return {"cfg": cfg, "spec": spec, "fresh": fresh, "run": run, "batch": batch, "records": records,
-            "settings": gan.settings(cfg), "phases": sorted(by_phase), "model": model, "tx": tx, "sched": sched,
+            "settings": gan.settings(cfg), "phases": built, "model": model, "tx": tx, "sched": sched,
             "key": key, "opts": opts}
 
 

@@ -116,7 +116,10 @@ class Phase(NamedTuple):
 
 def phase_of(step: int, config) -> Phase:
     """The phase of (host) step ``step``: MSE before ``gan.mse_steps``, GAN from ``gan.warmup_steps`` on."""
-    s = settings(config)
+    return _phase(step, settings(config))
+
+
+def _phase(step: int, s: dict) -> Phase:  # phase_of on settings already read (PhasedStep: once, not per step)
     return Phase(mse=int(step) < s["mse_steps"], gan=int(step) >= s["warmup_steps"])
 
 
@@ -322,10 +325,10 @@ class PhasedStep:
     state (a device-to-host copy) and calls that."""
 
     def __init__(self, build, config):
-        self._build, self._config, self._fns = build, config, {}
+        self._build, self._settings, self._fns = build, settings(config), {}
 
     def for_step(self, step: int):
-        ph = phase_of(step, self._config)
+        ph = _phase(step, self._settings)
         if ph not in self._fns:
             self._fns[ph] = self._build(ph)
         return self._fns[ph]
